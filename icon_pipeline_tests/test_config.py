@@ -18,7 +18,10 @@ def test_the_shipped_config_is_valid() -> None:
 
 def test_all_three_source_kinds_and_relative_paths(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
-    text = "sources:\n  - kind: tabler\n  - kind: local\n    path: icons\n  - kind: figma\n    file_keys: [AbC]\n"
+    text = (
+        "sources:\n  - kind: tabler\n  - kind: local\n    path: icons\n"
+        "  - kind: figma\n    file_keys: [AbC]\n"
+    )
     config = parse_config(text, file)
     local = config.sources[1]
     assert isinstance(local, LocalSource) and local.path == tmp_path / "icons"
