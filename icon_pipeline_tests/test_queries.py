@@ -1,0 +1,191 @@
+"""Benchmark queries (three tasks, held-out marking, determinism) and the augmentations they use."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from icon_pipeline.augment import (
+    DEGRADATION_KINDS,
+    AugmentConfig,
+    augment,
+    degrade,
+    downsample_upsample,
+)
+from icon_pipeline.evalset import OfflineParaphraser, build_eval_set
+from icon_pipeline.grouping import Group, split_groups
+from icon_pipeline.queries import IntentTemplates, build_benchmark_queries, summarize_queries, task_counts
+
+CONCEPTS = {
+    "delete": ("delete file", "remove item", "trash"),
+    "add": ("add user", "create account", "new member"),
+    "settings": ("open settings", "preferences", "configure app"),
+    "search": ("search", "find text", "look up"),
+    "home": ("home page", "go home", "main screen"),
+    "bell": ("notification", "alert", "bell ring"),
+    "lock": ("lock screen", "secure", "password"),
+    "share": ("share link", "send", "forward message"),
+    "chart": ("bar chart", "statistics", "analytics"),
+    "calendar": ("calendar", "schedule", "event date"),
+    "upload": ("upload file", "cloud", "publish"),
+    "edit": ("edit text", "pencil", "modify"),
+}
+
+
+def draw_icon(seed: int, filled: bool) -> Image.Image:
+    rng = random.Random(seed)
+    image = Image.new("RGB", (224, 224), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x, y = rng.randint(20, 120), rng.randint(20, 120)
+        box = (x, y, x + rng.randint(40, 90), y + rng.randint(40, 90))
+        draw.ellipse(box, fill="black" if filled else None, outline="black", width=8)
+    return image
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Group], dict[str, str]]:
+    out = tmp_path_factory.mktemp("icons")
+    groups, images = [], {}
+    for k, (name, captions) in enumerate(CONCEPTS.items()):
+        members = [f"{name}:outline", f"{name}:filled"] if k % 3 else [f"{name}:outline"]
+        for member in members:
+            path = out / f"{member.replace(':', '-')}.png"
+            draw_icon(k, member.endswith("filled")).save(path)
+            images[member] = str(path)
+        groups.append(Group(f"g-{name}", tuple(sorted(members)), (name,), captions, members[0]))
+    return groups, images
+
+
+def build(library, out_dir: Path, total: int = 24, seed: int = 0, **kwargs):
+    groups, images = library
+    split = split_groups(groups, heldout_share=0.25, seed=0)
+    paraphraser = OfflineParaphraser.default()
+    eval_rows, _ = build_eval_set(groups, split, paraphraser, n_groups=6, seed=seed)
+    rows = build_benchmark_queries(
+        groups, split, eval_rows, images, out_image_dir=out_dir, total=total, seed=seed,
+        paraphraser=paraphraser, **kwargs,
+    )  # fmt: skip
+    return rows, split, eval_rows
+
+
+def test_even_split_and_row_contract(library, tmp_path: Path) -> None:
+    rows, split, eval_rows = build(library, tmp_path)
+    assert task_counts(2968) == {"text2img": 990, "semantic2img": 989, "img2img": 989}
+    assert summarize_queries(rows)["per_task"] == {"img2img": 8, "semantic2img": 8, "text2img": 8}
+    assert len({r["query_id"] for r in rows}) == len(rows)
+    groups = {g.group_id: g for g in library[0]}
+    training = {c for g in groups.values() for c in g.captions}
+    for row in rows:
+        assert row["relevant_group_ids"]
+        assert row["heldout"] == all(split[g] == "heldout" for g in row["relevant_group_ids"])
+        if row["task"] == "text2img":
+            assert 1 <= len(row["text"].split()) <= 4 and row["text"] not in training
+            assert row["image_path"] is None and row["source_icon_id"] is None
+        elif row["task"] == "semantic2img":
+            assert len(row["text"].split()) >= 4
+        else:
+            group = groups[row["relevant_group_ids"][0]]
+            assert row["source_icon_id"] in group.members
+            assert row["source_icon_id"] not in row["relevant_icon_ids"]
+            assert row["relevant_icon_ids"]  # only multi-member groups give img2img sources
+            assert row["degradation"] in DEGRADATION_KINDS
+            assert Path(row["image_path"]).parent == tmp_path and Path(row["image_path"]).is_file()
+    eval_captions = {r["caption"] for r in eval_rows}
+    train_text = [r for r in rows if r["task"] == "text2img" and not r["heldout"]]
+    assert all(r["text"] in eval_captions for r in train_text)
+
+
+def test_heldout_groups_are_included_and_marked(library, tmp_path: Path) -> None:
+    rows, split, _ = build(library, tmp_path)
+    heldout = summarize_queries(rows)["heldout_per_task"]
+    assert all(heldout[task] >= 1 for task in ("text2img", "semantic2img", "img2img"))
+    assert any(not r["heldout"] for r in rows)
+
+
+def test_two_builds_are_identical_including_image_bytes(library, tmp_path: Path) -> None:
+    first, _, _ = build(library, tmp_path / "a")
+    second, _, _ = build(library, tmp_path / "b")
+
+    def portable(rows):
+        return [{**r, "image_path": r["image_path"] and Path(r["image_path"]).name} for r in rows]
+
+    assert portable(first) == portable(second)
+    for a, b in zip(first, second, strict=True):
+        if a["image_path"]:
+            assert Path(a["image_path"]).read_bytes() == Path(b["image_path"]).read_bytes()
+    other, _, _ = build(library, tmp_path / "c", seed=1)
+    assert portable(other) != portable(first)
+
+
+def test_semantic_sentences_follow_the_templates() -> None:
+    templates = IntentTemplates.load()
+    rng = random.Random(0)
+    verb_sentence = templates.sentence("hide layer", rng)
+    assert "hide" in verb_sentence and "layer" in verb_sentence
+    assert any(t.format(verb="hide", object="layer") == verb_sentence for t in templates.verb_object)
+    noun_sentence = templates.sentence("external link", rng)
+    assert any(t.format(phrase="external link") == noun_sentence for t in templates.noun)
+
+
+def test_too_few_candidates_is_a_clear_error(library, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"text2img: asked for 100 queries but only \d+ candidates exist"):
+        build(library, tmp_path, total=300)
+    rows, _, _ = build(library, tmp_path, total=300, allow_fewer=True)
+    assert 0 < len(rows) < 300
+    with pytest.raises(ValueError, match="unknown or empty"):
+        build(library, tmp_path, degradation_kinds=["sepia"])
+
+
+# --- augmentations ----------------------------------------------------------------------------
+
+
+def test_augment_is_the_seeds_exact_logic() -> None:
+    image = draw_icon(1, False)
+    config = AugmentConfig(p_downsample=1.0, p_blur=1.0, min_scale=0.25, blur_radius=(0.5, 1.5))
+    rng = random.Random(42)
+    expected_rng = random.Random(42)
+    expected_rng.random()
+    scale = expected_rng.uniform(0.25, 1.0)
+    expected = downsample_upsample(image, scale)
+    expected_rng.random()
+    expected = expected.filter(ImageFilter.GaussianBlur(expected_rng.uniform(0.5, 1.5)))
+    assert augment(image, config, rng).tobytes() == expected.tobytes()
+    untouched = augment(image, AugmentConfig(p_downsample=0.0, p_blur=0.0), random.Random(0))
+    assert untouched.tobytes() == image.tobytes()
+
+
+def test_augment_defaults_are_seeded_and_crop_shift_optional() -> None:
+    image = draw_icon(2, True)
+    config = AugmentConfig()
+    assert (config.p_downsample, config.min_scale, config.p_blur, config.p_crop) == (0.5, 0.25, 0.3, 0.0)
+    a = [augment(image, config, random.Random(s)).tobytes() for s in range(6)]
+    b = [augment(image, config, random.Random(s)).tobytes() for s in range(6)]
+    assert a == b and len(set(a)) > 1
+    shifted = augment(
+        image, AugmentConfig(p_downsample=0, p_blur=0, p_shift=1.0, max_shift=0.2), random.Random(5)
+    )
+    cropped = augment(image, AugmentConfig(p_downsample=0, p_blur=0, p_crop=1.0), random.Random(5))
+    assert shifted.size == cropped.size == image.size
+    assert shifted.tobytes() != image.tobytes() and cropped.tobytes() != image.tobytes()
+    with pytest.raises(ValueError, match="AugmentConfig.p_blur"):
+        AugmentConfig(p_blur=1.5)
+
+
+def test_every_degradation_kind() -> None:
+    image = draw_icon(3, False)
+    for kind in DEGRADATION_KINDS:
+        out = degrade(image, kind, random.Random(0))
+        assert out.mode == "RGB"
+        assert out.tobytes() != image.tobytes(), kind
+        assert degrade(image, kind, random.Random(0)).tobytes() == out.tobytes(), kind
+    wide = degrade(image, "aspect", random.Random(0))
+    assert wide.size != image.size and max(wide.size) / min(wide.size) >= 1.5
+    dark = np.asarray(degrade(image, "dark", random.Random(0)))
+    assert dark[0, 0].max() < 60 and dark.max() > 150  # light ink on a dark background
+    with pytest.raises(ValueError, match="unknown degradation kind 'sepia'"):
+        degrade(image, "sepia", random.Random(0))
