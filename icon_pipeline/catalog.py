@@ -35,6 +35,7 @@ class IconRecord:
     style: str = ""
     context: str = ""  # sub-folder, Figma page/frame: where the designer put it
     source_version: str = ""
+    collection: str = ""  # the source's own unit (a Figma page): batches never span two
     batch_key: str = ""  # assigned by batching: the icon_batches partition it belongs to
 
     def to_row(self) -> dict[str, Any]:
@@ -45,7 +46,8 @@ class IconRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> IconRecord:
         data = dict(row)
-        data["tags"] = tuple(data.get("tags") or ())
+        tags = data.get("tags")  # a list, or a numpy array when read back from Parquet
+        data["tags"] = tuple(str(t) for t in tags) if tags is not None else ()
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
