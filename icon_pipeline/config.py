@@ -60,6 +60,52 @@ class RenderConfig(_Strict):
     max_failure_rate: float = Field(default=0.02, ge=0, le=1)
 
 
+class CaptionsConfig(_Strict):
+    """Which captioner writes the search phrases. `openai` is any OpenAI-compatible server (vLLM)."""
+
+    captioner: Literal["offline", "openai"] = "offline"
+    base_url: str | None = Field(default=None, description="text LLM server; env ICON_PIPELINE_LLM_BASE_URL")
+    vision_base_url: str | None = Field(default=None, description="VLM server; default: base_url")
+    api_key_env: str = Field(default="ICON_PIPELINE_LLM_API_KEY", description="env var holding the key")
+    text_model: str = "openai/gpt-oss-120b"
+    vision_model: str = "Qwen/Qwen3-VL-32B-Thinking"
+    reasoning_effort: Literal["low", "medium", "high"] | None = "medium"
+    min_text_tokens: int = Field(default=3, ge=0, description="fewer useful lexicon tokens: the VLM")
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    max_regenerations: int = Field(default=2, ge=0)
+    max_vision_share: float = Field(default=0.5, ge=0, le=1, description="check: share routed to the VLM")
+    max_failure_rate: float = Field(default=0.02, ge=0, le=1)
+
+
+class PairsConfig(_Strict):
+    phash_distance: int = Field(default=4, ge=0, le=64)
+    max_pixel_diff: float = Field(default=0.0025, ge=0, le=1)
+    heldout_share: float = Field(default=0.1, ge=0, lt=1, description="whole groups never trained on")
+    seed: int = 0
+
+
+class EvalConfig(_Strict):
+    """The frozen eval set: a new `version` is the only way to change it."""
+
+    version: int = Field(default=1, ge=1)
+    n_groups: int = Field(default=500, ge=1)
+    per_group: tuple[int, int] = (3, 5)
+    threshold: float = Field(default=0.8, gt=0, le=1, description="max similarity to a training caption")
+    max_retries: int = Field(default=3, ge=0)
+    seed: int = 0
+    paraphraser: Literal["offline", "openai"] = "offline"
+    allow_fewer: bool = Field(default=False, description="a small library: take every group there is")
+
+
+class QueriesConfig(_Strict):
+    version: int = Field(default=1, ge=1)
+    total: int = Field(default=2968, ge=3)
+    seed: int = 0
+    allow_fewer: bool = False
+
+
 class BatchingConfig(_Strict):
     icons_per_batch: int = Field(default=1000, ge=1)
 
@@ -68,6 +114,10 @@ class PipelineConfig(_Strict):
     sources: list[Source] = Field(min_length=1)
     batching: BatchingConfig = BatchingConfig()
     render: RenderConfig = RenderConfig()
+    captions: CaptionsConfig = CaptionsConfig()
+    pairs: PairsConfig = PairsConfig()
+    eval: EvalConfig = EvalConfig()
+    queries: QueriesConfig = QueriesConfig()
 
     @field_validator("sources")
     @classmethod

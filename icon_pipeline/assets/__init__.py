@@ -1,0 +1,1 @@
+"""Assets: one module per stage. Thin: read inputs, call domain code, emit metadata."""

@@ -1,0 +1,1 @@
+"""Partitions, sensors and schedules: what decides when assets run."""

@@ -1,0 +1,171 @@
+"""The `icon-pipeline` command: one entry point for set-up, runs, the UI and the database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from icon_pipeline.config import ConfigError, load_config
+from icon_pipeline.database import (
+    DatabaseError,
+    describe_url,
+    embedded_status,
+    ensure_database,
+    start_embedded,
+    stop_embedded,
+)
+from icon_pipeline.settings import ENV_DATABASE_URL, get_paths
+
+
+class CliError(RuntimeError):
+    """An error shown to the user as one line, with a non-zero exit."""
+
+
+def _prepare_instance_env() -> None:
+    """DAGSTER_HOME and the storage URL that dagster_home/dagster.yaml reads."""
+    paths = get_paths()
+    os.environ.setdefault("DAGSTER_HOME", str(paths.dagster_home))
+    paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    ensure_database()
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    _prepare_instance_env()
+    return DagsterInstance.get()
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    external = os.environ.get(ENV_DATABASE_URL)
+    if args.action == "start":
+        info = ensure_database()
+        print(f"PostgreSQL ready at {describe_url(info.url)}" + (" (embedded)" if info.embedded else ""))
+    elif args.action == "stop":
+        if external:
+            print(f"{ENV_DATABASE_URL} is set: the external server is not managed here")
+        else:
+            print("stopped" if stop_embedded() else "was not running")
+    elif args.action == "status":
+        if external:
+            ensure_database()
+            print(f"external server reachable: {describe_url(external)}")
+        else:
+            print(embedded_status())
+    elif args.action == "url":
+        # The embedded server has no password; an external URL is the user's own secret.
+        print(describe_url(external) if external else start_embedded().url)
+    return 0
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from icon_pipeline.sources.tabler import fetch_tabler
+
+    config = load_config()
+    paths = get_paths()
+    for source in config.sources:
+        if source.kind == "tabler":
+            package = fetch_tabler(paths.sources_dir / "tabler", source.version)
+            print(f"tabler {source.version}: {package}")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from icon_pipeline.definitions import defs
+    from icon_pipeline.runner import materialize_assets
+
+    load_config()  # fail on a bad config before starting any run
+    instance = _instance()
+    selection = None if args.assets == ["*"] else args.assets
+    partitions = [args.partition] if args.partition else None
+    summary = materialize_assets(defs, instance, selection, partitions)
+    return 0 if summary.success else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from icon_pipeline.definitions import defs
+    from icon_pipeline.runner import materialize_assets
+
+    config = load_config()
+    paths = get_paths()
+    print(f"config: {paths.config_file} ({len(config.sources)} source(s)); data: {paths.data_dir}")
+    cmd_fetch_data(args)
+    instance = _instance()
+    summary = materialize_assets(defs, instance)
+    print()
+    print(f"{len(summary.runs)} run(s), {'all succeeded' if summary.success else 'a run FAILED'}:")
+    for run in summary.runs:
+        where = f" [batch {run.partition}]" if run.partition else ""
+        state = "ok" if run.success else "FAILED"
+        print(f"  {state:6} {run.seconds:6.1f}s  {', '.join(run.assets)}{where}")
+    print(f"\nArtifacts are under {paths.data_dir}; runs and metadata are in PostgreSQL.")
+    print("Look at them with:  icon-pipeline ui   (then open http://127.0.0.1:3000)")
+    return 0 if summary.success else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    _prepare_instance_env()
+    workspace = get_paths().repo_root / "workspace.yaml"
+    command = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    bin_dir = os.path.dirname(sys.executable)
+    command[0] = os.path.join(bin_dir, "dagster")
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return subprocess.call(command, cwd=get_paths().repo_root)
+
+
+def cmd_lexicon(args: argparse.Namespace) -> int:
+    from icon_pipeline.lexicon import lexicon_cli
+
+    return lexicon_cli(args.names_file, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icon-pipeline",
+        description="Icon library -> captions, a fine-tuned SigLIP2 encoder and a pgvector search index.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="set up data and the database, then materialize every asset")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="start the database if needed and run `dagster dev`")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("materialize", help="materialize assets (in dependency order) on the instance")
+    p.add_argument("assets", nargs="+", help="asset keys, e.g. icon_catalog rendered_icons; '*' for all")
+    p.add_argument("--partition", help="one icon_batches partition (default: every registered batch)")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL server (or check ICON_PIPELINE_DATABASE_URL)")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("fetch-data", help="download the configured default icon set (npm pack, once)")
+    p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser("lexicon", help="mine search terms from a names file, one JSON object per line")
+    p.add_argument("names_file", type=Path, help="one name per line, optional TAB tags")
+    p.set_defaults(func=cmd_lexicon)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatabaseError, CliError) as exc:
+        print(f"icon-pipeline: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per outside system: PostgreSQL, Figma, the LLM server, the GPU (torchrun)."""

@@ -1,0 +1,103 @@
+"""Where each asset's tables live under the data dir, and how they are read and written.
+
+Assets write plain files (Parquet, PNG, JSONL) so that domain code, apps and analysts can read
+them without Dagster; writes are atomic so a crash never leaves a half-written table.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from icon_pipeline.catalog import IconRecord
+from icon_pipeline.settings import get_paths
+
+
+def data_path(*parts: str) -> Path:
+    path = get_paths().data_dir.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def catalog_path() -> Path:
+    return data_path("catalog", "icon_catalog.parquet")
+
+
+def render_root() -> Path:
+    return data_path("rendered", "store")
+
+
+def batch_table_path(stage: str, batch_key: str) -> Path:
+    return data_path(stage, "batches", f"{batch_key}.parquet")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write Parquet atomically: a temp file in the same dir, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
+    return pd.read_parquet(path)
+
+
+def read_catalog() -> list[IconRecord]:
+    frame = read_table(catalog_path(), "icon_catalog")
+    return [IconRecord.from_row(row) for row in frame.to_dict("records")]
+
+
+def write_catalog(icons: list[IconRecord]) -> Path:
+    frame = pd.DataFrame([icon.to_row() for icon in icons], columns=list(IconRecord.__dataclass_fields__))
+    return write_table(frame, catalog_path())
+
+
+def lexicon_path() -> Path:
+    return data_path("lexicon", "icon_lexicon.parquet")
+
+
+def caption_cache_path() -> Path:
+    return data_path("captions", "cache.sqlite")
+
+
+def read_batch_table(stage: str, batch_key: str) -> pd.DataFrame:
+    return read_table(batch_table_path(stage, batch_key), f"{stage} for batch {batch_key}")
+
+
+def pairs_path() -> Path:
+    return data_path("pairs", "training_pairs.parquet")
+
+
+def icon_images_path() -> Path:
+    """icon_id -> rendered PNG for every icon that rendered: what training and eval read."""
+    return data_path("pairs", "icon_images.parquet")
+
+
+def eval_dir() -> Path:
+    path = get_paths().data_dir / "eval"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_all_batches(stage: str, batch_keys: list[str]) -> pd.DataFrame:
+    """Every batch's table of a partitioned stage; a batch not yet materialized is an error."""
+    missing = [b for b in batch_keys if not batch_table_path(stage, b).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{stage} is missing for {len(missing)} batch(es) ({', '.join(missing[:5])}): "
+            "materialize them first"
+        )
+    frames = [pd.read_parquet(batch_table_path(stage, b)) for b in batch_keys]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
