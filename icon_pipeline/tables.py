@@ -101,3 +101,12 @@ def read_all_batches(stage: str, batch_keys: list[str]) -> pd.DataFrame:
         )
     frames = [pd.read_parquet(batch_table_path(stage, b)) for b in batch_keys]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_records(path: Path, what: str) -> list[dict]:
+    """Rows as plain Python (lists, not numpy arrays), for domain code that reads them."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
+    return pq.read_table(path).to_pylist()

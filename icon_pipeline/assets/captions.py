@@ -26,7 +26,7 @@ from icon_pipeline.tables import (
     lexicon_path,
     read_batch_table,
     read_catalog,
-    read_table,
+    read_records,
     write_table,
 )
 
@@ -46,7 +46,7 @@ def icon_captions(context: AssetExecutionContext, captioner: CaptionerResource) 
     settings = load_config().captions
     batch = context.partition_key
     icons = {i.icon_id: i for i in read_catalog() if i.batch_key == batch}
-    lexicon = Lexicon.from_records(read_table(lexicon_path(), "icon_lexicon").to_dict("records"))
+    lexicon = Lexicon.from_records(read_records(lexicon_path(), "icon_lexicon"))
     renders = read_batch_table("rendered", batch)
     png_of = dict(zip(renders["icon_id"], renders["png_path"], strict=True))
 

@@ -29,6 +29,7 @@ from icon_pipeline.tables import (
     pairs_path,
     read_all_batches,
     read_catalog,
+    read_records,
     read_table,
     write_table,
 )
@@ -42,9 +43,9 @@ def _valid_captions(captions: list[str]) -> list[str]:
 
 
 def _load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
-    frame = read_table(pairs_path(), "training_pairs")
-    groups = [Group.from_row(row) for row in frame.to_dict("records")]
-    split = dict(zip(frame["group_id"], frame["split"], strict=True))
+    records = read_records(pairs_path(), "training_pairs")
+    groups = [Group.from_row(row) for row in records]
+    split = {row["group_id"]: row["split"] for row in records}
     images = read_table(icon_images_path(), "icon images")
     return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
 
