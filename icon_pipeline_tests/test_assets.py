@@ -1,0 +1,201 @@
+"""The assets through a real Dagster instance on the embedded PostgreSQL, with real files and
+real HTTP servers on 127.0.0.1 (Figma-shaped and OpenAI-compatible), like `project_fully_featured`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, SensorResult, build_asset_check_context, build_sensor_context
+
+from icon_pipeline.assets.pairs import eval_set_frozen_hash
+from icon_pipeline.database import ensure_database
+from icon_pipeline.definitions import defs
+from icon_pipeline.runner import materialize_assets
+from icon_pipeline_tests.figma_server import FigmaTestServer, tabler_figma_file
+from icon_pipeline_tests.openai_server import OpenAITestServer
+
+NAMES = ["bell", "bell-off", "folder", "folder-plus", "trash", "user", "settings", "search", "home", "lock"]
+
+
+def _instance() -> DagsterInstance:
+    ensure_database()  # exports the storage URL the instance's dagster.yaml reads
+    return DagsterInstance.get()
+
+
+def _library(folder: Path, tabler: Path, names: list[str], style: str = "outline") -> Path:
+    """A designer's folder: Tabler SVGs plus a metadata.json with their tags and category."""
+    folder.mkdir(parents=True, exist_ok=True)
+    known = json.loads((tabler / "icons.json").read_text())
+    metadata_file = folder / "metadata.json"
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+    for name in names:
+        shutil.copy(tabler / "icons" / style / f"{name}.svg", folder / f"{name}.svg")
+        metadata[name] = {
+            "tags": [str(t) for t in known[name]["tags"] or []],
+            "category": known[name]["category"],
+        }
+    metadata_file.write_text(json.dumps(metadata))
+    return folder
+
+
+def _config(env: Path, body: str) -> None:
+    (env / "icon_pipeline.yaml").write_text(body)
+
+
+def _run(instance: DagsterInstance, *assets: str, partitions: list[str] | None = None) -> None:
+    summary = materialize_assets(defs, instance, list(assets), partitions, log=lambda _: None)
+    assert summary.runs and summary.success, [r for r in summary.runs if not r.success]
+
+
+def _metadata(instance: DagsterInstance, asset: str, partition: str | None = None) -> dict:
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    if partition:
+        records = instance.fetch_materializations(AssetKey(asset), limit=100).records
+        event = next(r.event_log_entry for r in records if r.partition_key == partition)
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_local_folder_batches_and_the_sensor_registers_exactly_the_new_batch(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES[:5])
+    _config(
+        pipeline_env,
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\nbatching:\n  icons_per_batch: 3\n",
+    )
+    instance = _instance()
+    _run(instance, "icon_catalog", "rendered_icons")
+    assert sorted(instance.get_dynamic_partitions("icon_batches")) == ["mine-all-0001", "mine-all-0002"]
+    meta = _metadata(instance, "rendered_icons", "mine-all-0001")
+    assert meta["rendered"] == 3 and meta["failed"] == 0 and "data:image/png;base64" in meta["preview"]
+
+    sensor = defs.resolve_sensor_def("icon_source_sensor")
+    resources = {"figma": defs.resources["figma"]}
+    first = sensor(build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(first, SensorResult) and not first.dynamic_partitions_requests  # nothing new yet
+    quiet = sensor(build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+    assert not isinstance(quiet, SensorResult) or not quiet.run_requests
+
+    _library(icons, tabler_package, NAMES[5:7])  # two new files in the folder
+    tick = sensor(build_sensor_context(instance=instance, cursor=first.cursor, resources=resources))
+    assert isinstance(tick, SensorResult)
+    (request,) = tick.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["mine-all-0003"]
+    assert len(tick.run_requests) == 1  # targets icon_catalog (the sensor's asset_selection)
+
+
+def test_figma_and_local_sources_go_through_the_same_assets(
+    pipeline_env: Path, tabler_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES[:3])
+    with FigmaTestServer({"TablerKit": tabler_figma_file(tabler_package)}, max_ids_per_request=100) as figma:
+        monkeypatch.setenv("FIGMA_TOKEN", "figd_test-token")
+        _config(
+            pipeline_env,
+            f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+            f"  - kind: figma\n    file_keys: [TablerKit]\n    api_url: {figma.url}\n",
+        )
+        instance = _instance()
+        _run(instance, "icon_catalog", "rendered_icons")
+    batches = sorted(instance.get_dynamic_partitions("icon_batches"))
+    # Figma icons are batched per page; the local folder per source.
+    assert batches == ["figma-icons-0001", "figma-variants-0001", "mine-all-0001"]
+    catalog = pd.read_parquet(pipeline_env / "data" / "catalog" / "icon_catalog.parquet")
+    assert set(catalog["source"]) == {"figma", "mine"}
+    per_batch = [_metadata(instance, "rendered_icons", b) for b in batches]
+    # Every icon of both sources has a PNG; the Figma "bell" is the local bell's bytes, so the
+    # content-addressed store serves it instead of rendering it again.
+    assert sum(m["rendered"] + m["cached"] for m in per_batch) == len(catalog)
+    assert sum(m["failed"] for m in per_batch) == 0 and sum(m["cached"] for m in per_batch) >= 1
+    assert "figd_test-token" not in repr(_metadata(instance, "icon_catalog"))
+
+
+def test_openai_captions_are_cached_and_a_changed_icon_costs_one_call(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES[:6])
+    with OpenAITestServer() as llm:
+        _config(
+            pipeline_env,
+            f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+            f"captions:\n  captioner: openai\n  base_url: {llm.url}\n  timeout_s: 10\n",
+        )
+        instance = _instance()
+        _run(instance, "icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions")
+        first_calls = llm.call_count
+        assert first_calls == 6
+        meta = _metadata(instance, "icon_captions", "mine-all-0001")
+        assert meta["model_calls"] == 6 and meta["cache_hits"] == 0 and meta["failed"] == 0
+
+        _run(instance, "icon_captions")  # the nightly re-caption with nothing changed
+        assert llm.call_count == first_calls
+        assert _metadata(instance, "icon_captions", "mine-all-0001")["cache_hits"] == 6
+
+        shutil.copy(tabler_package / "icons" / "filled" / "bell.svg", icons / "bell.svg")  # edit one icon
+        _run(instance, "icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions")
+        assert llm.call_count == first_calls + 1
+        captions = pd.read_parquet(pipeline_env / "data" / "captions" / "batches" / "mine-all-0001.parquet")
+        assert (captions["phrases"].map(len) >= 5).all()
+        routes = set(captions["route"])
+        assert routes <= {"text", "vision"} and llm.models  # the server saw the configured models
+
+
+def test_nightly_schedule_requests_every_batch(pipeline_env: Path, tabler_package: Path) -> None:
+    from dagster import build_schedule_context
+
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES[:4])
+    _config(
+        pipeline_env,
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\nbatching:\n  icons_per_batch: 2\n",
+    )
+    instance = _instance()
+    _run(instance, "icon_catalog")
+    schedule = defs.resolve_schedule_def("nightly_recaption")
+    night = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    context = build_schedule_context(
+        instance=instance, scheduled_execution_time=night, repository_def=defs.get_repository_def()
+    )
+    requests = schedule.evaluate_tick(context).run_requests
+    assert sorted(r.partition_key for r in requests) == ["mine-all-0001", "mine-all-0002"]
+    assert {r.run_key for r in requests} == {
+        "recaption-2026-11-23-mine-all-0001",
+        "recaption-2026-11-23-mine-all-0002",
+    }
+
+
+def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, tabler_package: Path) -> None:
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES)
+    _library(icons / "filled", tabler_package, ["bell", "folder", "trash"], style="filled")
+    _config(
+        pipeline_env,
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+        "eval:\n  n_groups: 6\n  allow_fewer: true\nqueries:\n  total: 12\n  allow_fewer: true\n"
+        "pairs:\n  heldout_share: 0.2\n",
+    )
+    instance = _instance()
+    _run(instance, "icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions")
+    _run(instance, "training_pairs", "eval_set", "benchmark_queries")
+    pairs = pd.read_parquet(pipeline_env / "data" / "pairs" / "training_pairs.parquet")
+    bell = pairs[pairs["names"].map(lambda n: "bell" in list(n))]
+    assert len(bell) == 1 and len(bell.iloc[0]["members"]) == 2  # outline and filled bell: one group
+    assert not pairs["names"].map(lambda n: {"bell", "bell-off"} <= set(n)).any()
+
+    eval_file = pipeline_env / "data" / "eval" / "eval_t2i_i2t.v1.jsonl"
+    before = eval_file.read_bytes()
+    _run(instance, "eval_set")
+    assert eval_file.read_bytes() == before
+    assert _metadata(instance, "eval_set")["reused"] is True
+
+    eval_file.write_bytes(before.replace(b'"caption":"', b'"caption":"x', 1))  # a hand edit
+    result = materialize_assets(defs, instance, ["eval_set"], log=lambda _: None)
+    assert not result.success  # the asset refuses to reuse a tampered file
+    check = eval_set_frozen_hash(build_asset_check_context())
+    assert not check.passed
+    assert "version 1" in check.description and "recorded sha256" in check.description
