@@ -174,7 +174,7 @@ def test_prompts_are_versioned_files() -> None:
     assert "never describe how it looks" in system.lower()
     assert "name: folder plus" in user and "tags: add, new" in user
     assert load_prompt("caption_vision", "v1").key == "caption_vision.v1"
-    assert load_prompt("paraphrase").render(name="x", category="y", existing="a, b")[1]
+    assert load_prompt("paraphrase").render(name="x", category="y", terms="a, b")[1]
 
 
 def test_prompt_errors_name_the_problem() -> None:
