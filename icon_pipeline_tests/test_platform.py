@@ -78,3 +78,23 @@ def test_materialize_through_the_configured_instance_is_recorded_in_postgres(
     assert events == 2  # icon_catalog once, rendered_icons for the one batch
     rendered = list((pipeline_env / "data" / "rendered" / "store").rglob("*.png"))
     assert len(rendered) == 5
+
+
+def test_lexicon_command_prints_one_json_object_per_name(tmp_path: Path) -> None:
+    import json
+
+    affixed = [
+        f"SDC_{word}_18_N-SDC___Icons_Acrobat_Desktop_Web_Mobile" for word in ("Print", "ZoomIn", "Stamp")
+    ]
+    names = tmp_path / "names.txt"
+    names.write_text(
+        "\n".join(
+            [*affixed, "SDC_MarkForRedaction_18_N-SDC___Icons_Acrobat_Desktop_Web_Mobile\tredact, hide"]
+        )
+    )
+    result = subprocess.run([CLI, "lexicon", str(names)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert lines[-1]["terms"] == ["mark for redaction", "mark", "for", "redaction"]
+    assert "redact" in lines[-1]["tags"]
