@@ -1,0 +1,351 @@
+"""The fine-tuning job: validate inputs, build the Trainer, train (resuming if possible), export.
+
+Every rank runs `run_training`; validation happens on every rank before any collective, so a
+bad input stops all of them with the same clear message instead of leaving ranks waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from icon_pipeline.modeling import (
+    CheckpointError,
+    CheckpointMeta,
+    EncoderBundle,
+    is_our_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from icon_pipeline.training.collator import GroupDataset, PairCollator
+from icon_pipeline.training.config import TrainConfig, TrainConfigError
+from icon_pipeline.training.data import (
+    EvalData,
+    TrainingData,
+    load_eval_data,
+    load_training_data,
+    read_eval_set,
+)
+from icon_pipeline.training.reporting import Reporter, global_rank, world_size
+from icon_pipeline.training.trainer import (
+    BaselineCallback,
+    PipesCallback,
+    RankChecksumCallback,
+    RetrievalEvaluator,
+    ScheduleCallback,
+    SiglipTrainer,
+)
+
+DDP_BACKEND_ENV = "ICON_PIPELINE_DDP_BACKEND"
+FINAL_MODEL_DIR = "model"
+REPORT_FILE = "training_report.json"
+TENSORBOARD_DIR = "tensorboard"
+LOSS_CURVE_POINTS = 200  # points kept in the Dagster metadata (the report file keeps them all)
+
+
+def _processor_max_num_patches(checkpoint: Path) -> int | None:
+    """max_num_patches as written in the checkpoint's processor config, if it says."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = checkpoint / name
+        if path.is_file():
+            raw = json.loads(path.read_text())
+            raw = raw.get("image_processor", raw)
+            if "max_num_patches" in raw:
+                return int(raw["max_num_patches"])
+    return None
+
+
+def load_base(config: TrainConfig) -> EncoderBundle:
+    """The base checkpoint, checked against the config (patches) before anything trains."""
+    checkpoint = Path(config.base_checkpoint)
+    if checkpoint.is_dir() and is_our_checkpoint(checkpoint):
+        # Ours were trained at one patch budget: a different one changes the images the model sees.
+        meta = CheckpointMeta.read(checkpoint)
+        recorded = _processor_max_num_patches(checkpoint)
+        expected = {meta.max_num_patches} | ({recorded} if recorded is not None else set())
+        if config.max_num_patches is not None and config.max_num_patches not in expected:
+            raise TrainConfigError(
+                f"max_num_patches {config.max_num_patches} does not match checkpoint {checkpoint} "
+                f"(its processor uses {sorted(expected)}); drop the setting or use the checkpoint's value"
+            )
+        if recorded is not None and recorded != meta.max_num_patches:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} is inconsistent: processor max_num_patches {recorded}, "
+                f"icon_pipeline.json {meta.max_num_patches}"
+            )
+    # Foreign checkpoints (e.g. google/siglip2-base-patch16-naflex) are NaFlex: any budget works.
+    return load_checkpoint(config.base_checkpoint, device="cpu", max_num_patches=config.max_num_patches)
+
+
+def training_arguments(config: TrainConfig, use_cuda: bool, drop_last: bool) -> TrainingArguments:
+    bf16 = config.bf16 if config.bf16 is not None else (use_cuda and torch.cuda.is_bf16_supported())
+    backend = os.environ.get(DDP_BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
+    report_to = list(config.report_to)
+    if "tensorboard" in report_to:
+        from transformers.integrations import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            report_to.remove("tensorboard")  # logged as a warning by the caller
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.num_epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_every_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="no",  # evaluation is scheduled by ScheduleCallback (no eval_dataset needed)
+        bf16=bf16,
+        use_cpu=not use_cuda,
+        ddp_backend=backend if world_size() > 1 else None,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=config.dataloader_workers,
+        dataloader_persistent_workers=config.dataloader_workers > 0,
+        dataloader_drop_last=drop_last,
+        remove_unused_columns=False,  # the collator needs group_index, the model never sees it
+        report_to=report_to or "none",
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def _loss_curve(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+
+
+def _thin(points: list[Any], limit: int) -> list[Any]:
+    if len(points) <= limit:
+        return points
+    stride = math.ceil(len(points) / limit)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def _validate_inputs(config: TrainConfig) -> None:
+    """Cheap existence checks first, so a typo fails in milliseconds, not after loading a model."""
+    checkpoint = Path(config.base_checkpoint)
+    looks_local = checkpoint.is_absolute() or config.base_checkpoint.startswith(".")
+    if looks_local and not checkpoint.is_dir():
+        raise CheckpointError(f"base checkpoint {checkpoint} does not exist")
+    if not Path(config.pairs_path).is_file():
+        raise TrainConfigError(f"training pairs file {config.pairs_path} does not exist")
+    if config.eval_path and not Path(config.eval_path).is_file():
+        raise TrainConfigError(f"eval set {config.eval_path} does not exist")
+    if config.eval_images_path and not Path(config.eval_images_path).is_file():
+        raise TrainConfigError(f"eval image map {config.eval_images_path} does not exist")
+    if config.eval_path:
+        read_eval_set(config.eval_path, config.eval_sha256)  # another eval version stops the run here
+
+
+def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
+    """Train as configured; returns the report (also written to output_dir/training_report.json)."""
+    rank, ranks = global_rank(), world_size()
+    output_dir = Path(config.output_dir)
+    _validate_inputs(config)
+    bundle = load_base(config)
+
+    use_cuda = torch.cuda.is_available()
+    # Creating the arguments sets up the process group (once per process, so it must be the final one).
+    args = training_arguments(config, use_cuda, drop_last=False)
+    # Eval before train data: a wrong eval version stops the run before the (long) image decode.
+    # One process per node decodes; the others then open the finished cache.
+    eval_data: EvalData | None = None
+    if config.eval_path and config.eval_images_path:
+        with args.main_process_first(desc="decode eval images"):
+            eval_data = load_eval_data(
+                config.eval_path,
+                config.eval_images_path,
+                config.eval_sha256,
+                config.image_size,
+                config.cache_path,
+            )
+    with args.main_process_first(desc="decode training images"):
+        data: TrainingData = load_training_data(config.pairs_path, config.image_size, config.cache_path)
+    reporter.info(
+        f"{len(data.groups)} training groups, {data.images.array.shape[0]} images "
+        f"({len(data.image_failures)} unreadable, {len(data.dropped_groups)} groups dropped); "
+        f"eval: {len(eval_data.rows) if eval_data else 0} captions over "
+        f"{len(eval_data.icon_ids) if eval_data else 0} images; world size {ranks}"
+    )
+    for path, reason in list(data.image_failures.items())[:5]:
+        reporter.warning(f"unreadable training image {path}: {reason}")
+
+    global_batch = config.per_device_batch_size * ranks
+    # Full batches keep every rank's batch the same size (required by the all-gather loss).
+    args.dataloader_drop_last = len(data.groups) >= global_batch
+    if "tensorboard" in config.report_to and "tensorboard" not in (args.report_to or []):
+        reporter.warning("tensorboard is not installed: metrics go to the report and Dagster only")
+    tensorboard_dir = output_dir / TENSORBOARD_DIR
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir))
+
+    collator = PairCollator(
+        data.groups,
+        data.images,
+        bundle.tokenizer,
+        bundle.image_processor,
+        bundle.max_length,
+        bundle.max_num_patches,
+        config.augmentation.to_augment_config(),
+        seed=config.seed,
+        rank=rank,
+    )
+    evaluator = RetrievalEvaluator(eval_data, bundle, config.eval_batch_size) if eval_data else None
+    schedule = ScheduleCallback(config.eval_every_steps, config.stop_after_steps)
+    trainer = SiglipTrainer(
+        model=bundle.model,
+        args=args,
+        train_dataset=GroupDataset(data.groups),
+        data_collator=collator,
+        callbacks=[schedule, PipesCallback(reporter), RankChecksumCallback(output_dir / "ranks", rank)],
+        gather_negatives=config.gather_negatives,
+        evaluator=evaluator,
+    )
+
+    # Our PipesCallback logs each entry once, with the rank; the stock printer would repeat them.
+    trainer.remove_callback(PrinterCallback)
+
+    resume_from = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    if resume_from:
+        reporter.info(f"resuming from {resume_from} (step {resumed_step})")
+    elif evaluator is not None:
+        # The base model's score at step 0 (evaluate() logs it to TensorBoard and Dagster at once).
+        trainer.add_callback(BaselineCallback(trainer.evaluate()))
+
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - started
+    steps_run = trainer.state.global_step - resumed_step
+    pairs_per_second = steps_run * global_batch / train_seconds if train_seconds > 0 else 0.0
+
+    if schedule.stopped_early:
+        reporter.info(
+            f"stopped at step {trainer.state.global_step} as configured (stop_after_steps); checkpoint saved"
+        )
+        return {"stopped_at_step": trainer.state.global_step, "completed": False}
+
+    if evaluator is not None and (
+        not config.eval_every_steps or trainer.state.global_step % config.eval_every_steps
+    ):
+        trainer.evaluate()  # the final weights are always scored
+    report: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        report = _finish(
+            config, bundle, trainer, eval_data, data, resumed_step, train_seconds, pairs_per_second
+        )
+        metadata = _materialization_metadata(report)
+        reporter.materialize(metadata)
+        reporter.info(
+            f"done: {report['steps']} steps, {pairs_per_second:.1f} pairs/s, "
+            f"model at {report['checkpoint_path']}"
+        )
+    return report
+
+
+def _finish(
+    config: TrainConfig,
+    bundle: EncoderBundle,
+    trainer: SiglipTrainer,
+    eval_data: EvalData | None,
+    data: TrainingData,
+    resumed_step: int,
+    train_seconds: float,
+    pairs_per_second: float,
+) -> dict[str, Any]:
+    """Rank 0: export the final HF directory and write training_report.json."""
+    output_dir = Path(config.output_dir)
+    base_meta = bundle.meta
+    meta = CheckpointMeta(
+        size=base_meta.size if base_meta else "external",
+        max_length=bundle.max_length,
+        max_num_patches=bundle.max_num_patches,
+        vocab_size=int(trainer.model.config.text_config.vocab_size),
+        seed=config.seed,
+        tokenizer_loader=base_meta.tokenizer_loader if base_meta else "auto",
+        base=config.base_checkpoint,
+        extra={"steps": trainer.state.global_step, "eval_sha256": eval_data.sha256 if eval_data else None},
+    )
+    final_dir = save_checkpoint(trainer.model, bundle.processor, meta, output_dir / FINAL_MODEL_DIR)
+    history = trainer.state.log_history
+    eval_history = [
+        {"step": e["step"], **{k.removeprefix("eval/"): v for k, v in e.items() if k.startswith("eval/")}}
+        for e in history
+        if any(k.startswith("eval/") for k in e)
+    ]
+    losses = _loss_curve(history)
+    report = {
+        "completed": True,
+        "checkpoint_path": str(final_dir),
+        "tensorboard_dir": str(output_dir / TENSORBOARD_DIR),
+        "base_checkpoint": config.base_checkpoint,
+        "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "epochs": trainer.state.epoch,
+        "world_size": world_size(),
+        "global_batch_size": config.per_device_batch_size * world_size(),
+        "train_seconds": round(train_seconds, 3),
+        "pairs_per_second": round(pairs_per_second, 2),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "bf16": bool(trainer.args.bf16),
+        "loss_curve": losses,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "min_loss": min(loss for _, loss in losses) if losses else None,
+        "eval_history": eval_history,
+        "final_metrics": eval_history[-1] if eval_history else {},
+        "eval_sha256": eval_data.sha256 if eval_data else None,
+        "eval_missing_icons": eval_data.missing_icons if eval_data else [],
+        "training_groups": len(data.groups),
+        "dropped_groups": data.dropped_groups,
+        "unreadable_images": data.image_failures,
+        "config": config.to_dict(),
+    }
+    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+def _materialization_metadata(report: dict[str, Any]) -> dict[str, Any]:
+    """Flat, typed values Dagster shows well; lists and the config go as JSON."""
+    metadata: dict[str, Any] = {
+        key: report[key]
+        for key in (
+            "checkpoint_path",
+            "tensorboard_dir",
+            "steps",
+            "resumed_from_step",
+            "world_size",
+            "global_batch_size",
+            "train_seconds",
+            "pairs_per_second",
+            "device",
+            "first_loss",
+            "final_loss",
+            "min_loss",
+        )
+        if report.get(key) is not None
+    }
+    metadata["loss_curve"] = {"raw_value": _thin(report["loss_curve"], LOSS_CURVE_POINTS), "type": "json"}
+    metadata["eval_history"] = {"raw_value": report["eval_history"], "type": "json"}
+    metadata["config"] = {"raw_value": report["config"], "type": "json"}
+    for name, value in report["final_metrics"].items():
+        if name != "step" and isinstance(value, int | float):
+            metadata[f"eval/{name}"] = float(value)
+    if report.get("eval_sha256"):
+        metadata["eval_sha256"] = report["eval_sha256"]
+    return metadata
