@@ -106,6 +106,45 @@ class QueriesConfig(_Strict):
     allow_fewer: bool = False
 
 
+class ModelConfig(_Strict):
+    """The base encoder: a pretrained SigLIP2 (a Hugging Face id in the local cache, or a
+    directory) or, by default, a small SigLIP2 built from a config with a tokenizer trained on
+    the captions."""
+
+    base_model: str | None = Field(default=None, description="e.g. google/siglip2-base-patch16-naflex")
+    size: Literal["tiny", "small", "base"] = "tiny"
+    vocab_size: int = Field(default=8000, ge=100)
+    max_num_patches: int = Field(default=196, ge=16, description="196 trains at 224 px")
+    seed: int = 0
+
+
+class TrainingConfig(_Strict):
+    max_steps: int = Field(default=300, ge=1)
+    per_device_batch_size: int = Field(default=64, ge=2)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    warmup_steps: int = Field(default=30, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    eval_every_steps: int = Field(default=100, ge=0)
+    save_every_steps: int = Field(default=100, ge=1)
+    gather_negatives: bool = False
+    dataloader_workers: int = Field(default=0, ge=0)
+    p_downsample: float = Field(default=0.5, ge=0, le=1)
+    min_scale: float = Field(default=0.25, gt=0, lt=1)
+    p_blur: float = Field(default=0.3, ge=0, le=1)
+    blur_radius: tuple[float, float] = (0.5, 1.5)
+    p_crop: float = Field(default=0.3, ge=0, le=1, description="crop/shift help img2img (DESIGN.md)")
+    p_shift: float = Field(default=0.2, ge=0, le=1)
+    seed: int = 0
+
+
+class IndexConfig(_Strict):
+    extra_models: dict[str, str] = Field(default_factory=dict, description="model id -> checkpoint dir")
+    batch_size: int = Field(default=64, ge=1)
+    hnsw_m: int = Field(default=16, ge=4)
+    ef_construction: int = Field(default=64, ge=8)
+    ef_search: int = Field(default=100, ge=1)
+
+
 class BatchingConfig(_Strict):
     icons_per_batch: int = Field(default=1000, ge=1)
 
@@ -118,6 +157,9 @@ class PipelineConfig(_Strict):
     pairs: PairsConfig = PairsConfig()
     eval: EvalConfig = EvalConfig()
     queries: QueriesConfig = QueriesConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    index: IndexConfig = IndexConfig()
 
     @field_validator("sources")
     @classmethod

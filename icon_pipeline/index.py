@@ -498,3 +498,15 @@ def drop_model(conn: psycopg.Connection, model_id: str) -> bool:
             return False
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(row[0])))
     return True
+
+
+def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
+    """What `write_embeddings` recorded about the encoder of `model_id` (e.g. its checkpoint)."""
+    get_model_index(conn, model_id)  # UnknownModelError listing the models that exist
+    with conn.transaction():
+        row = conn.execute(
+            sql.SQL("SELECT embedder FROM {} WHERE model_id = %s").format(sql.Identifier(REGISTRY_TABLE)),
+            (model_id,),
+            prepare=False,
+        ).fetchone()
+    return dict(row[0] or {}) if row else {}

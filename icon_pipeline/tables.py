@@ -110,3 +110,23 @@ def read_records(path: Path, what: str) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
     return pq.read_table(path).to_pylist()
+
+
+def models_dir() -> Path:
+    path = get_paths().data_dir / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checkpoint_pointer(name: str) -> Path:
+    """A small JSON naming the current checkpoint of `name` (base, finetuned)."""
+    return models_dir() / f"{name}.json"
+
+
+def read_checkpoint_pointer(name: str, asset: str) -> dict:
+    import json
+
+    path = checkpoint_pointer(name)
+    if not path.exists():
+        raise FileNotFoundError(f"no {name} checkpoint yet ({path}): materialize {asset} first")
+    return json.loads(path.read_text())

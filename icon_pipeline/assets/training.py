@@ -1,0 +1,146 @@
+"""base_checkpoint and finetuned_checkpoint: the SigLIP2 encoder before and after fine-tuning."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
+
+from icon_pipeline.assets.pairs import EVAL_NAME, eval_set, training_pairs
+from icon_pipeline.config import load_config
+from icon_pipeline.frozen import frozen_paths, verify_frozen
+from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint
+from icon_pipeline.resources.gpu import TorchrunResource
+from icon_pipeline.tables import (
+    checkpoint_pointer,
+    eval_dir,
+    icon_images_path,
+    models_dir,
+    pairs_path,
+    read_checkpoint_pointer,
+    read_records,
+)
+from icon_pipeline.training.config import AugmentationSettings, TrainConfig
+
+PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
+
+
+@asset(group_name="model", kinds={"pytorch"}, deps=[training_pairs])
+def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
+    """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, a small SigLIP2
+    built from a config with a lowercase tokenizer trained on the training captions."""
+    config = load_config().model
+    if config.base_model:
+        path = config.base_model
+        model_id = config.base_model
+    else:
+        captions = [c for row in read_records(pairs_path(), "training_pairs") for c in row["captions"]]
+        out_dir = models_dir() / "base" / config.size
+        path = str(
+            build_base_checkpoint(
+                out_dir,
+                captions,
+                size=config.size,
+                seed=config.seed,
+                vocab_size=config.vocab_size,
+                max_num_patches=config.max_num_patches,
+            )
+        )
+        model_id = f"base-{config.size}"
+    # Load it back as every later stage will: a broken or unloadable checkpoint stops here.
+    bundle = load_checkpoint(path, max_num_patches=config.max_num_patches)
+    tokenizer = bundle.tokenizer
+    unknown = [c for c in PROBE_CAPTIONS if tokenizer.unk_token_id in tokenizer(c)["input_ids"]]
+    parameters = sum(p.numel() for p in bundle.model.parameters())
+    checkpoint_pointer("base").write_text(json.dumps({"path": path, "model_id": model_id}))
+    return MaterializeResult(
+        metadata={
+            "model_id": model_id,
+            "path": MetadataValue.path(path),
+            "size": config.size if not config.base_model else "pretrained",
+            "parameters": parameters,
+            "embedding_dim": bundle.dim,
+            "vocab_size": len(tokenizer),
+            "max_num_patches": bundle.max_num_patches,
+            "probe_captions_with_unknown_tokens": MetadataValue.json(unknown),
+        }
+    )
+
+
+def _fingerprint(path: Path) -> list[tuple[str, int, int]]:
+    if not path.is_dir():
+        return [(str(path), 0, 0)]
+    return sorted(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file()
+    )
+
+
+@asset(
+    group_name="model",
+    kinds={"pytorch"},
+    deps=[base_checkpoint, training_pairs, eval_set],
+    op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
+)
+def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
+    """SigLIP2 fine-tuned on the grouped pairs by a torchrun job launched through Dagster Pipes.
+    Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
+    config = load_config()
+    base = read_checkpoint_pointer("base", "base_checkpoint")
+    eval_path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.eval.version)
+    ok, message = verify_frozen(eval_path)
+    if not ok:
+        raise ValueError(f"eval set not usable for training: {message}")
+    eval_sha256 = message.rsplit("sha256 ", 1)[-1]
+    settings = config.training
+    train = TrainConfig(
+        base_checkpoint=base["path"],
+        pairs_path=str(pairs_path()),
+        output_dir="",  # set below, once the inputs' fingerprint is known
+        eval_path=str(eval_path),
+        eval_images_path=str(icon_images_path()),
+        eval_sha256=eval_sha256,
+        max_steps=settings.max_steps,
+        per_device_batch_size=settings.per_device_batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        eval_every_steps=settings.eval_every_steps,
+        save_every_steps=settings.save_every_steps,
+        max_num_patches=config.model.max_num_patches,
+        augmentation=AugmentationSettings(
+            p_downsample=settings.p_downsample,
+            min_scale=settings.min_scale,
+            p_blur=settings.p_blur,
+            blur_radius=settings.blur_radius,
+            p_crop=settings.p_crop,
+            p_shift=settings.p_shift,
+        ),
+        gather_negatives=settings.gather_negatives,
+        dataloader_workers=settings.dataloader_workers,
+        seed=settings.seed,
+    )
+    # Same inputs and settings: same directory, so a killed run resumes from its last checkpoint;
+    # anything changed: a fresh directory, never a resume onto another base or data set.
+    inputs = json.dumps(
+        [train.to_dict(), _fingerprint(Path(base["path"])), _fingerprint(pairs_path())], default=str
+    )
+    run_key = hashlib.sha256(inputs.encode()).hexdigest()[:12]
+    output_dir = models_dir() / "finetuned" / run_key
+    train = TrainConfig.from_dict({**train.to_dict(), "output_dir": str(output_dir)})
+    config_path = train.write(output_dir / "train_config.json")
+    context.log.info(
+        f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s))"
+    )
+    result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
+    checkpoint_pointer("finetuned").write_text(
+        json.dumps(
+            {
+                "path": str(output_dir / "model"),
+                "model_id": f"finetuned-{run_key}",
+                "run_dir": str(output_dir),
+            }
+        )
+    )
+    return result

@@ -1,0 +1,79 @@
+"""Search as designers use it: the index's models, their encoders and the icon catalog together.
+
+Used by `icon-pipeline search` and the search app; no Dagster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import psycopg
+
+from icon_pipeline.database import ensure_database
+from icon_pipeline.index import embedder_info, list_models
+from icon_pipeline.modeling import EncoderBundle, load_checkpoint
+from icon_pipeline.search import ImageQuery, SearchHit, search_image, search_text
+from icon_pipeline.tables import catalog_path, icon_images_path, read_catalog, read_records
+
+DEFAULT_MODEL = "finetuned"
+
+
+class NotReadyError(RuntimeError):
+    """Search cannot run yet; the message names the asset to materialize."""
+
+
+@dataclass
+class SearchService:
+    conn: psycopg.Connection
+    _bundles: dict[str, EncoderBundle] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls) -> SearchService:
+        info = ensure_database()
+        return cls(psycopg.connect(info.libpq_url, autocommit=True))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def models(self) -> list[str]:
+        return [m.model_id for m in list_models(self.conn)]
+
+    def default_model(self) -> str:
+        models = self.models()
+        if not models:
+            raise NotReadyError("the index is empty: materialize icon_embeddings first")
+        return DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
+
+    def bundle(self, model_id: str) -> EncoderBundle:
+        if model_id not in self._bundles:
+            checkpoint = embedder_info(self.conn, model_id).get("checkpoint")
+            if not checkpoint:
+                raise NotReadyError(
+                    f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings"
+                )
+            self._bundles[model_id] = load_checkpoint(checkpoint)
+        return self._bundles[model_id]
+
+    @cached_property
+    def catalog(self) -> dict[str, tuple[str, str]]:
+        """icon_id -> (name, png path), for results people can read and see."""
+        if not catalog_path().exists() or not icon_images_path().exists():
+            return {}
+        pngs = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
+        return {
+            icon.icon_id: (
+                f"{icon.name} ({icon.style})" if icon.style else icon.name,
+                pngs.get(icon.icon_id, ""),
+            )
+            for icon in read_catalog()
+        }
+
+    def text(self, query: str, model_id: str | None = None, k: int = 10) -> list[SearchHit]:
+        model_id = model_id or self.default_model()
+        return search_text(self.conn, self.bundle(model_id), model_id, query, k, catalog=self.catalog)
+
+    def image(self, image: ImageQuery | Path, model_id: str | None = None, k: int = 10) -> list[SearchHit]:
+        model_id = model_id or self.default_model()
+        return search_image(self.conn, self.bundle(model_id), model_id, image, k, catalog=self.catalog)
