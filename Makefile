@@ -34,8 +34,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The browser tests drive Debian's Chromium through Playwright (no browser download of its own).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
 # pytest exits 5 when it collects no test: that is not a failure of the set-up.
-test: setup lint
+test: setup lint $(CHROMIUM)
 	$(BIN)/pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 ui: setup

@@ -19,7 +19,9 @@ from icon_pipeline.automation.partitions import icon_batches
 from icon_pipeline.captions import CaptionCache, CaptionRequest, banned_in, choose_route, validate_phrases
 from icon_pipeline.config import load_config
 from icon_pipeline.lexicon import Lexicon
+from icon_pipeline.overrides import OverrideStore, apply_overrides
 from icon_pipeline.resources.llm import CaptionerResource
+from icon_pipeline.resources.postgres import PostgresResource
 from icon_pipeline.tables import (
     batch_table_path,
     caption_cache_path,
@@ -41,8 +43,12 @@ CHECKS = ("phrase_rules", "no_banned_words", "coverage", "vision_route_share", "
     check_specs=[AssetCheckSpec(name, asset="icon_captions") for name in CHECKS],
     automation_condition=AutomationCondition.eager(),
 )
-def icon_captions(context: AssetExecutionContext, captioner: CaptionerResource) -> MaterializeResult:
-    """Search phrases (intent, not looks) per icon; only icons whose cache key changed cost a call."""
+def icon_captions(
+    context: AssetExecutionContext, captioner: CaptionerResource, postgres: PostgresResource
+) -> MaterializeResult:
+    """Search phrases (intent, not looks) per icon; only icons whose cache key changed cost a call.
+    Human decisions from the caption review app win over generated phrases; rejected icons are
+    flagged (`rejected`) so training leaves them out."""
     settings = load_config().captions
     batch = context.partition_key
     icons = {i.icon_id: i for i in read_catalog() if i.batch_key == batch}
@@ -72,19 +78,35 @@ def icon_captions(context: AssetExecutionContext, captioner: CaptionerResource) 
     with CaptionCache(caption_cache_path()) as cache:
         results, stats = captioner.caption(settings, requests, cache, on_progress=progress)
 
+    generated = [
+        {
+            "icon_id": r.icon_id,
+            "name": icons[r.icon_id].name,
+            "phrases": list(r.phrases),
+            "route": r.route,
+            "model": r.model,
+            "error": r.error or "",
+        }
+        for r in results
+    ]
+    # An unreadable override table fails the run: silently ignoring reviewers' decisions is worse.
+    overrides = OverrideStore(postgres.info().libpq_url).load_for(icons)
+    merged, applied = apply_overrides(generated, overrides)
     frame = pd.DataFrame(
-        [
-            {
-                "icon_id": r.icon_id,
-                "name": icons[r.icon_id].name,
-                "phrases": list(r.phrases),
-                "route": r.route,
-                "model": r.model,
-                "error": r.error or "",
-            }
-            for r in results
+        merged,
+        columns=[
+            "icon_id",
+            "name",
+            "phrases",
+            "route",
+            "model",
+            "error",
+            "generated_phrases",
+            "override",
+            "override_author",
+            "override_revision",
+            "rejected",
         ],
-        columns=["icon_id", "name", "phrases", "route", "model", "error"],
     )
     write_table(frame, batch_table_path("captions", batch))
     for r in [r for r in results if r.error][:20]:
@@ -146,6 +168,10 @@ def icon_captions(context: AssetExecutionContext, captioner: CaptionerResource) 
             "cache_misses": stats.misses,
             "model_calls": stats.calls,
             "routed_to_vision": vision,
+            "overrides_applied": applied.total,
+            "overrides_approved": applied.approved,
+            "overrides_edited": applied.edited,
+            "overrides_rejected": applied.rejected,
             "sample": table(sample[["name", "phrases", "route"]]),
             "failures": table(
                 pd.DataFrame([(r.icon_id, r.error) for r in failed], columns=["icon_id", "error"])

@@ -62,7 +62,17 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
     png_of = {
         row.icon_id: row.png_path for row in renders.itertuples() if row.status != "failed" and row.png_path
     }
-    captions = {row.icon_id: list(row.phrases) for row in captions_frame.itertuples() if not row.error}
+    # Icons a reviewer rejected (captions app) are left out of training altogether.
+    rejected = (
+        set(captions_frame.loc[captions_frame["rejected"].astype(bool), "icon_id"])
+        if "rejected" in captions_frame
+        else set()
+    )
+    captions = {
+        row.icon_id: list(row.phrases)
+        for row in captions_frame.itertuples()
+        if not row.error and row.icon_id not in rejected
+    }
     rows = [
         {
             "icon_id": i.icon_id,
@@ -72,7 +82,7 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
             "png_path": png_of[i.icon_id],
         }
         for i in icons
-        if i.icon_id in png_of
+        if i.icon_id in png_of and i.icon_id not in rejected
     ]
     grouping = group_icons(
         rows,
@@ -113,6 +123,7 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
             "groups": len(frame),
             "heldout_groups": int((frame["split"] == "heldout").sum()),
             "groups_without_captions": len(without_captions),
+            "rejected_icons": len(rejected),
             "pairs_before_grouping": meta.get("pairs_before", 0),
             "pairs_after_grouping": meta.get("pairs_after", 0),
             "name_edges": meta["name_edges"],

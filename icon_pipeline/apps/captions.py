@@ -1,0 +1,435 @@
+"""Caption review: browse and search icons with their image, lexicon and captions; approve, edit
+or reject them. Decisions are overrides in PostgreSQL (icon_pipeline.overrides) that the next
+`icon_captions` run applies.
+
+A save names the revision the reviewer started from; if someone saved in between, nothing is
+stored and the page shows their version and asks (a "Save over theirs" button). If the database
+is unreachable, the edit is queued in a local journal and saved by "Retry queued edits".
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from icon_pipeline.apps.common import (
+    IconInfo,
+    MissingAsset,
+    batch_files,
+    cached,
+    catalog_file,
+    data_dir,
+    gallery_items,
+    load_icons,
+    matches,
+    missing_page,
+    paginate,
+    read_rows,
+    require_batches,
+    require_file,
+)
+from icon_pipeline.lexicon import LexiconEntry
+from icon_pipeline.overrides import (
+    CaptionOverride,
+    ConflictError,
+    OverrideError,
+    OverrideStore,
+    PendingEdits,
+    StoreUnavailable,
+    clean_phrases,
+    validate_override,
+)
+
+TITLE = "Caption review"
+FILTERS = ("all", "not reviewed", "approved", "edited", "rejected", "caption failed")
+ACTIONS = {"approve": "approved", "save edit": "edited", "reject": "rejected"}
+STATUS_MARK = {"approved": "✓", "edited": "✎", "rejected": "✗"}
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    icon_id: str
+    phrases: list[str]  # as the last run wrote them (overrides applied)
+    generated: list[str]  # what the captioner wrote
+    route: str
+    model: str
+    error: str
+
+
+def missing_assets() -> list[MissingAsset]:
+    checks = [
+        require_file(catalog_file(), "icon_catalog"),
+        require_batches("rendered", "rendered_icons"),
+        require_file(lexicon_file(), "icon_lexicon"),
+        require_batches("captions", "icon_captions"),
+    ]
+    return [m for m in checks if m]
+
+
+def lexicon_file() -> Path:
+    return data_dir() / "lexicon" / "icon_lexicon.parquet"
+
+
+def load_captions() -> dict[str, CaptionRow]:
+    files = batch_files("captions")
+
+    def load() -> dict[str, CaptionRow]:
+        rows = {}
+        columns = ["icon_id", "phrases", "generated_phrases", "route", "model", "error"]
+        for path in files:
+            for row in read_rows(path, columns):
+                phrases = list(row.get("phrases") or [])
+                rows[row["icon_id"]] = CaptionRow(
+                    icon_id=row["icon_id"],
+                    phrases=phrases,
+                    generated=list(row.get("generated_phrases") or phrases),
+                    route=str(row.get("route") or ""),
+                    model=str(row.get("model") or ""),
+                    error=str(row.get("error") or ""),
+                )
+        return rows
+
+    return cached("captions", files, load)
+
+
+def load_lexicon() -> dict[str, dict[str, Any]]:
+    path = lexicon_file()
+    return cached("lexicon", [path], lambda: {r["key"]: r for r in read_rows(path)} if path.exists() else {})
+
+
+def store() -> OverrideStore:
+    """The override store on the pipeline's database, looked up per call so a restarted or
+    reconfigured database is picked up; an unreachable one is StoreUnavailable."""
+    from icon_pipeline.database import DatabaseError, ensure_database
+
+    try:
+        return OverrideStore(ensure_database().libpq_url)
+    except DatabaseError as exc:
+        raise StoreUnavailable(f"caption overrides: {exc}") from None
+
+
+def pending() -> PendingEdits:
+    return PendingEdits(data_dir() / "overrides" / "pending.jsonl")
+
+
+# --- plain functions behind the page (also its API) ----------------------------------------------
+
+
+def _status_of(icon_id: str, overrides: dict[str, CaptionOverride], captions: dict[str, CaptionRow]) -> str:
+    if icon_id in overrides:
+        return overrides[icon_id].status
+    row = captions.get(icon_id)
+    return "caption failed" if row is None or row.error else "not reviewed"
+
+
+def list_icons(query: str, show: str, page: float | None) -> tuple[list, str, list[str], int, str]:
+    """One page of icons matching `query` (name, tag, category, phrase or id) and `show`.
+
+    Returns (gallery items, page label, icon ids in gallery order, page number, notes).
+    """
+    missing = missing_assets()
+    if missing:
+        return [], missing_page(TITLE, missing), [], 1, ""
+    icons = load_icons()
+    captions = load_captions()
+    notes = []
+    try:
+        overrides = store().load_all()
+    except StoreUnavailable as exc:
+        overrides = {}
+        notes.append(f"**Overrides cannot be shown:** {exc}")
+    show = show if show in FILTERS else "all"
+    chosen = []
+    for icon in icons.values():
+        row = captions.get(icon.icon_id)
+        if not matches(
+            query or "", icon.name, icon.icon_id, icon.category, icon.tags, row.phrases if row else ()
+        ):
+            continue
+        if show != "all" and _status_of(icon.icon_id, overrides, captions) != show:
+            continue
+        chosen.append(icon)
+    chosen.sort(key=lambda i: (i.name, i.icon_id))
+    current = paginate(chosen, page)
+
+    def label(icon: IconInfo) -> str:
+        mark = STATUS_MARK.get(overrides[icon.icon_id].status, "") if icon.icon_id in overrides else ""
+        variant = f" ({icon.variant})" if icon.variant else ""
+        return f"{icon.name}{variant} {mark}".strip()
+
+    items, ids = gallery_items(current.items, label)
+    unrendered = [i for i in current.items if not i.png_path]
+    if unrendered:
+        notes.append(
+            "Not rendered (open them by id): "
+            + ", ".join(f"`{i.icon_id}` ({i.render_status}: {i.render_reason})" for i in unrendered)
+        )
+    return items, current.label(), ids, current.page, "\n\n".join(notes)
+
+
+def _lexicon_markdown(entry: LexiconEntry | None) -> str:
+    if entry is None:
+        return "_No lexicon entry for this icon._"
+    dropped = ", ".join(f"~~{html.escape(t)}~~ ({html.escape(r)})" for t, r in entry.dropped) or "none"
+    variant = ", ".join(f"{k}={v}" for k, v in sorted(entry.variant.items())) or "none"
+    return (
+        f"**Kept terms:** {', '.join(entry.terms) or 'none'}  \n"
+        f"**Tag terms:** {', '.join(entry.tag_terms) or 'none'}  \n"
+        f"**Dropped:** {dropped}  \n"
+        f"**Variant:** {variant} · **useful tokens:** {entry.useful_token_count} · "
+        f"**base name:** `{entry.base_name}`"
+    )
+
+
+def show_icon(icon_id: str) -> tuple[str | None, str, str, int, str]:
+    """(image path, details markdown, phrases text to edit, revision to edit from, message)."""
+    icon_id = (icon_id or "").strip()
+    if not icon_id:
+        return None, "", "", 0, "Pick an icon from the grid (or type its id)."
+    missing = missing_assets()
+    if missing:
+        return None, missing_page(TITLE, missing), "", 0, ""
+    icons = load_icons()
+    icon = icons.get(icon_id)
+    if icon is None:
+        return None, "", "", 0, f"**No icon with id `{html.escape(icon_id)}`** in icon_catalog."
+    caption = load_captions().get(icon_id)
+    record = load_lexicon().get(icon_id)
+    entry = LexiconEntry.from_record(record) if record else None
+    message = ""
+    override = None
+    try:
+        override = store().get(icon_id)
+    except StoreUnavailable as exc:
+        message = f"**Cannot read the current override:** {exc}. Saving is queued until the database is back."
+    lines = [
+        f"### {html.escape(icon.name)}",
+        f"`{icon.icon_id}` · source {icon.source} · category {icon.category or '-'} · variant "
+        f"{icon.variant or '-'} · batch {icon.batch_key}",
+        f"**Tags:** {', '.join(icon.tags) or 'none'}",
+        _lexicon_markdown(entry),
+    ]
+    if caption is None:
+        lines.append("**Generated captions:** none (icon_captions has no row for this icon)")
+    else:
+        route = f"{caption.route} route, {caption.model}" if caption.route else "no route"
+        generated = ", ".join(caption.generated) or "none"
+        lines.append(f"**Generated captions** ({route}): {generated}")
+        if caption.error:
+            lines.append(f"**Caption error:** {html.escape(caption.error)}")
+    if override:
+        lines.append(f"**Override:** {override.describe()}: {', '.join(override.phrases) or '(no phrases)'}")
+    else:
+        lines.append("**Override:** none yet (the generated captions are used)")
+    if override and override.status != "rejected":
+        phrases = override.phrases
+    else:
+        phrases = (caption.phrases if caption else []) or (override.phrases if override else [])
+    image = icon.png_path if icon.png_path and Path(icon.png_path).exists() else None
+    details = "\n\n".join(line for line in lines if line)  # one paragraph each
+    return image, details, "\n".join(phrases), override.revision if override else 0, message
+
+
+def save_caption(
+    icon_id: str, phrases: str, action: str, author: str, revision: float | None
+) -> tuple[str, int, bool, int]:
+    """Approve, edit or reject from `revision`.
+
+    Returns (message, revision now being edited from, whether to offer "Save over theirs",
+    the revision that would overwrite). Nothing is ever dropped: a conflict stores nothing and
+    says whose change is in the way; an unreachable database queues the edit locally.
+    """
+    status = ACTIONS.get((action or "").strip().lower(), (action or "").strip().lower())
+    expected = int(revision or 0)
+    icon_id = (icon_id or "").strip()
+    author = " ".join((author or "").split())
+    cleaned = clean_phrases(phrases or "")
+    if icon_id and icon_id not in load_icons():
+        return f"**Not saved:** no icon with id `{html.escape(icon_id)}`.", expected, False, 0
+    try:
+        validate_override(icon_id, cleaned, status, author)  # before the database: it may be away
+        saved = store().save(icon_id, cleaned, status, author, expected)
+    except ConflictError as exc:
+        return f"**Conflict, not saved.** {html.escape(str(exc))}", expected, True, exc.current.revision
+    except StoreUnavailable as exc:
+        journal = pending()
+        queued = journal.add(icon_id, cleaned, status, author, expected, str(exc))
+        return (
+            f"**Database unreachable, edit queued (not lost):** {html.escape(str(exc))}. "
+            f"It is kept in `{journal.path}` and saved by *Retry queued edits* "
+            f"(queued at {queued.queued_at}).",
+            expected,
+            False,
+            0,
+        )
+    except OverrideError as exc:
+        return f"**Not saved:** {html.escape(str(exc))}", expected, False, 0
+    return (
+        f"**Saved:** `{saved.icon_id}` {saved.describe()}. The next `icon_captions` run uses it.",
+        saved.revision,
+        False,
+        0,
+    )
+
+
+def retry_pending() -> str:
+    """Save queued edits; says what was saved and what conflicted."""
+    journal = pending()
+    if not journal.all():
+        return "No queued edits."
+    try:
+        target = store()
+    except StoreUnavailable as exc:
+        return f"**Still unreachable:** {html.escape(str(exc))}. {len(journal.all())} edit(s) stay queued."
+    result = journal.replay(target)
+    lines = [f"Saved {len(result.saved)} queued edit(s)."]
+    if result.set_aside:
+        lines.append(f"Set aside (kept in `{journal.set_aside_path}`):")
+        lines += [f"- {html.escape(edit.icon_id)}: {html.escape(why)}" for edit, why in result.set_aside]
+    if result.stopped:
+        lines.append(f"Stopped: {html.escape(result.stopped)}. {len(journal.all())} edit(s) still queued.")
+    return "\n".join(lines)
+
+
+def pending_summary() -> str:
+    edits = pending().all()
+    if not edits:
+        return ""
+    return f"**{len(edits)} edit(s) queued** while the database was unreachable: press *Retry queued edits*."
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+
+def warm_up() -> None:
+    """Read the tables once at start-up, so the first page load is as fast as the next ones."""
+    if not missing_assets():
+        load_icons()
+        load_captions()
+        load_lexicon()
+
+
+def build() -> gr.Blocks:
+    warm_up()
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nApprove, edit or reject captions; the next `icon_captions` run uses them.")
+        with gr.Row():
+            query = gr.Textbox(label="Search (name, tag, category, phrase, id)", scale=4, elem_id="query")
+            show = gr.Dropdown(list(FILTERS), value="all", label="Show", scale=1)
+            page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1)
+            search = gr.Button("Search", variant="primary", scale=1)
+        with gr.Row():
+            previous = gr.Button("◀ Previous", size="sm")
+            page_label = gr.Markdown(elem_id="page-label")
+            following = gr.Button("Next ▶", size="sm")
+        notes = gr.Markdown()
+        gallery = gr.Gallery(
+            label="Icons",
+            columns=8,
+            height=460,
+            allow_preview=False,
+            object_fit="contain",
+            fit_columns=False,  # one result stays thumbnail-sized
+            elem_id="icons",
+        )
+        page_ids = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Icon", interactive=False, height=240, type="filepath")
+                icon_id = gr.Textbox(label="Icon id", elem_id="icon-id")
+                open_button = gr.Button("Open", size="sm")
+            with gr.Column(scale=3):
+                details = gr.Markdown(elem_id="details")
+                phrases = gr.Textbox(label="Phrases, one per line", lines=8, elem_id="phrases")
+                with gr.Row():
+                    author = gr.Textbox(label="Your name", elem_id="author", scale=2)
+                    revision = gr.Number(
+                        label="Editing from revision", precision=0, value=0, interactive=False, scale=1
+                    )
+                with gr.Row():
+                    approve = gr.Button("Approve")
+                    edit = gr.Button("Save edit", variant="primary", elem_id="save-edit")
+                    reject = gr.Button("Reject", variant="stop")
+                overwrite = gr.Button("Save over theirs", visible=False, elem_id="overwrite")
+                message = gr.Markdown(elem_id="message")
+                last_action = gr.State("save edit")
+                conflict_revision = gr.State(0)
+        with gr.Row():
+            queued = gr.Markdown()
+            retry = gr.Button("Retry queued edits", size="sm")
+
+        def refresh(q: str, s: str, p: float) -> tuple:
+            items, label, ids, number, note = list_icons(q, s, p)
+            return items, label, ids, number, note, pending_summary()
+
+        listing = [gallery, page_label, page_ids, page, notes, queued]
+        demo.load(refresh, [query, show, page], listing, api_visibility="private")
+        for trigger in (search.click, query.submit, show.change):
+            trigger(lambda q, s: refresh(q, s, 1), [query, show], listing, api_visibility="private")
+        page.submit(refresh, [query, show, page], listing, api_visibility="private")
+        previous.click(
+            lambda q, s, p: refresh(q, s, (p or 1) - 1),
+            [query, show, page],
+            listing,
+            api_visibility="private",
+        )
+        following.click(
+            lambda q, s, p: refresh(q, s, (p or 1) + 1),
+            [query, show, page],
+            listing,
+            api_visibility="private",
+        )
+
+        opened = [image, details, phrases, revision, message]
+
+        def pick(ids: list[str], event: gr.SelectData) -> str:
+            return ids[event.index] if 0 <= event.index < len(ids) else ""
+
+        def open_icon(i: str) -> tuple:
+            return (*show_icon(i), gr.update(visible=False))
+
+        gallery.select(pick, [page_ids], [icon_id], api_visibility="private").then(
+            open_icon, [icon_id], [*opened, overwrite], api_visibility="private"
+        )
+        open_button.click(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
+        icon_id.submit(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
+
+        def act(action: str):
+            def run(i: str, text: str, who: str, rev: float, request: gr.Request) -> tuple:
+                # With basic auth on, the signed-in user is the author, whatever the box says.
+                who = getattr(request, "username", None) or who
+                note, rev_now, offer, theirs = save_caption(i, text, action, who, rev)
+                return note, rev_now, gr.update(visible=offer), action, theirs, pending_summary()
+
+            return run
+
+        saved_outputs = [message, revision, overwrite, last_action, conflict_revision, queued]
+        for button, action in ((approve, "approve"), (edit, "save edit"), (reject, "reject")):
+            button.click(
+                act(action), [icon_id, phrases, author, revision], saved_outputs, api_visibility="private"
+            )
+
+        def overwrite_theirs(i: str, text: str, who: str, action: str, theirs: int, request: gr.Request):
+            return act(action)(i, text, who, theirs, request)
+
+        overwrite.click(
+            overwrite_theirs,
+            [icon_id, phrases, author, last_action, conflict_revision],
+            saved_outputs,
+            api_visibility="private",
+        )
+        retry.click(
+            lambda: (retry_pending(), pending_summary()), None, [message, queued], api_visibility="private"
+        )
+
+        # The plain functions, as API endpoints for scripts and gradio_client.
+        api = {"api_visibility": "undocumented"}
+        gr.api(list_icons, api_name="list_icons", **api)
+        gr.api(show_icon, api_name="show_icon", **api)
+        gr.api(save_caption, api_name="save_caption", **api)
+        gr.api(retry_pending, api_name="retry_pending", **api)
+    return demo

@@ -1,0 +1,412 @@
+"""The four Gradio apps served on 127.0.0.1 and driven through gradio_client, on a real small
+pipeline (Tabler icons materialized through Dagster on the embedded PostgreSQL) and a real tiny
+SigLIP2 model in the pgvector index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from PIL import Image
+
+from icon_pipeline.apps import AppError, RunningApp, build_app, launch, parse_auth
+from icon_pipeline.database import DatabaseInfo
+from icon_pipeline.settings import REPO_ROOT
+
+NAMES = ["bell", "bell-off", "folder", "folder-plus", "trash", "user", "settings", "search", "home", "lock"]
+FILLED = ["bell", "folder", "trash"]
+CONFIG = (
+    "sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+    "eval:\n  n_groups: 6\n  allow_fewer: true\npairs:\n  heldout_share: 0.2\n"
+)
+BELL_EDIT = ["ring for attention", "wake me up", "alarm clock", "reminder", "doorbell"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Demo:
+    root: Path
+    env: dict[str, str]
+    db_url: str  # psycopg URL of the demo's own database
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+
+def make_library(folder: Path, tabler: Path) -> Path:
+    """A designer's folder of Tabler SVGs (outline, plus a few filled ones) with their tags."""
+    known = json.loads((tabler / "icons.json").read_text())
+    metadata = {}
+    for style, names in (("outline", NAMES), ("filled", FILLED)):
+        target = folder if style == "outline" else folder / "filled"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(tabler / "icons" / style / f"{name}.svg", target / f"{name}.svg")
+            metadata[name] = {
+                "tags": [str(t) for t in known[name]["tags"] or []],
+                "category": known[name]["category"],
+            }
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return folder
+
+
+def demo_environment(root: Path, postgres: DatabaseInfo) -> Demo:
+    """A private data dir, config, DAGSTER_HOME and database, like conftest's pipeline_env."""
+    database = f"apps_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.libpq_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    url = postgres.url.replace("/postgres?", f"/{database}?")
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "ICON_PIPELINE_DATA": str(root / "data"),
+        "ICON_PIPELINE_CONFIG": str(root / "icon_pipeline.yaml"),
+        "ICON_PIPELINE_DATABASE_URL": url,
+    }
+    return Demo(root, env, url)
+
+
+def materialize(*assets: str) -> None:
+    from dagster import DagsterInstance
+
+    from icon_pipeline.database import ensure_database
+    from icon_pipeline.definitions import defs
+    from icon_pipeline.runner import materialize_assets
+
+    ensure_database()
+    summary = materialize_assets(defs, DagsterInstance.get(), list(assets), log=lambda _: None)
+    assert summary.runs and summary.success, [r for r in summary.runs if not r.success]
+
+
+PIPELINE = ("icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions", "training_pairs", "eval_set")
+
+
+def index_tiny_models(demo: Demo, model_ids: tuple[str, ...] = ("base", "finetuned")) -> dict[str, Path]:
+    """Tiny from-scratch checkpoints (one per model id, different seeds) with every rendered icon
+    embedded in the pgvector index, as icon_embeddings will do."""
+    import pandas as pd
+
+    from icon_pipeline.index import write_embeddings
+    from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint
+
+    renders = pd.concat(pd.read_parquet(p) for p in (demo.data / "rendered" / "batches").glob("*.parquet"))
+    renders = renders[renders["status"] != "failed"]
+    pairs = pd.read_parquet(demo.data / "pairs" / "training_pairs.parquet")
+    group_of = {m: row.group_id for row in pairs.itertuples() for m in row.members}
+    captions = [c for row in pairs.itertuples() for c in row.captions]
+    icon_ids = list(renders["icon_id"])
+    images = [Image.open(p).convert("RGB") for p in renders["png_path"]]
+    checkpoints = {}
+    for seed, model_id in enumerate(model_ids):
+        path = build_base_checkpoint(demo.root / f"ckpt-{model_id}", captions, size="tiny", seed=seed)
+        embeddings = load_checkpoint(path).embed_images(images)
+        with psycopg.connect(demo.db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            write_embeddings(
+                conn,
+                model_id,
+                icon_ids,
+                [group_of.get(i, i) for i in icon_ids],
+                embeddings,
+                embedder_info={"checkpoint": str(path)},
+            )
+        checkpoints[model_id] = path
+    return checkpoints
+
+
+@pytest.fixture(scope="module")
+def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Iterator[Demo]:
+    root = project_tmp / f"apps-{uuid.uuid4().hex[:8]}"
+    built = demo_environment(root, postgres)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in built.env.items():
+            patch.setenv(key, value)
+        icons = make_library(root / "icons", tabler_package)
+        (root / "icon_pipeline.yaml").write_text(CONFIG.format(icons=icons))
+        materialize(*PIPELINE)
+        index_tiny_models(built)
+        yield built
+
+
+@pytest.fixture(scope="module")
+def served(demo: Demo) -> Iterator[dict[str, RunningApp]]:
+    apps = {}
+    try:
+        for name in ("captions", "dataset", "augment", "search"):
+            apps[name] = launch(name, port=free_port(), block=False)
+        yield apps
+    finally:
+        for app in apps.values():
+            app.close()
+
+
+def client(app: RunningApp):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False, download_files=False, analytics_enabled=False)
+
+
+# --- launcher -----------------------------------------------------------------------------------
+
+
+def test_launcher_binds_loopback_by_default_and_parses_auth() -> None:
+    assert parse_auth(None) is None and parse_auth("  ") is None
+    assert parse_auth("ana:pw1, bo:p:w2") == [("ana", "pw1"), ("bo", "p:w2")]
+    with pytest.raises(AppError, match="entry 2 is not `user:password`") as caught:
+        parse_auth("ana:secret-one,bo")
+    assert "secret-one" not in str(caught.value)
+    with pytest.raises(AppError, match="unknown app 'nope'; available: captions, dataset, augment, search"):
+        build_app("nope")
+
+
+def test_basic_auth_from_the_environment(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:let-me-in")
+    app = launch("dataset", port=free_port(), block=False)
+    try:
+        assert app.url.startswith("http://127.0.0.1:")
+        assert httpx.get(app.url + "config", timeout=10).status_code == 401
+        login = httpx.post(app.url + "login", data={"username": "ana", "password": "let-me-in"}, timeout=10)
+        assert login.status_code == 200
+        assert (
+            httpx.post(app.url + "login", data={"username": "ana", "password": "no"}, timeout=10).status_code
+            == 400
+        )
+    finally:
+        app.close()
+
+
+# --- captions ------------------------------------------------------------------------------------
+
+
+def test_captions_app_lists_shows_and_saves_with_conflict_detection(served: dict[str, RunningApp]) -> None:
+    api = client(served["captions"])
+    gallery, label, ids, page, notes = api.predict("bell", "all", 1, api_name="/list_icons")
+    assert label == "page 1 of 1 (3 icons)" and len(gallery) == len(ids) == 3 and notes == ""
+    assert sorted(item[1] for item in gallery) == ["bell", "bell (filled)", "bell-off"]
+    bell = next(i for i, item in zip(ids, gallery, strict=True) if item[1] == "bell")
+    image, details, phrases, revision, message = api.predict(bell, api_name="/show_icon")
+    assert Path(image).exists() and revision == 0 and message == ""
+    assert "**Kept terms:** bell" in details and "**Generated captions** (" in details
+    assert "**Override:** none yet" in details and len(phrases.splitlines()) >= 5
+
+    edited = "\n".join(BELL_EDIT)
+    note, revision, offer, _ = api.predict(bell, edited, "save edit", "ana", 0, api_name="/save_caption")
+    assert note.startswith("**Saved:**") and "edited by ana" in note and revision == 1 and not offer
+    # Bo still has revision 0 open: his save is refused and names Ana's change.
+    note, revision, offer, theirs = api.predict(bell, phrases, "approve", "bo", 0, api_name="/save_caption")
+    assert note.startswith("**Conflict, not saved.**") and "edited by ana" in note and "wake me up" in note
+    assert (revision, offer, theirs) == (0, True, 1)
+    note, revision, *_ = api.predict(bell, phrases, "approve", "bo", theirs, api_name="/save_caption")
+    assert "approved by bo" in note and revision == 2
+
+    note, *_ = api.predict(bell, "one\ntwo", "save edit", "ana", 2, api_name="/save_caption")
+    assert note.startswith("**Not saved:**") and "expected 5-8 phrases, got 2" in note
+    note, *_ = api.predict("mine:nope", edited, "save edit", "ana", 0, api_name="/save_caption")
+    assert "no icon with id `mine:nope`" in note
+
+    gallery, label, ids, *_ = api.predict("", "approved", 1, api_name="/list_icons")
+    assert ids == [bell] and gallery[0][1] == "bell ✓"
+    _, details, phrases, revision, _ = api.predict(bell, api_name="/show_icon")
+    assert "approved by bo" in details and revision == 2
+
+
+def test_captions_app_pages_long_lists(served: dict[str, RunningApp]) -> None:
+    from icon_pipeline.apps.common import paginate
+
+    api = client(served["captions"])
+    gallery, label, ids, page, _ = api.predict("", "all", 99, api_name="/list_icons")
+    assert page == 1 and label == "page 1 of 1 (13 icons)" and len(ids) == 13  # clamped
+    many = paginate(list(range(5000)), 3)
+    assert (many.items[0], len(many.items), many.pages, many.label()) == (
+        96,
+        48,
+        105,
+        "page 3 of 105 (5000 icons)",
+    )
+
+
+def test_captions_app_queues_edits_while_the_database_is_away(
+    served: dict[str, RunningApp], demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = client(served["captions"])
+    _, _, ids, *_ = api.predict("lock", "all", 1, api_name="/list_icons")
+    (lock,) = ids
+    _, _, phrases, revision, _ = api.predict(lock, api_name="/show_icon")
+    # The app runs in this process: point it at a server that is not there.
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://reviewer:pw-secret@127.0.0.1:1/icons")
+    _, _, _, _, message = api.predict(lock, api_name="/show_icon")
+    assert "Cannot read the current override" in message and "pw-secret" not in message
+    note, *_ = api.predict(lock, phrases, "reject", "ana", revision, api_name="/save_caption")
+    assert note.startswith("**Database unreachable, edit queued (not lost):**") and "pw-secret" not in note
+    assert "Still unreachable" in api.predict(api_name="/retry_pending")
+    assert (demo.data / "overrides" / "pending.jsonl").read_text().count(lock) == 1
+
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", demo.env["ICON_PIPELINE_DATABASE_URL"])
+    assert api.predict(api_name="/retry_pending").startswith("Saved 1 queued edit(s).")
+    _, details, *_ = api.predict(lock, api_name="/show_icon")
+    assert "**Override:** rejected by ana" in details
+    assert api.predict(api_name="/retry_pending") == "No queued edits."
+
+
+# --- dataset -------------------------------------------------------------------------------------
+
+
+def test_dataset_app_shows_groups_heldout_and_eval(served: dict[str, RunningApp]) -> None:
+    api = client(served["dataset"])
+    summary = api.predict(api_name="/summary")
+    assert (
+        "groups** of 13 icons" in summary
+        and "held out" in summary
+        and "**Eval set** `eval_t2i_i2t.v1.jsonl`" in summary
+    )
+    rows, label, ids, page = api.predict("bell", "all", 1, api_name="/list_groups")
+    names = [row[3] for row in rows]
+    assert "bell" in names and "bell-off" in names  # variants grouped, bell-off apart
+    bell_row = rows[names.index("bell")]
+    assert bell_row[2] == 2 and bell_row[4] == "name" and "notification" in bell_row[5]
+    images, details = api.predict(bell_row[0], api_name="/show_group")
+    assert len(images) == 2 and {caption for _, caption in images} == {"bell", "bell (filled)"}
+    assert "**Merged captions" in details and "name (bell)" in details
+
+    heldout, _, _, _ = api.predict("", "heldout", 1, api_name="/list_groups")
+    assert heldout and all(row[1] == "heldout" for row in heldout)
+    rows, label, group_ids, _ = api.predict("", "most similar first", 1, api_name="/list_eval")
+    sims = [row[2] for row in rows]
+    assert rows and sims == sorted(sims, reverse=True) and all(0 <= s <= 1 for s in sims)
+    assert all(row[1] for row in rows) and label.endswith("eval captions)")
+
+
+# --- augment -------------------------------------------------------------------------------------
+
+
+def _pixels(item) -> np.ndarray:
+    image = item["image"]  # gradio_client downloads gallery images and gives their local path
+    path = image if isinstance(image, str) else image["path"]
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_augment_app_draws_beside_the_original_and_rerolls(served: dict[str, RunningApp]) -> None:
+    from gradio_client import Client
+
+    api = Client(served["augment"].url, verbose=False, analytics_enabled=False)  # downloads the images
+    settings = (1.0, 0.25, 1.0, 0.5, 1.5, 0.0, 0.7, 1.0, 0.0, 0.1)  # always downsample and blur
+    gallery, note = api.predict("bell-off, user", 3, 7, *settings, api_name="/augment_preview")
+    captions = [item["caption"] for item in gallery]
+    assert captions[:4] == ["bell-off: original", "bell-off: draw 1", "bell-off: draw 2", "bell-off: draw 3"]
+    assert len(gallery) == 2 * 4 and "Seed 7" in note and "downsample: p = 1.00" in note
+    original, draw = _pixels(gallery[0]), _pixels(gallery[1])
+    assert original.shape == draw.shape and np.abs(original - draw).mean() > 1  # really augmented
+    again, _ = api.predict("bell-off, user", 3, 7, *settings, api_name="/augment_preview")
+    assert np.array_equal(_pixels(again[1]), draw)  # same seed, same pixels
+    rerolled, _ = api.predict("bell-off, user", 3, 8, *settings, api_name="/augment_preview")
+    assert not np.array_equal(_pixels(rerolled[1]), draw)
+
+    gallery, note = api.predict(
+        "bell", 2, 0, 0.5, 0.25, 0.3, 2.0, 1.0, 0, 0.7, 1, 0, 0.1, api_name="/augment_preview"
+    )
+    assert gallery == [] and "**Error:** AugmentConfig.blur_radius must be (low, high)" in note
+    gallery, note = api.predict("zzz-nothing", 2, 0, *settings, api_name="/augment_preview")
+    assert gallery == [] and "No rendered icon matches" in note
+
+
+# --- search --------------------------------------------------------------------------------------
+
+
+def test_search_app_answers_text_and_image_queries_for_two_models(
+    served: dict[str, RunningApp], demo: Demo, tmp_path: Path
+) -> None:
+    from gradio_client import handle_file
+
+    api = client(served["search"])
+    assert api.predict(api_name="/available_models") == ["base", "finetuned"]
+    first, second, message = api.predict("base", "finetuned", "ring a bell", 5, api_name="/search_by_text")
+    assert len(first) == len(second) == 5
+    assert all(" · " in item["caption"] for item in first) and "**base**: 5 icons" in message
+    scores = [float(item["caption"].rsplit(" · ", 1)[1]) for item in first]
+    assert scores == sorted(scores, reverse=True)
+
+    import pandas as pd
+
+    renders = pd.concat(pd.read_parquet(p) for p in (demo.data / "rendered" / "batches").glob("*.parquet"))
+    render = renders.loc[renders["icon_id"].str.endswith("folder-plus.svg"), "png_path"].iloc[0]
+    first, second, message = api.predict(
+        "base", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
+    )
+    assert len(first) == 3 and second == [] and first[0]["caption"] == "folder-plus · 1.000"
+
+    _, _, message = api.predict("base", "(none)", "   ", 5, api_name="/search_by_text")
+    assert message == "**Error:** text query is empty: type a few words, e.g. &#x27;delete file&#x27;"
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image")
+    _, _, message = api.predict(
+        "base", "(none)", handle_file(str(not_image)), None, 3, api_name="/search_by_image"
+    )
+    assert message.startswith("**Error:**") and "not an image PIL can read" in message
+    huge = tmp_path / "huge.png"
+    Image.new("1", (7000, 7000)).save(huge)  # 49 Mpx, a few kB on disk
+    _, _, message = api.predict(
+        "base", "(none)", handle_file(str(huge)), None, 3, api_name="/search_by_image"
+    )
+    assert "7000x7000 = 49000000 pixels is over the 40000000-pixel limit" in message
+    _, _, message = api.predict("base", "(none)", None, None, 3, api_name="/search_by_image")
+    assert message == "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP)"
+    _, _, message = api.predict("nope", "(none)", "bell", 3, api_name="/search_by_text")
+    assert "no embeddings stored for model &#x27;nope&#x27;; available models: base, finetuned" in message
+
+
+def test_search_app_says_when_the_index_is_unreachable(
+    served: dict[str, RunningApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = client(served["search"])
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://designer:pw-secret@127.0.0.1:1/icons")
+    first, second, message = api.predict("base", "(none)", "bell", 3, api_name="/search_by_text")
+    assert first == second == [] and message.startswith("**Error:** the search index is unreachable")
+    assert "pw-secret" not in message
+
+
+# --- before the assets exist -------------------------------------------------------------------
+
+
+def test_apps_started_before_their_assets_say_what_to_materialize(
+    postgres: DatabaseInfo, project_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icon_pipeline.apps import augment, dataset, search
+
+    empty = demo_environment(project_tmp / f"empty-{uuid.uuid4().hex[:6]}", postgres)
+    for key, value in empty.env.items():
+        monkeypatch.setenv(key, value)
+    app = launch("captions", port=free_port(), block=False)
+    try:
+        gallery, page_text, *_ = client(app).predict("", "all", 1, api_name="/list_icons")
+    finally:
+        app.close()
+    assert gallery == [] and "`icon_catalog` has not been materialized yet" in page_text
+    assert "icon-pipeline materialize icon_captions" in page_text
+    assert "`training_pairs` has not been materialized yet" in dataset.summary()
+    assert (
+        "`rendered_icons` has not been materialized yet" in augment.augment_preview("", 1, 0, *[0.5] * 10)[1]
+    )
+    _, _, note, ready = search.page_state()
+    assert not ready and "materialize `icon_embeddings`" in note
+
+
+def test_every_app_builds(demo: Demo) -> None:
+    for name in ("captions", "dataset", "augment", "search"):
+        assert build_app(name).title

@@ -1,0 +1,168 @@
+"""End to end in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright): a caption
+edited in the captions app shows up in the next `icon_captions` materialization, a rejected icon
+leaves training_pairs, and the search page answers a query (screenshot kept in the test's
+temp dir)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from icon_pipeline.apps import RunningApp, launch
+from icon_pipeline.database import DatabaseInfo
+from icon_pipeline.overrides import OverrideStore
+from icon_pipeline_tests.test_apps import (
+    CONFIG,
+    PIPELINE,
+    Demo,
+    demo_environment,
+    free_port,
+    index_tiny_models,
+    make_library,
+    materialize,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+# A CI container: no sandbox (root), no GPU, nothing fetched from outside.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--mute-audio",
+]
+EDIT = ["ring for attention", "wake me up", "alarm clock", "remind me later", "doorbell"]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium and chromium-driver")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Iterator[Demo]:
+    root = project_tmp / f"browser-{uuid.uuid4().hex[:8]}"
+    built = demo_environment(root, postgres)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in built.env.items():
+            patch.setenv(key, value)
+        icons = make_library(root / "icons", tabler_package)
+        (root / "icon_pipeline.yaml").write_text(CONFIG.format(icons=icons))
+        materialize(*PIPELINE)
+        index_tiny_models(built)
+        yield built
+
+
+@pytest.fixture(scope="module")
+def served(demo: Demo) -> Iterator[dict[str, RunningApp]]:
+    apps = {}
+    try:
+        for name in ("captions", "search"):
+            apps[name] = launch(name, port=free_port(), block=False)
+        yield apps
+    finally:
+        for app in apps.values():
+            app.close()
+
+
+def _captions(demo: Demo) -> pd.DataFrame:
+    return pd.concat(
+        pd.read_parquet(p) for p in sorted((demo.data / "captions" / "batches").glob("*.parquet"))
+    )
+
+
+def _latest_metadata(asset: str) -> dict:
+    from dagster import AssetKey, DagsterInstance
+
+    records = DagsterInstance.get().fetch_materializations(AssetKey(asset), limit=1).records
+    return {k: v.value for k, v in records[0].event_log_entry.asset_materialization.metadata.items()}
+
+
+def test_a_caption_edited_in_the_browser_is_used_by_the_next_run(
+    browser, served: dict[str, RunningApp], demo: Demo, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    started = time.perf_counter()
+    page.goto(served["captions"].url)
+    page.locator("#icons img").first.wait_for()
+    print(f"captions app: first page of icons shown {time.perf_counter() - started:.2f} s after navigation")
+
+    page.locator("#query textarea, #query input").first.fill("bell-off")
+    page.locator("#query textarea, #query input").first.press("Enter")
+    page.locator("#page-label", has_text="(1 icons)").wait_for()
+    page.locator("#icons button.thumbnail-item").first.click()
+    page.locator("#details", has_text="bell-off").wait_for()
+    page.locator("#phrases textarea").fill("\n".join(EDIT))
+    page.locator("#author textarea, #author input").first.fill("ana")
+    page.locator("#save-edit").click()
+    page.locator("#message", has_text="Saved:").wait_for()
+    assert "edited by ana" in page.inner_text("#message")
+    page.screenshot(path=str(tmp_path / "captions.png"), full_page=True)
+
+    before = _captions(demo).set_index("name").loc["bell-off"]
+    assert list(before["phrases"]) != EDIT
+    materialize("icon_captions")
+    row = _captions(demo).set_index("name").loc["bell-off"]
+    assert list(row["phrases"]) == EDIT and list(row["generated_phrases"]) == list(before["phrases"])
+    assert (row["override"], row["override_author"], row["override_revision"]) == ("edited", "ana", 1)
+    meta = _latest_metadata("icon_captions")
+    assert meta["overrides_applied"] == 1 and meta["overrides_edited"] == 1
+
+    # A rejected icon keeps its captions row, flagged, and leaves training.
+    trash_id = _captions(demo).set_index("name").loc["trash", "icon_id"]
+    trash = trash_id if isinstance(trash_id, str) else sorted(trash_id)[0]
+    OverrideStore(demo.db_url).save(trash, [], "rejected", "bo", 0)
+    materialize("icon_captions", "training_pairs")
+    assert bool(_captions(demo).set_index("icon_id").loc[trash, "rejected"])
+    pairs = pd.read_parquet(demo.data / "pairs" / "training_pairs.parquet")
+    members = {m for group in pairs["members"] for m in group}
+    assert trash not in members and len(members) == 12
+    assert _latest_metadata("training_pairs")["rejected_icons"] == 1
+    page.close()
+
+
+def test_one_search_in_the_browser(browser, served: dict[str, RunningApp], tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    started = time.perf_counter()
+    page.goto(served["search"].url)
+    page.locator("#model input").first.wait_for()
+    page.wait_for_function("document.querySelector('#model input').value === 'base'")
+    print(f"search app: ready {time.perf_counter() - started:.2f} s after navigation")
+
+    page.locator("#query textarea, #query input").first.fill("turn off notifications")
+    page.locator("#search-text").click()
+    # The demo library has 13 icons: the default 24 asks for more than there are.
+    page.locator("#message", has_text="base: 13 icons").wait_for()
+    assert "finetuned: 13 icons" in page.inner_text("#message")
+    assert page.locator("#results img").count() == 13
+    # Thumbnails load lazily: wait until the first rows have pixels before the screenshot.
+    first_rows = "[...document.querySelectorAll('#results img')].slice(0, 8)"
+    page.wait_for_function(f"{first_rows}.every(i => i.complete && i.naturalWidth > 0)")
+    screenshot = tmp_path / "search.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 20_000
+    print(f"search screenshot: {screenshot}")
+    page.close()
