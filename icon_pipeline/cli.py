@@ -117,10 +117,45 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=get_paths().repo_root)
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    from icon_pipeline.apps import AppError, launch
+
+    try:
+        launch(args.name, host=args.host, port=args.port)
+    except AppError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 def cmd_lexicon(args: argparse.Namespace) -> int:
     from icon_pipeline.lexicon import lexicon_cli
 
     return lexicon_cli(args.names_file, sys.stdout)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from icon_pipeline.search import QueryError
+    from icon_pipeline.service import NotReadyError, SearchService
+
+    if bool(args.query) == bool(args.image):
+        raise CliError("give a text query or --image PATH (one of them)")
+    service = SearchService.open()
+    try:
+        model = args.model or service.default_model()
+        hits = (
+            service.image(args.image, model, args.k)
+            if args.image
+            else service.text(args.query, model, args.k)
+        )
+    except (QueryError, NotReadyError, LookupError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        service.close()
+    what = f"image {args.image}" if args.image else repr(args.query)
+    print(f"top {len(hits)} for {what} ({model} model):")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:3}. {hit.score:6.3f}  {hit.name:40} {hit.icon_id}  [{hit.group_id}]")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
 
+    p = sub.add_parser("app", help="serve a Gradio app: captions, dataset, augment or search")
+    p.add_argument("name", choices=["captions", "dataset", "augment", "search"])
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, help="default: captions 7861, dataset 7862, augment 7863, search 7864")
+    p.set_defaults(func=cmd_app)
+
     p = sub.add_parser("materialize", help="materialize assets (in dependency order) on the instance")
     p.add_argument("assets", nargs="+", help="asset keys, e.g. icon_catalog rendered_icons; '*' for all")
     p.add_argument("--partition", help="one icon_batches partition (default: every registered batch)")
@@ -153,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lexicon", help="mine search terms from a names file, one JSON object per line")
     p.add_argument("names_file", type=Path, help="one name per line, optional TAB tags")
     p.set_defaults(func=cmd_lexicon)
+
+    p = sub.add_parser("search", help="find icons by text, intent or a screenshot, from the pgvector index")
+    p.add_argument("query", nargs="?", help='a few words or an intent, e.g. "hide layer"')
+    p.add_argument("--image", type=Path, help="a screenshot or crop of any size and aspect")
+    p.add_argument("--model", help="model id in the index (default: finetuned)")
+    p.add_argument("-k", type=int, default=10, help="how many icons (default 10)")
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -199,3 +199,57 @@ def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, t
     check = eval_set_frozen_hash(build_asset_check_context())
     assert not check.passed
     assert "version 1" in check.description and "recorded sha256" in check.description
+
+
+def test_the_whole_graph_end_to_end_then_search_by_text_and_image(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    """What `make demo` does, on a small library: every asset, then the search designers use."""
+    from icon_pipeline.service import SearchService
+
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES)
+    _library(icons / "filled", tabler_package, ["bell", "folder", "trash", "user"], style="filled")
+    _config(
+        pipeline_env,
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+        "eval:\n  n_groups: 6\n  allow_fewer: true\nqueries:\n  total: 12\n  allow_fewer: true\n"
+        "pairs:\n  heldout_share: 0.2\n"
+        "training:\n  max_steps: 4\n  per_device_batch_size: 4\n"
+        "  eval_every_steps: 2\n  save_every_steps: 2\n",
+    )
+    instance = _instance()
+    summary = materialize_assets(defs, instance, None, log=lambda _: None)
+    assert summary.success, [r for r in summary.runs if not r.success]
+    graph_keys = {k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys}
+    assert {name for run in summary.runs for name in run.assets} == graph_keys
+
+    training = _metadata(instance, "finetuned_checkpoint")
+    assert training["steps"] == 4 and "tensorboard_dir" in training  # reported by rank 0 through Pipes
+    report = json.loads((pipeline_env / "data" / "reports" / "benchmark.json").read_text())
+    tasks = report["results"]
+    assert set(tasks) == {"text2img", "semantic2img", "img2img"}
+    assert {"base", "finetuned"} <= set(tasks["text2img"]) and "bm25" in tasks["text2img"]
+    assert "raw-pixels-16x16" in tasks["img2img"]
+    assert "R@1" in _metadata(instance, "benchmark_report")["report"]
+
+    service = SearchService.open()
+    try:
+        assert set(service.models()) == {"base", "finetuned"}
+        hits = service.text("hide layer", k=5)
+        assert len(hits) == 5 and all(h.name for h in hits)
+        screenshot = _screenshot(pipeline_env / "shot.png", pipeline_env / "data")
+        hits = service.image(screenshot, k=3)
+        assert len(hits) == 3
+    finally:
+        service.close()
+
+
+def _screenshot(path: Path, data_dir: Path) -> Path:
+    """A crop of a rendered icon on a wide canvas, like a screenshot a designer would paste."""
+    from PIL import Image
+
+    rendered = next((data_dir / "rendered" / "store").rglob("*.png"))
+    canvas = Image.new("RGB", (500, 180), "white")
+    canvas.paste(Image.open(rendered).crop((20, 20, 204, 204)), (150, 0))
+    canvas.save(path)
+    return path
