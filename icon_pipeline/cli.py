@@ -102,9 +102,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
         where = f" [batch {run.partition}]" if run.partition else ""
         state = "ok" if run.success else "FAILED"
         print(f"  {state:6} {run.seconds:6.1f}s  {', '.join(run.assets)}{where}")
+    if summary.success:
+        _print_benchmark(paths.reports_dir / "benchmark.json")
+        _print_example_search("hide layer")
     print(f"\nArtifacts are under {paths.data_dir}; runs and metadata are in PostgreSQL.")
     print("Look at them with:  icon-pipeline ui   (then open http://127.0.0.1:3000)")
     return 0 if summary.success else 1
+
+
+def _print_benchmark(report_file: Path) -> None:
+    """The benchmark's headline: R@1/R@10 per task and model (HNSW for models, all queries)."""
+    import json
+
+    if not report_file.exists():
+        return
+    rows = [
+        r
+        for r in json.loads(report_file.read_text())["rows"]
+        if r["subset"] == "all" and r["mode"] != "exact"
+    ]
+    print(f"\nBenchmark ({report_file}):")
+    print(f"  {'task':13} {'model':18} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
+    for row in rows:
+        print(
+            f"  {row['task']:13} {row['model']:18} {row['recall@1']:6.3f} {row['recall@10']:6.3f} "
+            f"{row['map@30']:6.3f}"
+        )
+
+
+def _print_example_search(query: str) -> None:
+    from icon_pipeline.service import NotReadyError, SearchService
+
+    service = SearchService.open()
+    try:
+        hits = service.text(query, k=5)
+    except NotReadyError:
+        return
+    finally:
+        service.close()
+    print(f"\nicon-pipeline search {query!r}:")
+    for rank, hit in enumerate(hits, 1):
+        print(f"  {rank}. {hit.score:.3f}  {hit.name}")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
