@@ -129,9 +129,8 @@ def index_tiny_models(demo: Demo, model_ids: tuple[str, ...] = ("base", "finetun
     return checkpoints
 
 
-@pytest.fixture(scope="module")
-def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Iterator[Demo]:
-    root = project_tmp / f"apps-{uuid.uuid4().hex[:8]}"
+def build_demo(root: Path, postgres: DatabaseInfo, tabler_package: Path) -> Iterator[Demo]:
+    """The pipeline materialized on a small library, with two tiny models indexed; for fixtures."""
     built = demo_environment(root, postgres)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in built.env.items():
@@ -141,6 +140,11 @@ def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Ite
         materialize(*PIPELINE)
         index_tiny_models(built)
         yield built
+
+
+@pytest.fixture(scope="module")
+def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Iterator[Demo]:
+    yield from build_demo(project_tmp / f"apps-{uuid.uuid4().hex[:8]}", postgres, tabler_package)
 
 
 @pytest.fixture(scope="module")

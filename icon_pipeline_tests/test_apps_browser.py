@@ -16,16 +16,7 @@ import pytest
 from icon_pipeline.apps import RunningApp, launch
 from icon_pipeline.database import DatabaseInfo
 from icon_pipeline.overrides import OverrideStore
-from icon_pipeline_tests.test_apps import (
-    CONFIG,
-    PIPELINE,
-    Demo,
-    demo_environment,
-    free_port,
-    index_tiny_models,
-    make_library,
-    materialize,
-)
+from icon_pipeline_tests.test_apps import Demo, build_demo, free_port, materialize
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A CI container: no sandbox (root), no GPU, nothing fetched from outside.
@@ -62,16 +53,7 @@ def browser() -> Iterator:
 
 @pytest.fixture(scope="module")
 def demo(postgres: DatabaseInfo, project_tmp: Path, tabler_package: Path) -> Iterator[Demo]:
-    root = project_tmp / f"browser-{uuid.uuid4().hex[:8]}"
-    built = demo_environment(root, postgres)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in built.env.items():
-            patch.setenv(key, value)
-        icons = make_library(root / "icons", tabler_package)
-        (root / "icon_pipeline.yaml").write_text(CONFIG.format(icons=icons))
-        materialize(*PIPELINE)
-        index_tiny_models(built)
-        yield built
+    yield from build_demo(project_tmp / f"browser-{uuid.uuid4().hex[:8]}", postgres, tabler_package)
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,12 @@ def _load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
     return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
 
 
+def _frozen_hash_check(name: str, version: int) -> AssetCheckResult:
+    path, _ = frozen_paths(eval_dir(), name, version)
+    ok, message = verify_frozen(path)
+    return AssetCheckResult(passed=ok, description=message, metadata={"version": version, "path": str(path)})
+
+
 @asset(group_name="dataset", kinds={"parquet"}, deps=[icon_captions])
 def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
     """Icons grouped by normalised base name and near-duplicate image, so variants of one icon are
@@ -200,10 +206,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
 @asset_check(asset=eval_set, name="eval_set_frozen_hash")
 def eval_set_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
     """The eval file on disk is byte-for-byte what was frozen (hand edits and corruption fail)."""
-    version = load_config().eval.version
-    path, _ = frozen_paths(eval_dir(), EVAL_NAME, version)
-    ok, message = verify_frozen(path)
-    return AssetCheckResult(passed=ok, description=message, metadata={"version": version, "path": str(path)})
+    return _frozen_hash_check(EVAL_NAME, load_config().eval.version)
 
 
 @asset(group_name="dataset", kinds={"jsonl", "png"}, deps=[eval_set])
@@ -255,7 +258,5 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
 
 @asset_check(asset=benchmark_queries, name="benchmark_queries_frozen_hash")
 def benchmark_queries_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    version = load_config().queries.version
-    path, _ = frozen_paths(eval_dir(), QUERIES_NAME, version)
-    ok, message = verify_frozen(path)
-    return AssetCheckResult(passed=ok, description=message, metadata={"version": version, "path": str(path)})
+    """The queries file on disk is byte-for-byte what was frozen."""
+    return _frozen_hash_check(QUERIES_NAME, load_config().queries.version)

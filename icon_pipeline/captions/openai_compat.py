@@ -12,7 +12,6 @@ header and nowhere else: never in results, errors, logs or repr.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import logging
 import random
@@ -36,6 +35,7 @@ from icon_pipeline.captions.validation import (
     normalise_phrases,
     validate_phrases,
 )
+from icon_pipeline.http_util import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -304,18 +304,7 @@ class OpenAICaptioner:
 
     @staticmethod
     def _retry_after(response: httpx.Response) -> float | None:
-        value = response.headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
+        return parse_retry_after(response.headers.get("retry-after"))
 
     @staticmethod
     def _content_of(response: httpx.Response) -> str | None:

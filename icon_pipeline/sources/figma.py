@@ -14,7 +14,6 @@ at 96 px at most as PNG.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -23,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import httpx
 
 from icon_pipeline.catalog import IconRecord, SourceFailure, SourceScan, sha256_bytes, stable_id
+from icon_pipeline.http_util import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +256,7 @@ class FigmaClient:
             attempt += 1
 
     def _rate_limit_delay(self, reply: _Reply, attempt: int, *, file_key: str, endpoint: str) -> float:
-        retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
+        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
         subject = f"file {file_key}" if file_key else endpoint
         details = [endpoint]
         if limit_type := reply.headers.get("X-Figma-Rate-Limit-Type"):
@@ -347,23 +346,6 @@ def _check_file_key(file_key: str) -> None:
             "(the part after /file/ or /design/ in the file's URL)",
             file_key=file_key,
         )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: Figma sends an integer; an HTTP date is accepted too (RFC 9110)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _human_duration(seconds: float) -> str:
