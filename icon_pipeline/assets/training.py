@@ -21,6 +21,7 @@ from icon_pipeline.tables import (
     read_records,
 )
 from icon_pipeline.training.config import AugmentationSettings, TrainConfig
+from icon_pipeline.training.data import sha256_file
 
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
 
@@ -67,14 +68,12 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
-def _fingerprint(path: Path) -> list[tuple[str, int, int]]:
-    if not path.is_dir():
-        return [(str(path), 0, 0)]
-    return sorted(
-        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in path.rglob("*")
-        if p.is_file()
-    )
+def _fingerprint(path: Path) -> list[tuple[str, str]]:
+    """Content hashes (not mtimes): a rebuilt but identical base or pairs table is the same input."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [
+        (str(f.relative_to(path) if path.is_dir() else f.name), sha256_file(f)) for f in files if f.exists()
+    ]
 
 
 @asset(
