@@ -104,7 +104,12 @@ def materialize_assets(
             log(f"materializing {label}")
             started = time.monotonic()
             result = job.execute_in_process(
-                instance=instance, asset_selection=stage, partition_key=partition, raise_on_error=False
+                instance=instance,
+                asset_selection=stage,
+                partition_key=partition,
+                raise_on_error=False,
+                # The terminal shows progress and warnings; every DEBUG event is still in the run's log.
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
             elapsed = time.monotonic() - started
             summary.runs.append(StageRun(names, partition, result.run_id, result.success, elapsed))
