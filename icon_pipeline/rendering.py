@@ -150,6 +150,7 @@ def render_icon(
         path = Path(source)
         item = str(path)
         fmt = fmt or ("svg" if path.suffix.lower() in (".svg", ".svgz") else "png")
+    started = time.perf_counter()
     try:
         with _time_limit(settings.timeout_s):
             if fmt == "svg":
@@ -158,7 +159,12 @@ def render_icon(
             else:
                 data = _read_file(path, MAX_RASTER_BYTES, "image")
                 glyph = _fit(_load_raster(data), settings.content_box)
-            return _compose(glyph, settings)
+            image = _compose(glyph, settings)
+        # The alarm cannot interrupt native code, nor fire where another library owns SIGALRM
+        # (or off the main thread): an icon that took too long fails the same way after the fact.
+        if time.perf_counter() - started > settings.timeout_s:
+            raise _RenderTimeout()
+        return image
     except RenderError as exc:
         raise RenderError(exc.reason, item) from None
     except _RenderTimeout:
