@@ -122,6 +122,7 @@ class TrainingConfig(_Strict):
     max_steps: int = Field(default=300, ge=1)
     per_device_batch_size: int = Field(default=64, ge=2)
     learning_rate: float = Field(default=5e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_steps: int = Field(default=30, ge=0)
     weight_decay: float = Field(default=0.1, ge=0)
     eval_every_steps: int = Field(default=100, ge=0)

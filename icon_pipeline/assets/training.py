@@ -103,6 +103,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         max_steps=settings.max_steps,
         per_device_batch_size=settings.per_device_batch_size,
         learning_rate=settings.learning_rate,
+        lr_scheduler=settings.lr_scheduler,
         warmup_steps=settings.warmup_steps,
         weight_decay=settings.weight_decay,
         eval_every_steps=settings.eval_every_steps,
