@@ -351,14 +351,14 @@ def test_server_errors_every_time_give_up_with_the_reason() -> None:
 
 
 def test_a_hang_past_the_timeout_is_retried() -> None:
-    with OpenAITestServer(hang_s=3.0) as server:
+    with OpenAITestServer(hang_s=20.0) as server:
         server.script("hang")
         start = time.perf_counter()
         [result] = fast_captioner(server.url, timeout_s=0.5).caption_many(
             [request_for("clock", ["time", "wait"])]
         )
         assert result.ok and result.attempts == 2
-        assert time.perf_counter() - start < 2.5
+        assert time.perf_counter() - start < 15  # gave up on the hang, did not wait it out
 
 
 def test_hanging_every_time_fails_with_timeout() -> None:
