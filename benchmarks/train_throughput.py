@@ -38,6 +38,7 @@ from icon_pipeline.rendering import render_icon  # noqa: E402
 from icon_pipeline.training.collator import GroupDataset, PairCollator  # noqa: E402
 from icon_pipeline.training.config import TrainConfig  # noqa: E402
 from icon_pipeline.training.data import load_training_data  # noqa: E402
+from icon_pipeline.training.launch import torchrun_command  # noqa: E402
 from icon_pipeline.training.reporting import Reporter  # noqa: E402
 from icon_pipeline.training.run import run_training  # noqa: E402
 
@@ -124,21 +125,7 @@ def train_throughput(
         run_training(config, Reporter(rank=0))
     else:
         config_path = config.write(output_dir.with_suffix(".json"))
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            "127.0.0.1:0",
-            "-m",
-            "icon_pipeline.training",
-            "--config",
-            str(config_path),
-        ]
+        command = torchrun_command(config_path, nproc)
         subprocess.run(command, check=True, env={**os.environ})
     return json.loads((output_dir / "training_report.json").read_text())
 

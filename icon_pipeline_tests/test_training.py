@@ -38,6 +38,7 @@ from icon_pipeline.training.collator import GroupDataset, PairCollator
 from icon_pipeline.training.config import TrainConfig, TrainConfigError
 from icon_pipeline.training.data import load_training_data
 from icon_pipeline.training.evaluation import evaluate_embeddings, retrieval_metrics
+from icon_pipeline.training.launch import torchrun_command
 from icon_pipeline.training.loss import siglip_loss
 from icon_pipeline.training.reporting import Reporter
 from icon_pipeline.training.run import run_training
@@ -129,21 +130,7 @@ def make_config(inputs: dict[str, Any], output_dir: Path, **overrides: Any) -> T
 
 
 def torchrun(config_path: Path, nproc: int, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        "127.0.0.1:0",  # c10d on port 0: the OS picks a free port
-        "-m",
-        "icon_pipeline.training",
-        "--config",
-        str(config_path),
-    ]
+    command = torchrun_command(config_path, nproc)
     env = {**os.environ, "ICON_PIPELINE_DDP_BACKEND": "gloo", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from dagster import (
 from dagster._core.errors import DagsterPipesExecutionError  # raised on a non-zero exit; not re-exported
 from pydantic import Field
 
-TRAINING_MODULE = "icon_pipeline.training"
-DDP_BACKEND_ENV = "ICON_PIPELINE_DDP_BACKEND"  # read by icon_pipeline.training.run
+from icon_pipeline.training.launch import DDP_BACKEND_ENV, torchrun_command
+
 TRACEBACK_TAIL_LINES = 30
 
 
@@ -117,34 +116,28 @@ class TorchrunResource(ConfigurableResource):
         return f"127.0.0.1:{free_port()}"
 
     def command(self, config_path: Path, log_dir: Path, rdzv_id: str) -> list[str]:
-        return [
-            self.python_executable or sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(self.nproc_per_node),
-            "--nnodes",
-            str(self.nnodes),
-            "--node_rank",
-            str(self.node_rank),
-            "--rdzv-backend",
-            self.rdzv_backend,
-            "--rdzv-endpoint",
-            self.endpoint(),
-            "--rdzv-id",
-            rdzv_id,
-            "--log-dir",
-            str(log_dir),
-            # Every rank's output goes to its own files (read back on failure) and to the console.
-            "--redirects",
-            "3",
-            "--tee",
-            "3",
-            "-m",
-            TRAINING_MODULE,
-            "--config",
-            str(config_path),
-        ]
+        return torchrun_command(
+            config_path,
+            self.nproc_per_node,
+            rdzv_endpoint=self.endpoint(),
+            rdzv_backend=self.rdzv_backend,
+            python=self.python_executable,
+            launcher_args=[
+                "--nnodes",
+                str(self.nnodes),
+                "--node_rank",
+                str(self.node_rank),
+                "--rdzv-id",
+                rdzv_id,
+                "--log-dir",
+                str(log_dir),
+                # Every rank's output goes to its own files (read back on failure) and to the console.
+                "--redirects",
+                "3",
+                "--tee",
+                "3",
+            ],
+        )
 
     def environment(self) -> dict[str, str]:
         env = dict(self.extra_env)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from icon_pipeline.metrics import average_precision_at_k, recall_at_k
+
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
 
@@ -44,18 +46,16 @@ def retrieval_metrics(
     order = np.take_along_axis(
         top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable"), 1
     )
-    hits = {k: [] for k in ks}
+    hits: dict[int, list[float]] = {k: [] for k in ks}
     average_precisions = []
     for ranked, rel in zip(order, relevant, strict=True):
         if not rel:
             continue
-        is_rel = np.fromiter((int(i) in rel for i in ranked), dtype=bool, count=len(ranked))
+        ids = [int(i) for i in ranked]
+        # The metric definitions live in icon_pipeline.metrics, shared with the benchmark report.
         for k in ks:
-            hits[k].append(bool(is_rel[:k].any()))
-        within = is_rel[:map_k]
-        positions = np.flatnonzero(within) + 1
-        precisions = np.cumsum(within)[positions - 1] / positions
-        average_precisions.append(float(precisions.sum()) / min(len(rel), map_k))
+            hits[k].append(recall_at_k(ids, rel, k))
+        average_precisions.append(average_precision_at_k(ids, rel, map_k))
     result = {f"R@{k}": float(np.mean(hits[k])) if hits[k] else 0.0 for k in ks}
     result[f"mAP@{map_k}"] = float(np.mean(average_precisions)) if average_precisions else 0.0
     result["queries"] = float(len(average_precisions))

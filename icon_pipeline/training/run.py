@@ -34,6 +34,7 @@ from icon_pipeline.training.data import (
     load_training_data,
     read_eval_set,
 )
+from icon_pipeline.training.launch import DDP_BACKEND_ENV
 from icon_pipeline.training.reporting import Reporter, global_rank, world_size
 from icon_pipeline.training.trainer import (
     BaselineCallback,
@@ -44,7 +45,6 @@ from icon_pipeline.training.trainer import (
     SiglipTrainer,
 )
 
-DDP_BACKEND_ENV = "ICON_PIPELINE_DDP_BACKEND"
 FINAL_MODEL_DIR = "model"
 REPORT_FILE = "training_report.json"
 TENSORBOARD_DIR = "tensorboard"
