@@ -49,7 +49,6 @@ def _stages(graph: AssetGraph, keys: set[AssetKey]) -> list[tuple[list[AssetKey]
         unpartitioned = {k for k in remaining if not graph.get(k).is_partitioned and ready(k, set())}
         if unpartitioned:
             stage = set(unpartitioned)
-            partitioned = False
         else:
             stage = {k for k in remaining if graph.get(k).is_partitioned and ready(k, set())}
             if not stage:

@@ -146,14 +146,10 @@ def _paraphraser(kind: str) -> Paraphraser:
     if kind == "offline":
         return OfflineParaphraser.default()
     from icon_pipeline.captions.paraphrase import LLMParaphraser
-    from icon_pipeline.resources.llm import ENV_LLM_BASE_URL
+    from icon_pipeline.resources.llm import text_server_url
 
     captions = load_config().captions
-    base_url = os.environ.get(ENV_LLM_BASE_URL) or captions.base_url
-    if not base_url:
-        raise ValueError(
-            f"eval.paraphraser is 'openai' but no server is set (captions.base_url or {ENV_LLM_BASE_URL})"
-        )
+    base_url = text_server_url(captions, "eval.paraphraser")
     return LLMParaphraser(base_url, os.environ.get(captions.api_key_env), captions.text_model)
 
 

@@ -91,7 +91,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     ok, message = verify_frozen(eval_path)
     if not ok:
         raise ValueError(f"eval set not usable for training: {message}")
-    eval_sha256 = message.rsplit("sha256 ", 1)[-1]
+    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: verify_frozen just checked it
     settings = config.training
     train = TrainConfig(
         base_checkpoint=base["path"],

@@ -22,6 +22,17 @@ ENV_LLM_BASE_URL = "ICON_PIPELINE_LLM_BASE_URL"
 ENV_VLM_BASE_URL = "ICON_PIPELINE_VLM_BASE_URL"
 
 
+def text_server_url(settings: CaptionsConfig, needed_by: str) -> str:
+    """The text LLM server: ICON_PIPELINE_LLM_BASE_URL, else captions.base_url; an error if neither."""
+    url = os.environ.get(ENV_LLM_BASE_URL) or settings.base_url
+    if not url:
+        raise ValueError(
+            f"{needed_by} is 'openai' but no server is set: add captions.base_url to the config "
+            f"or set {ENV_LLM_BASE_URL}"
+        )
+    return url
+
+
 class CaptionerResource(ConfigurableResource):
     """The captioning models: the offline captioner, or an OpenAI-compatible server (vLLM) for
     the text LLM and another (or the same) for the VLM. The API key is read from the environment
@@ -46,12 +57,7 @@ class CaptionerResource(ConfigurableResource):
         if settings.captioner == "offline":
             offline = OfflineCaptioner()
             return {"text": offline, "vision": offline}
-        text_url = os.environ.get(ENV_LLM_BASE_URL) or settings.base_url
-        if not text_url:
-            raise ValueError(
-                f"captions.captioner is 'openai' but no server is set: add captions.base_url to the config "
-                f"or set {ENV_LLM_BASE_URL}"
-            )
+        text_url = text_server_url(settings, "captions.captioner")
         vision_url = os.environ.get(ENV_VLM_BASE_URL) or settings.vision_base_url or text_url
         return {"text": self._openai(settings, text_url), "vision": self._openai(settings, vision_url)}
 
