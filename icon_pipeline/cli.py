@@ -82,7 +82,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     instance = _instance()
     selection = None if args.assets == ["*"] else args.assets
     partitions = [args.partition] if args.partition else None
-    summary = materialize_assets(defs, instance, selection, partitions)
+    try:
+        summary = materialize_assets(defs, instance, selection, partitions)
+    except ValueError as exc:  # an unknown asset name: the message lists the known ones
+        raise CliError(str(exc)) from None
     return 0 if summary.success else 1
 
 

@@ -98,3 +98,13 @@ def test_lexicon_command_prints_one_json_object_per_name(tmp_path: Path) -> None
     assert len(lines) == 4
     assert lines[-1]["terms"] == ["mark for redaction", "mark", "for", "redaction"]
     assert "redact" in lines[-1]["tags"]
+
+
+def test_an_unknown_asset_is_one_clear_line_listing_the_known_ones(pipeline_env: Path) -> None:
+    (pipeline_env / "icon_pipeline.yaml").write_text("sources:\n  - kind: tabler\n")
+    result = subprocess.run(
+        [CLI, "materialize", "no_such_asset"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no_such_asset" in result.stderr and "icon_catalog" in result.stderr
