@@ -75,6 +75,8 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    from dagster import DagsterInvalidConfigError
+
     from icon_pipeline.definitions import defs
     from icon_pipeline.runner import materialize_assets
 
@@ -82,11 +84,29 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     instance = _instance()
     selection = None if args.assets == ["*"] else args.assets
     partitions = [args.partition] if args.partition else None
+    run_config = _read_run_config(args.run_config) if args.run_config else None
     try:
-        summary = materialize_assets(defs, instance, selection, partitions)
+        summary = materialize_assets(defs, instance, selection, partitions, run_config=run_config)
+    except DagsterInvalidConfigError as exc:  # e.g. a misspelt resource field: Dagster names it
+        raise CliError(f"{args.run_config}: {exc}") from None
     except ValueError as exc:  # an unknown asset name: the message lists the known ones
         raise CliError(str(exc)) from None
     return 0 if summary.success else 1
+
+
+def _read_run_config(path: Path) -> dict:
+    """Dagster run config, as pasted in the launchpad (e.g. the `torchrun` resource's processes)."""
+    import yaml
+
+    try:
+        run_config = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read run config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(run_config, dict):
+        raise CliError(f"{path}: run config must be a mapping such as `resources: {{torchrun: ...}}`")
+    return run_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -223,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("materialize", help="materialize assets (in dependency order) on the instance")
     p.add_argument("assets", nargs="+", help="asset keys, e.g. icon_catalog rendered_icons; '*' for all")
     p.add_argument("--partition", help="one icon_batches partition (default: every registered batch)")
+    p.add_argument(
+        "--run-config",
+        type=Path,
+        help="Dagster run config YAML, as in the launchpad, e.g. "
+        "`resources: {torchrun: {config: {nproc_per_node: 8}}}` to train on 8 GPUs",
+    )
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server (or check ICON_PIPELINE_DATABASE_URL)")

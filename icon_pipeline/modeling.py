@@ -20,7 +20,8 @@ import json
 import math
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,20 +225,27 @@ def new_model(config: Siglip2Config, seed: int) -> Siglip2Model:
     return model
 
 
+@contextmanager
+def _class_default_token_ids_unchecked() -> Iterator[None]:
+    """Saving and loading build a config with the class defaults (CLIP's bos/eos ids 49406/49407)
+    and check them against the default vocabulary, logging a misleading "bos_token_id must be
+    within the vocabulary" warning; the ids our checkpoints end up with are ours (tested)."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def save_checkpoint(
     model: Siglip2Model, processor: Siglip2Processor, meta: CheckpointMeta, out_dir: Path
 ) -> Path:
     """Write a Hugging Face directory (model, tokenizer, image processor) plus icon_pipeline.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Saving diffs the config against the class defaults (CLIP's bos/eos ids), which logs a
-    # misleading "bos_token_id must be within the vocabulary" warning: silence it for the save.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with _class_default_token_ids_unchecked():
         model.save_pretrained(out_dir)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     processor.save_pretrained(out_dir)
     meta.write(out_dir)
     return out_dir
@@ -380,7 +388,8 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
         tokenizer_class = PreTrainedTokenizerFast if meta.tokenizer_loader == "fast" else AutoTokenizer
         tokenizer = tokenizer_class.from_pretrained(directory, local_files_only=True)
         image_processor = Siglip2ImageProcessorPil.from_pretrained(directory, local_files_only=True)
-        model = Siglip2Model.from_pretrained(directory, local_files_only=True, attn_implementation="sdpa")
+        with _class_default_token_ids_unchecked():
+            model = Siglip2Model.from_pretrained(directory, local_files_only=True, attn_implementation="sdpa")
     except Exception as error:  # safetensors, JSON and config errors all mean "unusable checkpoint"
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {error}") from error
     if meta.tokenizer_loader == "fast" and (

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, validate_run_config
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 
 from icon_pipeline.automation.partitions import icon_batches
@@ -68,14 +69,23 @@ def _stages(graph: AssetGraph, keys: set[AssetKey]) -> list[tuple[list[AssetKey]
     return stages
 
 
+# The terminal shows progress and warnings; every DEBUG event is still in the run's log.
+TERMINAL_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
     selection: Iterable[str] | None = None,
     partitions: list[str] | None = None,
     log: Callable[[str], None] = print,
+    run_config: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Materialize `selection` (asset key strings; all assets if None) stage by stage."""
+    """Materialize `selection` (asset key strings; all assets if None) stage by stage.
+
+    `run_config` is Dagster run config as the launchpad takes it, e.g. resource config
+    `{"resources": {"torchrun": {"config": {"nproc_per_node": 8}}}}`; it applies to every stage.
+    """
     graph = defs.resolve_asset_graph()
     all_keys = {k for k in graph.materializable_asset_keys}
     if selection is None:
@@ -89,6 +99,10 @@ def materialize_assets(
                 f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
             )
     job = defs.resolve_implicit_global_asset_job_def()
+    run_config = {**TERMINAL_LOGGING, **(run_config or {})}
+    # Against the whole job, before any stage: a stage's subset ignores config for resources it
+    # does not use, so a misspelt `torchrun` field would otherwise pass unnoticed.
+    validate_run_config(job, run_config)
     summary = RunSummary()
     for stage, partitioned in _stages(graph, keys):
         names = [k.to_user_string() for k in stage]
@@ -107,8 +121,7 @@ def materialize_assets(
                 asset_selection=stage,
                 partition_key=partition,
                 raise_on_error=False,
-                # The terminal shows progress and warnings; every DEBUG event is still in the run's log.
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                run_config=run_config,
             )
             elapsed = time.monotonic() - started
             summary.runs.append(StageRun(names, partition, result.run_id, result.success, elapsed))

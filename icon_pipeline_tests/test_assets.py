@@ -4,7 +4,9 @@ real HTTP servers on 127.0.0.1 (Figma-shaped and OpenAI-compatible), like `proje
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,9 +18,11 @@ from icon_pipeline.assets.pairs import eval_set_frozen_hash
 from icon_pipeline.database import ensure_database
 from icon_pipeline.definitions import defs
 from icon_pipeline.runner import materialize_assets
+from icon_pipeline.settings import REPO_ROOT
 from icon_pipeline_tests.figma_server import FigmaTestServer, tabler_figma_file
 from icon_pipeline_tests.openai_server import OpenAITestServer
 
+CLI = str(REPO_ROOT / ".venv" / "bin" / "icon-pipeline")
 NAMES = ["bell", "bell-off", "folder", "folder-plus", "trash", "user", "settings", "search", "home", "lock"]
 
 
@@ -201,10 +205,11 @@ def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, t
     assert "version 1" in check.description and "recorded sha256" in check.description
 
 
-def test_the_whole_graph_end_to_end_then_search_by_text_and_image(
+def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     pipeline_env: Path, tabler_package: Path
 ) -> None:
-    """What `make demo` does, on a small library: every asset, then the search designers use."""
+    """What `make demo` does, on a small library: every asset, then the search designers use,
+    then the same training asset on two processes with only the resource config changed."""
     from icon_pipeline.service import SearchService
 
     icons = _library(pipeline_env / "icons", tabler_package, NAMES)
@@ -225,6 +230,7 @@ def test_the_whole_graph_end_to_end_then_search_by_text_and_image(
 
     training = _metadata(instance, "finetuned_checkpoint")
     assert training["steps"] == 4 and "tensorboard_dir" in training  # reported by rank 0 through Pipes
+    assert training["world_size"] == 1 and training["global_batch_size"] == 4
     report = json.loads((pipeline_env / "data" / "reports" / "benchmark.json").read_text())
     tasks = report["results"]
     assert set(tasks) == {"text2img", "semantic2img", "img2img"}
@@ -242,6 +248,23 @@ def test_the_whole_graph_end_to_end_then_search_by_text_and_image(
         assert len(hits) == 3
     finally:
         service.close()
+
+    # Scale out as a data engineer would in the launchpad: only the `torchrun` resource changes
+    # (gloo on this CPU, NCCL where GPUs are). The global batch doubles, so it is a new run dir.
+    two_processes = pipeline_env / "two_processes.yaml"
+    two_processes.write_text("resources:\n  torchrun:\n    config:\n      nproc_per_node: 2\n")
+    result = subprocess.run(
+        [CLI, "materialize", "finetuned_checkpoint", "--run-config", str(two_processes)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    scaled = _metadata(instance, "finetuned_checkpoint")
+    assert scaled["world_size"] == 2 and scaled["global_batch_size"] == 8 and scaled["steps"] == 4
+    assert scaled["checkpoint_path"] != training["checkpoint_path"]
+    assert "eval/image2text/R@1" in scaled  # rank 0 alone reported, through Pipes
 
 
 def _screenshot(path: Path, data_dir: Path) -> Path:

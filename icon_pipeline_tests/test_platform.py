@@ -108,3 +108,27 @@ def test_an_unknown_asset_is_one_clear_line_listing_the_known_ones(pipeline_env:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "no_such_asset" in result.stderr and "icon_catalog" in result.stderr
+
+
+def test_a_misspelt_resource_field_in_the_run_config_is_named(pipeline_env: Path) -> None:
+    (pipeline_env / "icon_pipeline.yaml").write_text("sources:\n  - kind: tabler\n")
+    run_config = pipeline_env / "gpus.yaml"
+    run_config.write_text("resources:\n  torchrun:\n    config:\n      nproc_per_nodes: 8\n")
+    result = subprocess.run(
+        [CLI, "materialize", "icon_catalog", "--run-config", str(run_config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(run_config) in result.stderr and "nproc_per_nodes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    missing = pipeline_env / "missing.yaml"
+    result = subprocess.run(
+        [CLI, "materialize", "icon_catalog", "--run-config", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "cannot read run config" in result.stderr

@@ -121,17 +121,24 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         dataloader_workers=settings.dataloader_workers,
         seed=settings.seed,
     )
-    # Same inputs and settings: same directory, so a killed run resumes from its last checkpoint;
-    # anything changed: a fresh directory, never a resume onto another base or data set.
+    # Same inputs, settings and world size: same directory, so a killed run resumes from its last
+    # checkpoint; anything changed (another base, data set, or global batch): a fresh directory.
     inputs = json.dumps(
-        [train.to_dict(), _fingerprint(Path(base["path"])), _fingerprint(pairs_path())], default=str
+        [
+            train.to_dict(),
+            _fingerprint(Path(base["path"])),
+            _fingerprint(pairs_path()),
+            {"world_size": torchrun.world_size},
+        ],
+        default=str,
     )
     run_key = hashlib.sha256(inputs.encode()).hexdigest()[:12]
     output_dir = models_dir() / "finetuned" / run_key
     train = TrainConfig.from_dict({**train.to_dict(), "output_dir": str(output_dir)})
     config_path = train.write(output_dir / "train_config.json")
     context.log.info(
-        f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s))"
+        f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s), "
+        f"global batch {settings.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
     checkpoint_pointer("finetuned").write_text(

@@ -99,7 +99,9 @@ class TorchrunResource(ConfigurableResource):
     nnodes: int = Field(default=1, ge=1)
     node_rank: int = Field(default=0, ge=0)
     rdzv_endpoint: str | None = Field(
-        default="127.0.0.1:29500", description="host:port of the rendezvous; None picks a free local port"
+        default=None,
+        description="host:port of the rendezvous (needed with nnodes > 1); None: a free local port, "
+        "so two single-node jobs on one machine never collide",
     )
     rdzv_backend: str = "c10d"
     rdzv_id: str | None = Field(default=None, description="rendezvous id; default: the Dagster run id")
@@ -107,6 +109,10 @@ class TorchrunResource(ConfigurableResource):
     extra_env: dict[str, str] = Field(default_factory=dict, description="more environment for every rank")
     python_executable: str | None = Field(default=None, description="default: this interpreter")
     log_dir: str | None = Field(default=None, description="torchrun per-rank logs; default: a temp dir")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
     def endpoint(self) -> str:
         if self.rdzv_endpoint:
