@@ -1,4 +1,7 @@
-"""pgvector HNSW vs exact search on random unit vectors: build time, recall@k, latency.
+"""pgvector HNSW vs exact search on random or clustered unit vectors: build time, recall@k, latency.
+
+It goes through the project's own `write_embeddings` and `search_vectors`, so it measures what the
+index asset builds: float32 rows with an HNSW index over their halfvec cast.
 
 Not a test: prints figures, asserts nothing. Starts its own embedded PostgreSQL inside the
 project (.bench_tmp/pgdata; embedded PostgreSQL opens its parents' permissions as root, so
@@ -7,6 +10,7 @@ never /tmp) and stops it at the end unless --keep-server.
     .venv/bin/python benchmarks/index.py                      # 10k and 100k at 768-d
     .venv/bin/python benchmarks/index.py --dim 64 --sizes 10000 100000
     .venv/bin/python benchmarks/index.py --sizes 100000 --m 16 24 --ef-search 40 100 200 400
+    .venv/bin/python benchmarks/index.py --data clustered --sizes 100000 --ef-search 40 60 80
 
 Random unit vectors in high dimension are the hardest case for HNSW (no low-dimensional
 structure, near-equal distances): real embeddings do better at the same settings. Ground truth

@@ -5,7 +5,10 @@ registered in `icon_index_models`. A write is always a full replace of that mode
 
 1. stage: a NEW table is created, filled with binary COPY, and its HNSW index (cosine) is built
    after the load (much faster than inserting into an indexed table); committed on its own, so
-   the long part holds no lock that readers of the live table wait on;
+   the long part holds no lock that readers of the live table wait on. The rows keep float32
+   `vector`s (exact search and scores use them); the HNSW index is over their `halfvec` cast:
+   half the size, built faster, and about twice as fast to search at the same recall
+   (benchmarks/index.py);
 2. swap: one short transaction drops the live table, renames the staged one to the live name and
    updates the registry. A search sees the old rows or the new ones, never a half-built index.
 
@@ -42,8 +45,10 @@ from psycopg import sql
 log = logging.getLogger(__name__)
 
 REGISTRY_TABLE = "icon_index_models"
-# pgvector's HNSW indexes `vector` columns of at most 2,000 dimensions.
-MAX_HNSW_DIM = 2000
+# pgvector's HNSW indexes `halfvec` of at most 4,000 dimensions (`vector`: 2,000).
+MAX_HNSW_DIM = 4000
+# What the HNSW index is built over: tables written before halfvec indexes say "vector".
+HNSW_PRECISION = "halfvec"
 # pgvector accepts hnsw.ef_search in [1, 1000].
 MAX_EF_SEARCH = 1000
 DEFAULT_EF_SEARCH = 40
@@ -77,6 +82,7 @@ class ModelIndex:
     rows: int
     hnsw_m: int
     ef_construction: int
+    hnsw_precision: str = "vector"  # "halfvec": the index is over embedding::halfvec(dim)
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,12 @@ def ensure_schema(conn: psycopg.Connection) -> None:
                 )"""
             ).format(sql.Identifier(REGISTRY_TABLE))
         )
+        # Registries from before halfvec indexes: their tables are indexed over `vector`.
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS hnsw_precision text NOT NULL DEFAULT 'vector'"
+            ).format(sql.Identifier(REGISTRY_TABLE))
+        )
         register_vector(conn)
 
 
@@ -168,9 +180,12 @@ def list_models(conn: psycopg.Connection) -> list[ModelIndex]:
     with conn.transaction():
         if not _registry_exists(conn):
             return []
+        # Read through to_jsonb so a registry no writer has migrated yet (no hnsw_precision
+        # column) still answers: readers never alter the schema.
         rows = conn.execute(
             sql.SQL(
-                "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction FROM {} ORDER BY model_id"
+                "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction, "
+                "coalesce(to_jsonb(r) ->> 'hnsw_precision', 'vector') FROM {} AS r ORDER BY model_id"
             ).format(sql.Identifier(REGISTRY_TABLE)),
             prepare=False,
         ).fetchall()
@@ -288,11 +303,12 @@ def write_embeddings(
             )
             conn.execute(
                 sql.SQL(
-                    "CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) "
+                    "CREATE INDEX {} ON {} USING hnsw (({}) halfvec_cosine_ops) "
                     "WITH (m = {}, ef_construction = {})"
                 ).format(
                     sql.Identifier(f"{staging}_hnsw"),
                     sql.Identifier(staging),
+                    _as_halfvec(sql.Identifier("embedding"), dim),
                     sql.Literal(hnsw_m),
                     sql.Literal(ef_construction),
                 )
@@ -327,14 +343,15 @@ def write_embeddings(
             )
             conn.execute(
                 sql.SQL(
-                    """INSERT INTO {} (model_id, table_name, dim, rows, hnsw_m, ef_construction, embedder)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+                    """INSERT INTO {} (model_id, table_name, dim, rows, hnsw_m, ef_construction, embedder,
+                        hnsw_precision)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)
                     ON CONFLICT (model_id) DO UPDATE SET table_name = EXCLUDED.table_name, dim = EXCLUDED.dim,
                         rows = EXCLUDED.rows, hnsw_m = EXCLUDED.hnsw_m,
                         ef_construction = EXCLUDED.ef_construction, embedder = EXCLUDED.embedder,
-                        updated_at = now()"""
+                        hnsw_precision = EXCLUDED.hnsw_precision, updated_at = now()"""
                 ).format(sql.Identifier(REGISTRY_TABLE)),
-                (model_id, table, dim, n, hnsw_m, ef_construction, info_json),
+                (model_id, table, dim, n, hnsw_m, ef_construction, info_json, HNSW_PRECISION),
             )
         swap_seconds = time.perf_counter() - started
     except psycopg.Error as exc:
@@ -426,6 +443,20 @@ def _ensure_vector_type(conn: psycopg.Connection) -> None:
             register_vector(conn)
 
 
+def _as_halfvec(value: sql.Composable, dim: int) -> sql.Composable:
+    return sql.SQL("{}::halfvec({})").format(value, sql.Literal(dim))
+
+
+def _order_by(model: ModelIndex, exact: bool) -> sql.Composable:
+    """Exact: the float32 distance (a scan). HNSW: the expression the index was built over, or
+    the planner would not use it."""
+    if exact or model.hnsw_precision == "vector":
+        return sql.SQL("embedding <=> %(q)s")
+    return sql.SQL("{} <=> {}").format(
+        _as_halfvec(sql.Identifier("embedding"), model.dim), _as_halfvec(sql.Placeholder("q"), model.dim)
+    )
+
+
 def search_vectors(
     conn: psycopg.Connection,
     model: str | ModelIndex,
@@ -449,10 +480,10 @@ def search_vectors(
     model_index = model if isinstance(model, ModelIndex) else get_model_index(conn, model)
     vector = _query_vector(model_index, query)
     _ensure_vector_type(conn)
+    # The score is always the float32 cosine; HNSW ranks by the indexed halfvec distance.
     statement = sql.SQL(
-        "SELECT icon_id, group_id, 1 - (embedding <=> %(q)s) AS score FROM {} "
-        "ORDER BY embedding <=> %(q)s LIMIT %(k)s"
-    ).format(sql.Identifier(model_index.table_name))
+        "SELECT icon_id, group_id, 1 - (embedding <=> %(q)s) AS score FROM {} ORDER BY {} LIMIT %(k)s"
+    ).format(sql.Identifier(model_index.table_name), _order_by(model_index, exact))
     # force_rollback: the search only reads, and rolling back undoes the SET LOCALs even when the
     # caller's connection is already inside a transaction (a savepoint would otherwise leak them).
     with conn.transaction(force_rollback=True):
@@ -464,7 +495,9 @@ def search_vectors(
                 f"model {model_index.model_id!r}: its table {model_index.table_name} is gone "
                 "(replaced or dropped); look the model up again"
             ) from None
-    return [VectorHit(icon_id, group_id, float(score)) for icon_id, group_id, score in rows]
+    hits = [VectorHit(icon_id, group_id, float(score)) for icon_id, group_id, score in rows]
+    # Half-precision ties can put two rows out of float32 order: list them by their scores.
+    return sorted(hits, key=lambda hit: -hit.score)
 
 
 def explain_search(
@@ -474,8 +507,8 @@ def explain_search(
     model_index = model if isinstance(model, ModelIndex) else get_model_index(conn, model)
     vector = _query_vector(model_index, query)
     _ensure_vector_type(conn)
-    statement = sql.SQL("EXPLAIN SELECT icon_id FROM {} ORDER BY embedding <=> %(q)s LIMIT %(k)s").format(
-        sql.Identifier(model_index.table_name)
+    statement = sql.SQL("EXPLAIN SELECT icon_id FROM {} ORDER BY {} LIMIT %(k)s").format(
+        sql.Identifier(model_index.table_name), _order_by(model_index, exact)
     )
     with conn.transaction(force_rollback=True):
         _apply_plan_settings(conn, exact=exact, ef_search=effective_ef_search(k, None))

@@ -77,6 +77,8 @@ def test_round_trip_exact_and_hnsw_agree(conn: psycopg.Connection) -> None:
         stats.table_name,
     )
 
+    assert model.hnsw_precision == "halfvec"
+
     # The planner really takes the two different paths.
     assert "hnsw" in explain_search(conn, "tiny/model", vectors[0], 10, exact=False).lower()
     assert "Seq Scan" in explain_search(conn, "tiny/model", vectors[0], 10, exact=True)
@@ -91,7 +93,35 @@ def test_round_trip_exact_and_hnsw_agree(conn: psycopg.Connection) -> None:
         expected = np.sort(vectors @ vectors[row])[::-1][:10]
         assert [h.score for h in exact] == pytest.approx(expected.tolist(), abs=1e-5)
         agreement.append(len({h.icon_id for h in exact} & {h.icon_id for h in approx}) / 10)
+        # The half-precision index ranks, but the scores are the float32 cosines, best first.
+        approx_scores = [h.score for h in approx]
+        assert approx_scores == sorted(approx_scores, reverse=True)
+        assert approx_scores == pytest.approx(
+            [float(vectors[icon_ids.index(h.icon_id)] @ vectors[row]) for h in approx]
+        )
     assert np.mean(agreement) >= 0.98
+
+
+def test_a_registry_from_before_halfvec_indexes_is_still_searched_by_its_index(
+    conn: psycopg.Connection,
+) -> None:
+    vectors = unit_vectors(200, 16)
+    stats = write_embeddings(conn, "old", ids(200), ids(200), vectors)
+    # What an earlier version left: no hnsw_precision column, an HNSW index over the vector itself.
+    conn.execute("ALTER TABLE icon_index_models DROP COLUMN hnsw_precision")
+    conn.execute(f"DROP INDEX {stats.table_name}_hnsw")
+    conn.execute(
+        f"CREATE INDEX {stats.table_name}_hnsw ON {stats.table_name} USING hnsw (embedding vector_cosine_ops)"
+    )
+    conn.commit()
+
+    [model] = list_models(conn)  # a reader does not migrate the schema, and still answers
+    assert model.hnsw_precision == "vector"
+    assert "hnsw" in explain_search(conn, model, vectors[3], 5, exact=False).lower()
+    assert search_vectors(conn, model, vectors[3], 5, exact=False)[0].icon_id == ids(200)[3]
+
+    write_embeddings(conn, "new", ids(200), ids(200), vectors)  # a writer adds the column
+    assert {m.model_id: m.hnsw_precision for m in list_models(conn)} == {"new": "halfvec", "old": "vector"}
 
 
 def test_api_leaves_an_idle_connection_idle(conn: psycopg.Connection) -> None:
@@ -254,7 +284,7 @@ def test_unknown_model_lists_available(conn: psycopg.Connection) -> None:
         (ids(3), np.ones((3, 4), dtype=np.float32), "L2-normalised; icon 'icon-0' has norm 2.0000"),
         (["a", "b", "a"], unit_vectors(3, 4), "icon id 'a' appears more than once"),
         (ids(2), unit_vectors(3, 4), "3 embeddings but 2 icon ids"),
-        (ids(3), unit_vectors(3, 2001), "exceeds pgvector's HNSW limit"),
+        (ids(3), unit_vectors(3, 4001), "exceeds pgvector's HNSW limit"),
     ],
 )
 def test_bad_rows_fail_clearly_and_keep_old_data(
