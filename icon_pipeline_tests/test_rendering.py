@@ -149,6 +149,16 @@ def test_coloured_icon_keeps_its_colour(tmp_path: Path) -> None:
         assert r > 200 and g < 60 and b < 60
 
 
+def test_a_coloured_render_is_stored_in_colour(tmp_path: Path) -> None:
+    red = record_for(
+        write(tmp_path, "red.svg", svg('<rect x="4" y="4" width="16" height="16" fill="#e02020"/>'))
+    )
+    result = render_batch([red], LIGHT, RenderStore(tmp_path / "store"), workers=1, show_progress_bar=False)
+    with Image.open(result.outcomes[0].png_path) as stored:
+        assert stored.mode == "RGB"
+        assert np.array_equal(np.asarray(stored), np.asarray(render_icon(red, LIGHT)))
+
+
 # ------------------------------------------------------------------------------------------------
 # PNG inputs
 
@@ -404,7 +414,9 @@ def test_render_batch_renders_once_and_carries_on_after_failures(tabler_icons: P
         png = Path(by_id[record.icon_id].png_path)
         assert png == store.path_for(record.content_hash, LIGHT)
         with Image.open(png) as image:
-            assert image.size == (224, 224) and image.mode == "RGB"
+            # A gray render is stored as 8-bit gray; read back as RGB it is exactly the render.
+            assert image.size == (224, 224) and image.mode in ("L", "RGB")
+            assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(render_icon(record, LIGHT)))
     assert calls[-1] == (len(good) + len(bad), len(good) + len(bad))
     assert not list((tmp_path / "store").rglob(".tmp-*")), "no temp files left behind"
 
