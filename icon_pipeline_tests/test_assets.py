@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, SensorResult, build_asset_check_context, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    SensorResult,
+    build_asset_check_context,
+    build_sensor_context,
+    evaluate_automation_conditions,
+)
+from dagster._core.definitions.declarative_automation.automation_condition_tester import (
+    EvaluateAutomationConditionsResult,  # the return type of evaluate_automation_conditions
+)
 
 from icon_pipeline.assets.pairs import eval_set_frozen_hash
 from icon_pipeline.database import ensure_database
@@ -93,6 +102,50 @@ def test_local_folder_batches_and_the_sensor_registers_exactly_the_new_batch(
     (request,) = tick.dynamic_partitions_requests
     assert list(request.partition_keys) == ["mine-all-0003"]
     assert len(tick.run_requests) == 1  # targets icon_catalog (the sensor's asset_selection)
+
+
+def _requested(result: EvaluateAutomationConditionsResult) -> dict[str, list[str]]:
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    return {
+        key.to_user_string(): sorted(result.get_requested_partitions(key))
+        for key in keys
+        if result.get_num_requested(key)
+    }
+
+
+def test_the_automation_sensor_renders_and_captions_a_new_batch_and_is_quiet_otherwise(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    """What `icon_automation_sensor` does on each daemon tick, evaluated on the real instance."""
+    icons = _library(pipeline_env / "icons", tabler_package, NAMES[:3])
+    _config(
+        pipeline_env,
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\nbatching:\n  icons_per_batch: 3\n",
+    )
+    instance = _instance()
+    _run(instance, "icon_catalog", "icon_lexicon", "rendered_icons", "icon_captions")
+    tick = evaluate_automation_conditions(defs, instance)
+    assert tick.total_requested == 0  # everything is up to date: no run storm on the first tick
+
+    _library(icons, tabler_package, NAMES[3:5])  # a designer adds two icons
+    _run(instance, "icon_catalog")  # what icon_source_sensor's run does: registers mine-all-0002
+    tick = evaluate_automation_conditions(defs, instance, cursor=tick.cursor)
+    requested = _requested(tick)
+    # The lexicon (new names), and the new batch rendered and captioned. The old batch is
+    # requested too, as its upstream catalog changed; the content-addressed render store and the
+    # caption cache serve it. More than one partition: the sensor emits one backfill, which
+    # runs the lexicon before the captions that read it.
+    assert requested.pop("icon_lexicon") == [None]
+    assert set(requested) == {"rendered_icons", "icon_captions"}
+    assert all("mine-all-0002" in partitions for partitions in requested.values())
+
+    _run(instance, "icon_lexicon")
+    for batch in requested["rendered_icons"]:
+        _run(instance, "rendered_icons", "icon_captions", partitions=[batch])
+    assert _metadata(instance, "rendered_icons", "mine-all-0001")["rendered"] == 0
+    assert _metadata(instance, "rendered_icons", "mine-all-0002")["rendered"] == 2
+    tick = evaluate_automation_conditions(defs, instance, cursor=tick.cursor)
+    assert tick.total_requested == 0
 
 
 def test_figma_and_local_sources_go_through_the_same_assets(

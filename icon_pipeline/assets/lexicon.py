@@ -1,7 +1,7 @@
 """icon_lexicon: search terms mined from every icon's name and tags, with library statistics."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from icon_pipeline.assets.catalog import icon_catalog
 from icon_pipeline.assets.metadata import table
@@ -9,7 +9,12 @@ from icon_pipeline.lexicon import TEXT_LLM_MIN_USEFUL_TOKENS, NameItem, mine_lex
 from icon_pipeline.tables import data_path, lexicon_path, read_catalog, write_table
 
 
-@asset(group_name="captions", kinds={"parquet"}, deps=[icon_catalog])
+@asset(
+    group_name="captions",
+    kinds={"parquet"},
+    deps=[icon_catalog],
+    automation_condition=AutomationCondition.eager(),
+)
 def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     """Phrases and tokens per icon; boilerplate affixes found by statistics over the library."""
     icons = read_catalog()
