@@ -128,7 +128,9 @@ class TrainingConfig(_Strict):
     eval_every_steps: int = Field(default=100, ge=0)
     save_every_steps: int = Field(default=100, ge=1)
     gather_negatives: bool = False
-    dataloader_workers: int = Field(default=0, ge=0)
+    dataloader_workers: int | None = Field(
+        default=None, ge=0, description="unset: none on the CPU, up to 8 per GPU (the cores allow)"
+    )
     p_downsample: float = Field(default=0.5, ge=0, le=1)
     min_scale: float = Field(default=0.25, gt=0, lt=1)
     p_blur: float = Field(default=0.3, ge=0, le=1)

@@ -41,7 +41,7 @@ from icon_pipeline.training.evaluation import evaluate_embeddings, retrieval_met
 from icon_pipeline.training.launch import torchrun_command
 from icon_pipeline.training.loss import siglip_loss
 from icon_pipeline.training.reporting import Reporter
-from icon_pipeline.training.run import run_training
+from icon_pipeline.training.run import dataloader_workers, run_training
 from icon_pipeline_tests.test_modeling import RenderedIcon, render_tabler_subset
 
 EVAL_GROUPS = 12
@@ -297,6 +297,17 @@ def test_patch_budget_must_match_our_checkpoint(inputs: dict[str, Any], tmp_path
     config = make_config(inputs, tmp_path / "out", max_num_patches=256)
     with pytest.raises(TrainConfigError, match=r"max_num_patches 256 does not match checkpoint .*\[196\]"):
         run_training(config, Reporter(rank=0))
+
+
+def test_dataloader_workers_follow_the_hardware_unless_configured() -> None:
+    assert dataloader_workers(None, use_cuda=False, cpu_count=16, local_world_size=1) == 0
+    assert dataloader_workers(None, use_cuda=True, cpu_count=16, local_world_size=1) == 8
+    assert (
+        dataloader_workers(None, use_cuda=True, cpu_count=16, local_world_size=4) == 3
+    )  # a core per rank kept
+    assert dataloader_workers(None, use_cuda=True, cpu_count=1, local_world_size=1) == 0
+    assert dataloader_workers(2, use_cuda=True, cpu_count=64, local_world_size=1) == 2
+    assert dataloader_workers(0, use_cuda=True, cpu_count=64, local_world_size=1) == 0
 
 
 def test_config_file_errors_are_specific(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ class TrainConfig:
     image_size: int = 224  # images are decoded once to this square size
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     gather_negatives: bool = False  # SigLIP loss over the global batch (all-gather) instead of the local one
-    dataloader_workers: int = 0
+    dataloader_workers: int | None = None  # None: 0 on the CPU, up to 8 per GPU (run.dataloader_workers)
     bf16: bool | None = None  # None: on when CUDA is available
     report_to: tuple[str, ...] = ("tensorboard",)
     resume: bool = True  # continue from the latest checkpoint-* in output_dir
