@@ -154,18 +154,27 @@ def _print_benchmark(report_file: Path) -> None:
 
 
 def _print_example_search(query: str) -> None:
+    """The default model's answer, then keyword search's, side by side as the search app shows them."""
+    from icon_pipeline.search import KEYWORD_SEARCH
     from icon_pipeline.service import NotReadyError, SearchService
 
     service = SearchService.open()
     try:
-        hits = service.text(query, k=5)
+        answers = [(f"icon-pipeline search {query!r}", service.text(query, k=5))]
+        answers.append(
+            (
+                f"icon-pipeline search {query!r} --model {KEYWORD_SEARCH}",
+                service.text(query, KEYWORD_SEARCH, 5),
+            )
+        )
     except NotReadyError:
         return
     finally:
         service.close()
-    print(f"\nicon-pipeline search {query!r}:")
-    for rank, hit in enumerate(hits, 1):
-        print(f"  {rank}. {hit.score:.3f}  {hit.name}")
+    for command, hits in answers:
+        print(f"\n{command}:")
+        for rank, hit in enumerate(hits, 1):
+            print(f"  {rank}. {hit.score:.3f}  {hit.name}")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -195,7 +204,7 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from icon_pipeline.search import QueryError
+    from icon_pipeline.search import KEYWORD_SEARCH, QueryError
     from icon_pipeline.service import NotReadyError, SearchService
 
     if bool(args.query) == bool(args.image):
@@ -213,7 +222,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     finally:
         service.close()
     what = f"image {args.image}" if args.image else repr(args.query)
-    print(f"top {len(hits)} for {what} ({model} model):")
+    how = "keyword search, BM25 scores" if model == KEYWORD_SEARCH else f"{model} model"
+    if not hits:
+        print(f"no icon's name, tags or captions share a word with {what} ({how})")
+        return 0
+    print(f"top {len(hits)} for {what} ({how}):")
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:3}. {hit.score:6.3f}  {hit.name:40} {hit.icon_id}  [{hit.group_id}]")
     return 0
@@ -265,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find icons by text, intent or a screenshot, from the pgvector index")
     p.add_argument("query", nargs="?", help='a few words or an intent, e.g. "hide layer"')
     p.add_argument("--image", type=Path, help="a screenshot or crop of any size and aspect")
-    p.add_argument("--model", help="model id in the index (default: finetuned)")
+    p.add_argument("--model", help="model id in the index (default: finetuned), or bm25 for keyword search")
     p.add_argument("-k", type=int, default=10, help="how many icons (default 10)")
     p.set_defaults(func=cmd_search)
     return parser

@@ -82,3 +82,27 @@ class BM25Index:
 
     def ranked_ids(self, query: str, k: int = 10) -> list[str]:
         return [icon_id for icon_id, _ in self.search(query, k)]
+
+
+@dataclass
+class LibraryKeywords:
+    """BM25 over the materialized library, with each icon's group (an icon left out of
+    training is a group of its own)."""
+
+    index: BM25Index
+    groups: dict[str, str]
+
+
+def library_keywords() -> LibraryKeywords:
+    """From the icon catalog (names, tags) and the training pairs (captions): what the benchmark's
+    BM25 row and keyword search both use. FileNotFoundError until those assets exist."""
+    from icon_pipeline.tables import pairs_path, read_catalog, read_records
+
+    icons = read_catalog()
+    pairs = read_records(pairs_path(), "training_pairs")
+    captions = {member: row["captions"] for row in pairs for member in row["members"]}
+    groups = {member: row["group_id"] for row in pairs for member in row["members"]}
+    return LibraryKeywords(
+        index=BM25Index.build(documents_from_records(icons, captions)),
+        groups={icon.icon_id: groups.get(icon.icon_id, f"solo:{icon.icon_id}") for icon in icons},
+    )

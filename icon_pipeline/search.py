@@ -30,7 +30,11 @@ import psycopg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from icon_pipeline.index import ModelIndex, get_model_index, search_vectors
+from icon_pipeline.lexical import LibraryKeywords
 
+# Keyword search (BM25 over names, tags and captions) is offered beside the index's models by
+# this name, the name of its row in the benchmark report.
+KEYWORD_SEARCH = "bm25"
 MAX_QUERY_CHARS = 500
 MAX_QUERY_PIXELS = 40_000_000  # the renderer's own limit, well below PIL's bomb threshold
 MAX_QUERY_BYTES = 50_000_000
@@ -58,7 +62,7 @@ class SearchHit:
     icon_id: str
     name: str
     group_id: str
-    score: float  # cosine similarity
+    score: float  # cosine similarity (keyword search: the BM25 score)
     png_path: str | None
 
 
@@ -203,3 +207,18 @@ def search_image(
     model = get_model_index(conn, model_id)
     vector = bundle.embed_images([prepared])[0]
     return _hits(conn, model, vector, k, catalog or {}, exact)
+
+
+def search_keywords(
+    keywords: LibraryKeywords, query: str, k: int = 10, *, catalog: CatalogLookup | None = None
+) -> list[SearchHit]:
+    """Icons whose name, tags or captions share a word with the query, best BM25 score first
+    (fewer than k when fewer match: keyword search does not pad with guesses)."""
+    text = validate_text_query(query)
+    _check_k(k)
+    catalog = catalog or {}
+    results = []
+    for icon_id, score in keywords.index.search(text, k):
+        name, png_path = catalog.get(icon_id, (icon_id, None))
+        results.append(SearchHit(icon_id, name, keywords.groups.get(icon_id, icon_id), score, png_path))
+    return results

@@ -13,8 +13,17 @@ import psycopg
 
 from icon_pipeline.database import ensure_database
 from icon_pipeline.index import embedder_info, list_models
+from icon_pipeline.lexical import LibraryKeywords, library_keywords
 from icon_pipeline.modeling import EncoderBundle, load_checkpoint
-from icon_pipeline.search import ImageQuery, SearchHit, search_image, search_text
+from icon_pipeline.search import (
+    KEYWORD_SEARCH,
+    ImageQuery,
+    QueryError,
+    SearchHit,
+    search_image,
+    search_keywords,
+    search_text,
+)
 from icon_pipeline.tables import catalog_path, icon_images_path, read_catalog, read_records
 
 DEFAULT_MODEL = "finetuned"
@@ -70,10 +79,22 @@ class SearchService:
             for icon in read_catalog()
         }
 
+    @cached_property
+    def keywords(self) -> LibraryKeywords:
+        try:
+            return library_keywords()
+        except FileNotFoundError as exc:
+            raise NotReadyError(f"keyword search needs the catalog and captions: {exc}") from None
+
     def text(self, query: str, model_id: str | None = None, k: int = 10) -> list[SearchHit]:
+        """By a model from the index, or by keywords (model_id `bm25`)."""
         model_id = model_id or self.default_model()
+        if model_id == KEYWORD_SEARCH:
+            return search_keywords(self.keywords, query, k, catalog=self.catalog)
         return search_text(self.conn, self.bundle(model_id), model_id, query, k, catalog=self.catalog)
 
     def image(self, image: ImageQuery | Path, model_id: str | None = None, k: int = 10) -> list[SearchHit]:
         model_id = model_id or self.default_model()
+        if model_id == KEYWORD_SEARCH:
+            raise QueryError(f"{KEYWORD_SEARCH} is keyword search: it takes words, not an image")
         return search_image(self.conn, self.bundle(model_id), model_id, image, k, catalog=self.catalog)

@@ -339,7 +339,7 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     from gradio_client import handle_file
 
     api = client(served["search"])
-    assert api.predict(api_name="/available_models") == ["base", "finetuned"]
+    assert api.predict(api_name="/available_models") == ["base", "finetuned", "bm25"]
     first, second, message = api.predict("base", "finetuned", "ring a bell", 5, api_name="/search_by_text")
     assert len(first) == len(second) == 5
     assert all(" · " in item["caption"] for item in first) and "**base**: 5 icons" in message
@@ -354,6 +354,15 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
         "base", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
     )
     assert len(first) == 3 and second == [] and first[0]["caption"] == "folder-plus · 1.000"
+
+    # Keyword search beside a model: names, tags and captions that share a word, by BM25 score.
+    first, keyword, message = api.predict("base", "bm25", "bell", 5, api_name="/search_by_text")
+    assert len(first) == 5 and keyword and "**bm25**:" in message
+    assert all("bell" in item["caption"].split(" · ")[0] for item in keyword[:2])
+    _, keyword, message = api.predict(
+        "base", "bm25", None, handle_file(render), 3, api_name="/search_by_image"
+    )
+    assert keyword == [] and "keyword search takes words, not an image" in message
 
     _, _, message = api.predict("base", "(none)", "   ", 5, api_name="/search_by_text")
     assert message == "**Error:** text query is empty: type a few words, e.g. &#x27;delete file&#x27;"

@@ -296,6 +296,8 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
         assert set(service.models()) == {"base", "finetuned"}
         hits = service.text("hide layer", k=5)
         assert len(hits) == 5 and all(h.name for h in hits)
+        keyword_hits = service.text("bell", model_id="bm25", k=3)
+        assert keyword_hits and all("bell" in h.name for h in keyword_hits)
         screenshot = _screenshot(pipeline_env / "shot.png", pipeline_env / "data")
         hits = service.image(screenshot, k=3)
         assert len(hits) == 3

@@ -22,7 +22,7 @@ from PIL import Image
 from icon_pipeline.augment import degrade
 from icon_pipeline.database import DatabaseInfo
 from icon_pipeline.index import UnknownModelError, write_embeddings
-from icon_pipeline.lexical import BM25Index, tokenize
+from icon_pipeline.lexical import BM25Index, LibraryKeywords, tokenize
 from icon_pipeline.modeling import EncoderBundle, build_base_checkpoint, load_checkpoint
 from icon_pipeline.rendering import render_icon
 from icon_pipeline.report import BM25_BASELINE, MODES, PIXEL_BASELINE, SUBSETS, TASKS, run_benchmark
@@ -32,6 +32,7 @@ from icon_pipeline.search import (
     SearchHit,
     prepare_query_image,
     search_image,
+    search_keywords,
     search_text,
     validate_text_query,
 )
@@ -150,6 +151,33 @@ def test_unknown_model_fails_before_encoding(indexed: IndexedIcons) -> None:
         pytest.raises(UnknownModelError, match=f"'nope'; available models: {MODEL_ID}"),
     ):
         search_text(conn, indexed.bundle, "nope", "delete")
+
+
+# --- keyword search (no model needed) ----------------------------------------------------------
+
+
+def test_keyword_search_ranks_by_shared_words_and_pads_with_nothing() -> None:
+    keywords = LibraryKeywords(
+        index=BM25Index.build(
+            {
+                "eye-off": ["eye off", "hide", "hide layer", "invisible"],
+                "eye": ["eye", "show", "visible"],
+                "layers": ["layers", "stack", "layer order"],
+            }
+        ),
+        groups={"eye-off": "g-eye-off", "eye": "g-eye", "layers": "g-layers"},
+    )
+    catalog = {"eye-off": ("eye-off (outline)", "/renders/eye-off.png")}
+    hits = search_keywords(keywords, "  Hide   layers ", 10, catalog=catalog)
+    assert [h.icon_id for h in hits] == ["eye-off", "layers"]  # no guess for "eye"
+    assert hits[0] == SearchHit(
+        "eye-off", "eye-off (outline)", "g-eye-off", hits[0].score, "/renders/eye-off.png"
+    )
+    assert hits[0].score > hits[1].score > 0
+    assert hits[1].name == "layers" and hits[1].png_path is None  # not in the catalog: shown by id
+    assert search_keywords(keywords, "teapot", 10) == []
+    with pytest.raises(QueryError, match="text query is empty"):
+        search_keywords(keywords, "   ", 10)
 
 
 # --- query validation (no model needed) -------------------------------------------------------

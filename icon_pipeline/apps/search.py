@@ -1,6 +1,7 @@
 """Icon search for designers: a text box or an image (upload or paste) -> a grid of icons with
 names and cosine scores from the pgvector index, for one model or two side by side (base vs
-fine-tuned, compared by eye).
+fine-tuned, compared by eye). Keyword search (`bm25`: names, tags and captions) is offered beside
+the models, for text.
 
 Which checkpoint embeds a query: the `checkpoint` (or `checkpoint_path`) key of the model's
 `embedder_info` in the index registry (written by `icon_embeddings`), else the model id itself
@@ -19,7 +20,16 @@ import psycopg
 
 from icon_pipeline.apps.common import load_icons
 from icon_pipeline.index import REGISTRY_TABLE, EmbeddingIndexError, get_model_index, list_models
-from icon_pipeline.search import QueryError, SearchHit, search_image, search_text
+from icon_pipeline.lexical import LibraryKeywords, library_keywords
+from icon_pipeline.search import (
+    KEYWORD_SEARCH,
+    QueryError,
+    SearchHit,
+    search_image,
+    search_keywords,
+    search_text,
+)
+from icon_pipeline.tables import catalog_path, pairs_path
 
 TITLE = "Icon search"
 EMBEDDINGS_ASSET = "icon_embeddings"
@@ -30,6 +40,7 @@ CHECKPOINT_KEYS = ("checkpoint", "checkpoint_path", "path")
 
 _bundles: dict[tuple[str, str], Any] = {}
 _bundles_lock = threading.Lock()
+_keywords: dict[tuple[float, float], LibraryKeywords] = {}
 
 
 class SearchUnavailable(RuntimeError):
@@ -87,6 +98,21 @@ def _bundle(checkpoint: str, model_id: str):
         return _bundles[key]
 
 
+def _library_keywords() -> LibraryKeywords:
+    """Built once per version of the catalog and pairs files (about a second for 6k icons)."""
+    try:
+        key = (catalog_path().stat().st_mtime, pairs_path().stat().st_mtime)
+    except FileNotFoundError:
+        raise SearchUnavailable(
+            "keyword search needs the icon catalog and the training pairs: materialize `training_pairs`"
+        ) from None
+    with _bundles_lock:
+        if key not in _keywords:
+            _keywords.clear()
+            _keywords[key] = library_keywords()
+        return _keywords[key]
+
+
 def _catalog() -> dict[str, tuple[str, str | None]]:
     try:
         # The variant (style or folder) tells the outline and filled icon of one name apart.
@@ -103,8 +129,12 @@ def _gallery(hits: list[SearchHit]) -> list[tuple[str, str]]:
 
 
 def _run(
-    models: list[str], k: float | None, do: Callable[[psycopg.Connection, Any, str, int], list[SearchHit]]
+    models: list[str],
+    k: float | None,
+    do: Callable[[psycopg.Connection, Any, str, int], list[SearchHit]],
+    keywords: Callable[[int], list[SearchHit]] | None = None,
 ) -> tuple[list, list, str]:
+    """Run `do` for each model (`keywords` for keyword search; None: the query has no words)."""
     k_int = int(k or DEFAULT_K)
     if not 1 <= k_int <= MAX_K:
         return [], [], f"**Error:** show between 1 and {MAX_K} icons, got {k_int}"
@@ -113,9 +143,15 @@ def _run(
     try:
         with _connect() as conn:
             for slot, model_id in enumerate(models[:2]):
-                get_model_index(conn, model_id)  # an unknown model: say which ones exist, load nothing
-                bundle = _bundle(checkpoint_for(conn, model_id), model_id)
-                hits = do(conn, bundle, model_id, k_int)
+                if model_id == KEYWORD_SEARCH:
+                    if keywords is None:
+                        notes.append(f"**{KEYWORD_SEARCH}**: keyword search takes words, not an image")
+                        continue
+                    hits = keywords(k_int)
+                else:
+                    get_model_index(conn, model_id)  # an unknown model: say which ones exist, load nothing
+                    bundle = _bundle(checkpoint_for(conn, model_id), model_id)
+                    hits = do(conn, bundle, model_id, k_int)
                 galleries[slot] = _gallery(hits)
                 missing = [h for h in hits if not h.png_path]
                 top = f"{hits[0].name} ({hits[0].score:.3f})" if hits else "nothing"
@@ -143,7 +179,10 @@ def search_by_text(model: str, compare: str | None, query: str, k: float | None)
         return [], [], models
     catalog = _catalog()
     return _run(
-        models, k, lambda conn, bundle, m, n: search_text(conn, bundle, m, query or "", n, catalog=catalog)
+        models,
+        k,
+        lambda conn, bundle, m, n: search_text(conn, bundle, m, query or "", n, catalog=catalog),
+        keywords=lambda n: search_keywords(_library_keywords(), query or "", n, catalog=catalog),
     )
 
 
@@ -164,8 +203,8 @@ def search_by_image(
 
 
 def models_api() -> list[str]:
-    """The model ids the page offers."""
-    return available_models()
+    """The model ids the page offers, then keyword search."""
+    return [*available_models(), KEYWORD_SEARCH]
 
 
 def page_state() -> tuple[dict, dict, str, bool]:
@@ -181,8 +220,8 @@ def page_state() -> tuple[dict, dict, str, bool]:
         )
     compare = models[1] if len(models) > 1 else NO_COMPARE
     return (
-        gr.update(choices=models, value=models[0]),
-        gr.update(choices=[NO_COMPARE, *models], value=compare),
+        gr.update(choices=[*models, KEYWORD_SEARCH], value=models[0]),
+        gr.update(choices=[NO_COMPARE, *models, KEYWORD_SEARCH], value=compare),
         "",
         True,
     )

@@ -12,7 +12,7 @@ from icon_pipeline.config import load_config
 from icon_pipeline.embedding import embed_image_files
 from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl
 from icon_pipeline.index import write_embeddings
-from icon_pipeline.lexical import BM25Index, documents_from_records
+from icon_pipeline.lexical import library_keywords
 from icon_pipeline.modeling import load_checkpoint
 from icon_pipeline.report import run_benchmark
 from icon_pipeline.resources.postgres import PostgresResource
@@ -21,7 +21,6 @@ from icon_pipeline.tables import (
     eval_dir,
     icon_images_path,
     pairs_path,
-    read_catalog,
     read_checkpoint_pointer,
     read_records,
 )
@@ -99,12 +98,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     config = load_config()
     path, _ = frozen_paths(eval_dir(), QUERIES_NAME, config.queries.version)
     queries = read_frozen_jsonl(path)
-    icons = read_catalog()
-    captions = {}
-    for row in read_records(pairs_path(), "training_pairs"):
-        for member in row["members"]:
-            captions[member] = row["captions"]
-    lexical = BM25Index.build(documents_from_records(icons, captions))
+    lexical = library_keywords().index
     images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
     models = {model_id: load_checkpoint(checkpoint) for model_id, checkpoint in _configured_models().items()}
     with postgres.connect(autocommit=True) as conn:
