@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from icon_pipeline.training.config import TrainConfig  # noqa: E402
-from icon_pipeline.training.launch import DDP_BACKEND_ENV, torchrun_command  # noqa: E402
+from icon_pipeline.training.launch import torchrun_command  # noqa: E402
 
 BENCH = REPO / ".bench_tmp" / "gather_negatives"
 METRICS = ("text2image/R@1", "text2image/R@10", "image2text/R@1", "image2text/R@10", "image2text/mAP@10")
@@ -55,16 +54,8 @@ def train(base: TrainConfig, gather: bool, nproc: int, steps: int, batch: int) -
         }
     )
     config_path = config.write(output_dir.with_suffix(".json"))
-    env = dict(os.environ)
-    env.setdefault(DDP_BACKEND_ENV, "nccl" if _cuda() else "gloo")
-    subprocess.run(torchrun_command(config_path, nproc), check=True, env=env)
+    subprocess.run(torchrun_command(config_path, nproc), check=True)  # NCCL with GPUs, else gloo
     return json.loads((output_dir / "training_report.json").read_text())
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def main() -> None:

@@ -25,11 +25,11 @@ from icon_pipeline.assets.pairs import QUERIES_NAME  # noqa: E402
 from icon_pipeline.config import load_config  # noqa: E402
 from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl  # noqa: E402
 from icon_pipeline.index import get_model_index, search_vectors  # noqa: E402
-from icon_pipeline.lexical import BM25Index, documents_from_records  # noqa: E402
+from icon_pipeline.lexical import library_keywords  # noqa: E402
 from icon_pipeline.metrics import group_members, relevant_icons, score_query  # noqa: E402
 from icon_pipeline.report import TEXT_TASKS, BenchmarkQuery  # noqa: E402
 from icon_pipeline.service import SearchService  # noqa: E402
-from icon_pipeline.tables import eval_dir, icon_images_path, pairs_path, read_catalog, read_records  # noqa: E402
+from icon_pipeline.tables import eval_dir  # noqa: E402
 
 RRF_K = 60  # the constant of Cormack et al.; ranks deeper than it count little
 
@@ -52,12 +52,8 @@ def main() -> None:
 
     path, _ = frozen_paths(eval_dir(), QUERIES_NAME, load_config().queries.version)
     queries = [BenchmarkQuery.from_row(row) for row in read_frozen_jsonl(path)]
-    pairs = read_records(pairs_path(), "training_pairs")
-    captions = {member: row["captions"] for row in pairs for member in row["members"]}
-    lexical = BM25Index.build(documents_from_records(read_catalog(), captions))
-    grouped = {member: row["group_id"] for row in pairs for member in row["members"]}
-    indexed = [row["icon_id"] for row in read_records(icon_images_path(), "icon images")]
-    members = group_members({i: grouped.get(i, f"solo:{i}") for i in indexed})
+    keywords = library_keywords()  # the BM25 index the report's row uses, and each icon's group
+    members = group_members(keywords.groups)
 
     service = SearchService.open()
     try:
@@ -71,7 +67,7 @@ def main() -> None:
                 recalls: list[list[tuple[float, float]]] = [[] for _ in header]
                 for query, vector in zip(task_queries, vectors, strict=True):
                     relevant = relevant_icons(query.relevant_group_ids, members, query.exclude)
-                    keyword = lexical.ranked_ids(query.text or "", args.depth)
+                    keyword = keywords.index.ranked_ids(query.text or "", args.depth)
                     hits = search_vectors(
                         service.conn, model, vector, args.depth, exact=False, ef_search=2 * args.depth
                     )

@@ -81,16 +81,7 @@ def checkpoint_for(size: str, captions: list[str]) -> Path:
 def data_throughput(checkpoint: Path, pairs: Path, batch: int, batches: int) -> float:
     bundle = load_checkpoint(checkpoint)
     data = load_training_data(pairs, 224, BENCH / "train_cache")
-    collator = PairCollator(
-        data.groups,
-        data.images,
-        bundle.tokenizer,
-        bundle.image_processor,
-        bundle.max_length,
-        bundle.max_num_patches,
-        AugmentConfig(),
-        seed=0,
-    )
+    collator = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=0)
     dataset = GroupDataset(data.groups)
     items = [dataset[i % len(dataset)] for i in range(batch)]
     collator(items)  # warm-up

@@ -204,6 +204,7 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from icon_pipeline.index import EmbeddingIndexError
     from icon_pipeline.search import KEYWORD_SEARCH, QueryError
     from icon_pipeline.service import NotReadyError, SearchService
 
@@ -217,7 +218,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             if args.image
             else service.text(args.query, model, args.k)
         )
-    except (QueryError, NotReadyError, LookupError) as exc:
+    except (QueryError, NotReadyError, EmbeddingIndexError, LookupError) as exc:  # e.g. an unknown model
         raise CliError(str(exc)) from None
     finally:
         service.close()

@@ -40,14 +40,14 @@ from icon_pipeline.metrics import (
     relevant_icons,
     score_query,
 )
-from icon_pipeline.search import Embedder, QueryError, prepare_query_image
+from icon_pipeline.search import KEYWORD_SEARCH, Embedder, QueryError, prepare_query_image
 
 TASKS: tuple[str, ...] = ("text2img", "semantic2img", "img2img")
 TEXT_TASKS = frozenset({"text2img", "semantic2img"})
 SUBSETS: tuple[str, ...] = ("all", "seen", "heldout")
 MODES: tuple[str, ...] = ("exact", "hnsw")
 PIXEL_BASELINE = "raw-pixels-16x16"
-BM25_BASELINE = "bm25"
+BM25_BASELINE = KEYWORD_SEARCH  # the row keyword search answers for
 PIXEL_SIDE = 16
 
 

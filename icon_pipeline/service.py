@@ -33,6 +33,15 @@ class NotReadyError(RuntimeError):
     """Search cannot run yet; the message names the asset to materialize."""
 
 
+def model_checkpoint(conn: psycopg.Connection, model_id: str) -> str:
+    """The checkpoint that embedded `model_id`'s rows, as icon_embeddings recorded it; UnknownModelError
+    (listing the models that exist) for a model not in the index."""
+    checkpoint = embedder_info(conn, model_id).get("checkpoint")
+    if not checkpoint:
+        raise NotReadyError(f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings")
+    return str(checkpoint)
+
+
 @dataclass
 class SearchService:
     conn: psycopg.Connection
@@ -57,12 +66,7 @@ class SearchService:
 
     def bundle(self, model_id: str) -> EncoderBundle:
         if model_id not in self._bundles:
-            checkpoint = embedder_info(self.conn, model_id).get("checkpoint")
-            if not checkpoint:
-                raise NotReadyError(
-                    f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings"
-                )
-            self._bundles[model_id] = load_checkpoint(checkpoint)
+            self._bundles[model_id] = load_checkpoint(model_checkpoint(self.conn, model_id))
         return self._bundles[model_id]
 
     @cached_property
@@ -79,7 +83,6 @@ class SearchService:
             for icon in read_catalog()
         }
 
-    @cached_property
     def keywords(self) -> LibraryKeywords:
         try:
             return library_keywords()
@@ -90,7 +93,7 @@ class SearchService:
         """By a model from the index, or by keywords (model_id `bm25`)."""
         model_id = model_id or self.default_model()
         if model_id == KEYWORD_SEARCH:
-            return search_keywords(self.keywords, query, k, catalog=self.catalog)
+            return search_keywords(self.keywords(), query, k, catalog=self.catalog)
         return search_text(self.conn, self.bundle(model_id), model_id, query, k, catalog=self.catalog)
 
     def image(self, image: ImageQuery | Path, model_id: str | None = None, k: int = 10) -> list[SearchHit]:

@@ -14,13 +14,11 @@ import pandas as pd
 import pytest
 from dagster import (
     DagsterInstance,
+    EvaluateAutomationConditionsResult,
     SensorResult,
     build_asset_check_context,
     build_sensor_context,
     evaluate_automation_conditions,
-)
-from dagster._core.definitions.declarative_automation.automation_condition_tester import (
-    EvaluateAutomationConditionsResult,  # the return type of evaluate_automation_conditions
 )
 
 from icon_pipeline.assets.pairs import eval_set_frozen_hash
@@ -303,6 +301,11 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
         assert len(hits) == 3
     finally:
         service.close()
+    unknown = subprocess.run(
+        [CLI, "search", "bell", "--model", "nope"], capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "no embeddings stored for model 'nope'; available models: base, finetuned" in unknown.stderr
 
     # Scale out as a data engineer would in the launchpad: only the `torchrun` resource changes
     # (gloo on this CPU, NCCL where GPUs are). The global batch doubles, so it is a new run dir.

@@ -241,16 +241,8 @@ def test_collator_draws_one_caption_and_member_per_group(inputs: dict[str, Any],
     data = load_training_data(inputs["pairs"], 224, tmp_path / "cache")
     assert len(data.groups) == len(inputs["icons"])  # the heldout group is not trained on
     assert data.images.array.shape == (2 * len(inputs["icons"]), 224, 224, 3)
-    collator = PairCollator(
-        data.groups,
-        data.images,
-        bundle.tokenizer,
-        bundle.image_processor,
-        bundle.max_length,
-        196,
-        AugmentConfig(),
-        seed=3,
-    )
+    assert bundle.max_num_patches == 196
+    collator = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=3)
     items = [GroupDataset(data.groups)[i] for i in range(5)]
     batch = collator(items)
     assert batch["return_loss"] is True
@@ -260,16 +252,7 @@ def test_collator_draws_one_caption_and_member_per_group(inputs: dict[str, Any],
     captions, _ = collator.pick([0, 1], random.Random(0))
     assert captions[0] in data.groups[0].captions and captions[1] in data.groups[1].captions
     # Same seed, same call count: the same batch.
-    again = PairCollator(
-        data.groups,
-        data.images,
-        bundle.tokenizer,
-        bundle.image_processor,
-        bundle.max_length,
-        196,
-        AugmentConfig(),
-        seed=3,
-    )
+    again = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=3)
     assert torch.equal(again(items)["pixel_values"], batch["pixel_values"])
 
 

@@ -3,9 +3,8 @@ names and cosine scores from the pgvector index, for one model or two side by si
 fine-tuned, compared by eye). Keyword search (`bm25`: names, tags and captions) is offered beside
 the models, for text.
 
-Which checkpoint embeds a query: the `checkpoint` (or `checkpoint_path`) key of the model's
-`embedder_info` in the index registry (written by `icon_embeddings`), else the model id itself
-read as a checkpoint directory or cached Hub id. Loaded checkpoints are kept in memory.
+Which checkpoint embeds a query: the one `icon_embeddings` recorded beside the model's rows
+(`service.model_checkpoint`). Loaded checkpoints are kept in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import gradio as gr
 import psycopg
 
 from icon_pipeline.apps.common import load_icons
-from icon_pipeline.index import REGISTRY_TABLE, EmbeddingIndexError, get_model_index, list_models
+from icon_pipeline.index import EmbeddingIndexError, list_models
 from icon_pipeline.lexical import LibraryKeywords, library_keywords
 from icon_pipeline.search import (
     KEYWORD_SEARCH,
@@ -29,18 +28,16 @@ from icon_pipeline.search import (
     search_keywords,
     search_text,
 )
-from icon_pipeline.tables import catalog_path, pairs_path
+from icon_pipeline.service import NotReadyError, model_checkpoint
 
 TITLE = "Icon search"
 EMBEDDINGS_ASSET = "icon_embeddings"
 NO_COMPARE = "(none)"
 DEFAULT_K = 24
 MAX_K = 96
-CHECKPOINT_KEYS = ("checkpoint", "checkpoint_path", "path")
 
 _bundles: dict[tuple[str, str], Any] = {}
 _bundles_lock = threading.Lock()
-_keywords: dict[tuple[float, float], LibraryKeywords] = {}
 
 
 class SearchUnavailable(RuntimeError):
@@ -74,17 +71,6 @@ def available_models() -> list[str]:
     return models
 
 
-def checkpoint_for(conn: psycopg.Connection, model_id: str) -> str:
-    row = conn.execute(
-        f"SELECT embedder FROM {REGISTRY_TABLE} WHERE model_id = %s", (model_id,), prepare=False
-    ).fetchone()
-    info = (row[0] if row else None) or {}
-    for key in CHECKPOINT_KEYS:
-        if info.get(key):
-            return str(info[key])
-    return model_id
-
-
 def _bundle(checkpoint: str, model_id: str):
     from icon_pipeline.modeling import CheckpointError, load_checkpoint
 
@@ -99,18 +85,12 @@ def _bundle(checkpoint: str, model_id: str):
 
 
 def _library_keywords() -> LibraryKeywords:
-    """Built once per version of the catalog and pairs files (about a second for 6k icons)."""
     try:
-        key = (catalog_path().stat().st_mtime, pairs_path().stat().st_mtime)
+        return library_keywords()
     except FileNotFoundError:
         raise SearchUnavailable(
             "keyword search needs the icon catalog and the training pairs: materialize `training_pairs`"
         ) from None
-    with _bundles_lock:
-        if key not in _keywords:
-            _keywords.clear()
-            _keywords[key] = library_keywords()
-        return _keywords[key]
 
 
 def _catalog() -> dict[str, tuple[str, str | None]]:
@@ -149,8 +129,8 @@ def _run(
                         continue
                     hits = keywords(k_int)
                 else:
-                    get_model_index(conn, model_id)  # an unknown model: say which ones exist, load nothing
-                    bundle = _bundle(checkpoint_for(conn, model_id), model_id)
+                    # An unknown model: UnknownModelError says which ones exist, and nothing is loaded.
+                    bundle = _bundle(model_checkpoint(conn, model_id), model_id)
                     hits = do(conn, bundle, model_id, k_int)
                 galleries[slot] = _gallery(hits)
                 missing = [h for h in hits if not h.png_path]
@@ -159,7 +139,7 @@ def _run(
                 if missing:
                     note += f"; {len(missing)} without a render: " + ", ".join(h.icon_id for h in missing[:5])
                 notes.append(note)
-    except (QueryError, SearchUnavailable, EmbeddingIndexError) as exc:
+    except (QueryError, SearchUnavailable, NotReadyError, EmbeddingIndexError) as exc:
         return [], [], f"**Error:** {html.escape(str(exc))}"
     except psycopg.OperationalError:
         return [], [], "**Error:** the search index became unreachable during the query; try again"

@@ -15,8 +15,8 @@ from torch.utils.data import Dataset, get_worker_info
 from transformers import PreTrainedTokenizerBase, Siglip2ImageProcessorPil
 
 from icon_pipeline.augment import AugmentConfig, augment
-from icon_pipeline.modeling import encode_images, encode_texts
-from icon_pipeline.training.data import DecodedImages, TrainGroup
+from icon_pipeline.modeling import EncoderBundle, encode_images, encode_texts
+from icon_pipeline.training.data import DecodedImages, TrainGroup, TrainingData
 
 
 class GroupDataset(Dataset):
@@ -57,6 +57,23 @@ class PairCollator:
         self.seed = seed
         self.rank = rank
         self.calls = 0  # per process (each dataloader worker has its own copy)
+
+    @classmethod
+    def for_bundle(
+        cls, data: TrainingData, bundle: EncoderBundle, augmentation: AugmentConfig, seed: int, rank: int = 0
+    ) -> PairCollator:
+        """Batches for `bundle`'s model, with the tokenizer and image processing it was saved with."""
+        return cls(
+            data.groups,
+            data.images,
+            bundle.tokenizer,
+            bundle.image_processor,
+            bundle.max_length,
+            bundle.max_num_patches,
+            augmentation,
+            seed=seed,
+            rank=rank,
+        )
 
     def _rng(self) -> random.Random:
         worker = get_worker_info()

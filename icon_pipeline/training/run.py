@@ -106,7 +106,7 @@ def training_arguments(config: TrainConfig, use_cuda: bool, drop_last: bool) -> 
     workers = dataloader_workers(
         config.dataloader_workers,
         use_cuda,
-        cpu_count=len(os.sched_getaffinity(0)),
+        cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),  # set by torchrun
     )
     report_to = list(config.report_to)
@@ -215,16 +215,8 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     tensorboard_dir = output_dir / TENSORBOARD_DIR
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir))
 
-    collator = PairCollator(
-        data.groups,
-        data.images,
-        bundle.tokenizer,
-        bundle.image_processor,
-        bundle.max_length,
-        bundle.max_num_patches,
-        config.augmentation.to_augment_config(),
-        seed=config.seed,
-        rank=rank,
+    collator = PairCollator.for_bundle(
+        data, bundle, config.augmentation.to_augment_config(), config.seed, rank
     )
     evaluator = RetrievalEvaluator(eval_data, bundle, config.eval_batch_size) if eval_data else None
     schedule = ScheduleCallback(config.eval_every_steps, config.stop_after_steps)
