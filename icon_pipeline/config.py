@@ -100,7 +100,10 @@ class EvalConfig(_Strict):
 
 
 class QueriesConfig(_Strict):
-    version: int = Field(default=1, ge=1)
+    """The frozen benchmark queries. Version 2 judges text queries by source term (queries.py);
+    version 1 files stay readable."""
+
+    version: int = Field(default=2, ge=1)
     total: int = Field(default=2968, ge=3)
     seed: int = 0
     allow_fewer: bool = False
@@ -108,13 +111,17 @@ class QueriesConfig(_Strict):
 
 class ModelConfig(_Strict):
     """The base encoder: a pretrained SigLIP2 (a Hugging Face id in the local cache, or a
-    directory) or, by default, a small SigLIP2 built from a config with a tokenizer trained on
-    the captions."""
+    directory) or, by default, one built from a config: a SigLIP2 vision tower of `size` against
+    the locked pretrained sentence encoder (`text_tower: minilm`, LiT), or a whole SigLIP2 with a
+    tokenizer trained on the captions (`text_tower: own`)."""
 
     base_model: str | None = Field(default=None, description="e.g. google/siglip2-base-patch16-naflex")
-    size: Literal["tiny", "small", "base"] = "tiny"
-    vocab_size: int = Field(default=8000, ge=100)
-    max_num_patches: int = Field(default=196, ge=16, description="196 trains at 224 px")
+    size: Literal["whole-icon-32", "tiny", "small", "base"] = "whole-icon-32"
+    text_tower: Literal["minilm", "own"] = "minilm"
+    vocab_size: int = Field(default=8000, ge=100, description="text_tower own: the tokenizer's vocabulary")
+    max_num_patches: int | None = Field(
+        default=None, ge=1, description="unset: the size's own (196 = 224 px at 16 px patches)"
+    )
     seed: int = 0
 
 
@@ -128,6 +135,14 @@ class TrainingConfig(_Strict):
     eval_every_steps: int = Field(default=100, ge=0)
     save_every_steps: int = Field(default=100, ge=1)
     gather_negatives: bool = False
+    logit_bias: Literal["auto", "keep"] | float = Field(
+        default="auto", description="auto: -ln(global batch) on an untrained model, a trained one's kept"
+    )
+    linear_probe: Literal["auto", "on", "off"] = Field(
+        default="auto", description="closed-form fit of the vision head first; auto: untrained models only"
+    )
+    linear_probe_ridge: float = Field(default=0.1, gt=0)
+    export_best: bool = Field(default=True, description="export the linear probe if fine-tuning did worse")
     dataloader_workers: int | None = Field(
         default=None, ge=0, description="unset: none on the CPU, up to 8 per GPU (the cores allow)"
     )

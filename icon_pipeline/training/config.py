@@ -74,6 +74,16 @@ class TrainConfig:
     image_size: int = 224  # images are decoded once to this square size
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     gather_negatives: bool = False  # SigLIP loss over the global batch (all-gather) instead of the local one
+    # The logit bias at step 0: "auto" sets -ln(global batch) on an untrained checkpoint (the SigLIP
+    # recipe's -10 is -ln(32k), its own batch) and keeps a trained one's; a number always sets it;
+    # "keep" never touches it.
+    logit_bias: str | float = "auto"
+    # Fit the vision head's last linear layer in closed form (ridge regression onto each group's
+    # caption embeddings) before the first step: "auto" does it for an untrained checkpoint only.
+    linear_probe: str = "auto"  # auto | on | off
+    linear_probe_ridge: float = 0.1
+    # Export the better, on the frozen eval set, of the linear probe's weights and the final ones.
+    export_best: bool = True
     dataloader_workers: int | None = None  # None: 0 on the CPU, up to 8 per GPU (run.dataloader_workers)
     bf16: bool | None = None  # None: on when CUDA is available
     report_to: tuple[str, ...] = ("tensorboard",)
@@ -153,6 +163,15 @@ class TrainConfig:
             problems.append("eval_path and eval_images_path go together: set both or neither")
         if self.image_size < 16:
             problems.append(f"image_size must be >= 16, got {self.image_size}")
+        if self.linear_probe not in ("auto", "on", "off"):
+            problems.append(f"linear_probe must be auto, on or off, got {self.linear_probe!r}")
+        if self.linear_probe_ridge <= 0:
+            problems.append(f"linear_probe_ridge must be > 0, got {self.linear_probe_ridge}")
+        if isinstance(self.logit_bias, str) and self.logit_bias not in ("auto", "keep"):
+            try:
+                float(self.logit_bias)
+            except ValueError:
+                problems.append(f"logit_bias must be auto, keep or a number, got {self.logit_bias!r}")
         try:
             self.augmentation.to_augment_config()
         except ValueError as error:

@@ -35,6 +35,7 @@ from icon_pipeline.training.data import (
     read_eval_set,
 )
 from icon_pipeline.training.launch import DDP_BACKEND_ENV
+from icon_pipeline.training.probe import fit_linear_probe, initial_logit_bias, wants_linear_probe
 from icon_pipeline.training.reporting import Reporter, global_rank, world_size
 from icon_pipeline.training.trainer import (
     BaselineCallback,
@@ -235,11 +236,11 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
 
     resume_from = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    probe: Probe | None = None
     if resume_from:
         reporter.info(f"resuming from {resume_from} (step {resumed_step})")
-    elif evaluator is not None:
-        # The base model's score at step 0 (evaluate() logs it to TensorBoard and Dagster at once).
-        trainer.add_callback(BaselineCallback(trainer.evaluate()))
+    else:
+        probe = _before_first_step(config, bundle, data, trainer, reporter, global_batch)
 
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
@@ -253,14 +254,34 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
         )
         return {"stopped_at_step": trainer.state.global_step, "completed": False}
 
+    final_metrics: dict[str, float] = {}
     if evaluator is not None and (
         not config.eval_every_steps or trainer.state.global_step % config.eval_every_steps
     ):
-        trainer.evaluate()  # the final weights are always scored
+        final_metrics = trainer.evaluate()  # the final weights are always scored
+    elif trainer.eval_history:
+        final_metrics = {f"eval/{k}": v for k, v in trainer.eval_history[-1].items()}
     report: dict[str, Any] = {}
     if trainer.is_world_process_zero():
+        exported = "final"
+        if probe is not None and probe.better_than(final_metrics):
+            trainer.model.load_state_dict(probe.state)
+            exported = "linear_probe"
+            reporter.info(
+                f"exporting the linear probe's weights: on the eval set they score {probe.score:.4f}, "
+                f"the final step's {selection_score(final_metrics):.4f} (training.export_best)"
+            )
         report = _finish(
-            config, bundle, trainer, eval_data, data, resumed_step, train_seconds, pairs_per_second
+            config,
+            bundle,
+            trainer,
+            eval_data,
+            data,
+            resumed_step,
+            train_seconds,
+            pairs_per_second,
+            exported,
+            probe,
         )
         metadata = _materialization_metadata(report)
         reporter.materialize(metadata)
@@ -269,6 +290,65 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
             f"model at {report['checkpoint_path']}"
         )
     return report
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """What `export_best` compares: mean R@10 over both directions on the frozen eval set."""
+    values = [v for k, v in metrics.items() if k.endswith("/R@10")]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+class Probe:
+    """The linear probe's weights and eval score, kept to export if fine-tuning does not beat them."""
+
+    def __init__(self, summary: dict[str, Any], metrics: dict[str, float], state: dict[str, torch.Tensor]):
+        self.summary = {**summary, "eval": {k.removeprefix("eval/"): v for k, v in metrics.items()}}
+        self.score = selection_score(metrics)
+        self.state = state
+
+    def better_than(self, final_metrics: dict[str, float]) -> bool:
+        final = selection_score(final_metrics)
+        return bool(self.state) and math.isfinite(self.score) and math.isfinite(final) and self.score > final
+
+
+def _before_first_step(
+    config: TrainConfig,
+    bundle: EncoderBundle,
+    data: TrainingData,
+    trainer: SiglipTrainer,
+    reporter: Reporter,
+    global_batch: int,
+) -> Probe | None:
+    """Logit bias, the base model's score, the linear probe and its score (a fresh run only)."""
+    trained = bundle.meta.trained if bundle.meta else True  # a foreign checkpoint is pretrained
+    bias = initial_logit_bias(config.logit_bias, trained, global_batch)
+    if bias is not None:
+        with torch.no_grad():
+            bundle.model.logit_bias.fill_(bias)
+        reporter.info(f"logit bias set to {bias:.3f} (global batch {global_batch}; training.logit_bias)")
+    # The base model's score at step 0 (evaluate() logs it to TensorBoard and Dagster at once).
+    entries = [trainer.evaluate()] if trainer.evaluator is not None else []
+    probe = None
+    if wants_linear_probe(config.linear_probe, trained):
+        started = time.perf_counter()
+        summary = fit_linear_probe(bundle, data, config.linear_probe_ridge)
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        reporter.info(
+            f"linear probe: vision head fitted in closed form on {summary['images']} images of "
+            f"{summary['groups']} groups in {summary['seconds']} s"
+        )
+        metrics = trainer.evaluate() if trainer.evaluator is not None else {}
+        if metrics:
+            entries.append({**metrics, "phase": "linear_probe"})
+        state = (
+            {k: v.detach().clone() for k, v in bundle.model.state_dict().items()}
+            if config.export_best
+            else {}
+        )
+        probe = Probe(summary, metrics, state)
+    if entries:
+        trainer.add_callback(BaselineCallback(entries))
+    return probe
 
 
 def _finish(
@@ -280,8 +360,11 @@ def _finish(
     resumed_step: int,
     train_seconds: float,
     pairs_per_second: float,
+    exported: str = "final",
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
-    """Rank 0: export the final HF directory and write training_report.json."""
+    """Rank 0: export the HF directory (`exported`: final or linear_probe weights) and write
+    training_report.json."""
     output_dir = Path(config.output_dir)
     base_meta = bundle.meta
     meta = CheckpointMeta(
@@ -292,7 +375,14 @@ def _finish(
         seed=config.seed,
         tokenizer_loader=base_meta.tokenizer_loader if base_meta else "auto",
         base=config.base_checkpoint,
-        extra={"steps": trainer.state.global_step, "eval_sha256": eval_data.sha256 if eval_data else None},
+        extra={
+            "steps": trainer.state.global_step,
+            "eval_sha256": eval_data.sha256 if eval_data else None,
+            "exported": exported,
+        },
+        architecture=base_meta.architecture if base_meta else "siglip2",
+        padding_side=bundle.tokenizer.padding_side,
+        trained=True,
     )
     final_dir = save_checkpoint(trainer.model, bundle.processor, meta, output_dir / FINAL_MODEL_DIR)
     history = trainer.state.log_history
@@ -321,7 +411,13 @@ def _finish(
         "final_loss": losses[-1][1] if losses else None,
         "min_loss": min(loss for _, loss in losses) if losses else None,
         "eval_history": eval_history,
-        "final_metrics": eval_history[-1] if eval_history else {},
+        "final_metrics": (
+            {"step": 0, **probe.summary["eval"]}
+            if exported == "linear_probe" and probe
+            else (eval_history[-1] if eval_history else {})
+        ),
+        "exported": exported,
+        "linear_probe": probe.summary if probe else None,
         "eval_sha256": eval_data.sha256 if eval_data else None,
         "eval_missing_icons": eval_data.missing_icons if eval_data else [],
         "training_groups": len(data.groups),

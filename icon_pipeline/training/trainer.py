@@ -37,6 +37,7 @@ class RetrievalEvaluator:
             max_length=self.bundle.max_length,
             max_num_patches=self.bundle.max_num_patches,
             model_id=self.bundle.model_id,
+            meta=self.bundle.meta,
         )
         try:
             rows = self.data.image_rows
@@ -134,17 +135,17 @@ class ScheduleCallback(TrainerCallback):
 
 
 class BaselineCallback(TrainerCallback):
-    """Puts the step-0 evaluation (run before train(), which resets the state) into the log history,
-    so the report, the checkpoints and a resumed run all keep it."""
+    """Puts the step-0 evaluations (the base model, then the linear probe; run before train(), which
+    resets the state) into the log history, so the report, the checkpoints and a resumed run keep them."""
 
-    def __init__(self, metrics: dict[str, float]):
-        self.metrics = metrics
+    def __init__(self, entries: list[dict[str, Any]]):
+        self.entries = [e for e in entries if e]
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.metrics and state.global_step == 0 and not state.log_history:
-            state.log_history.append({**self.metrics, "step": 0})
+        if self.entries and state.global_step == 0 and not state.log_history:
+            state.log_history.extend({**entry, "step": 0} for entry in self.entries)
 
 
 class PipesCallback(TrainerCallback):
