@@ -134,39 +134,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_benchmark(report_file: Path) -> None:
-    """The benchmark's headline: R@1/R@10 per task and model (HNSW for models, all queries)."""
+    """The benchmark's headline: hybrid search against its baseline, then each channel (HNSW, all queries)."""
     import json
 
     if not report_file.exists():
         return
-    rows = [
-        r
-        for r in json.loads(report_file.read_text())["rows"]
-        if r["subset"] == "all" and r["mode"] != "exact"
-    ]
-    print(f"\nBenchmark ({report_file}):")
-    print(f"  {'task':13} {'model':18} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
-    for row in rows:
-        print(
-            f"  {row['task']:13} {row['model']:18} {row['recall@1']:6.3f} {row['recall@10']:6.3f} "
-            f"{row['map@30']:6.3f}"
-        )
+    report = json.loads(report_file.read_text())
+    rows = [r for r in report["rows"] if r["subset"] == "all" and r["mode"] != "exact" and r["n_queries"]]
+    lead = {"hybrid": 0, "bm25": 1, "raw-pixels-16x16": 1}
+    print(f"\nBenchmark ({report_file}), R@K over all queries (HNSW):")
+    print(f"  {'task':13} {'search':18} {'n':>5} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
+    for task in ("text2img", "semantic2img", "img2img"):
+        for row in sorted(
+            (r for r in rows if r["task"] == task), key=lambda r: (lead.get(r["model"], 2), r["model"])
+        ):
+            print(
+                f"  {row['task']:13} {row['model']:18} {row['n_queries']:5d} {row['recall@1']:6.3f} "
+                f"{row['recall@10']:6.3f} {row['map@30']:6.3f}"
+            )
+    for comparison in report.get("comparisons", []):
+        if comparison["model"] == "hybrid" and comparison["baseline"] in ("bm25", "raw-pixels-16x16"):
+            c = comparison
+            verdict = "significant" if c["significant"] else "NOT significant"
+            print(
+                f"  {c['task']}: hybrid R@10 {c['recall@10']:.3f} vs {c['baseline']} "
+                f"{c['baseline_recall@10']:.3f} (p = {c['p_value']:.4f}, {verdict})"
+            )
+    for warning in report.get("warnings", []):
+        print(f"  WARNING: {warning}")
 
 
 def _print_example_search(query: str) -> None:
-    """The default model's answer, then keyword search's, side by side as the search app shows them."""
-    from icon_pipeline.search import KEYWORD_SEARCH
+    """Hybrid search's answer, then keyword search's, side by side as the search app shows them."""
     from icon_pipeline.service import NotReadyError, SearchService
 
     service = SearchService.open()
     try:
         answers = [(f"icon-pipeline search {query!r}", service.text(query, k=5))]
-        answers.append(
-            (
-                f"icon-pipeline search {query!r} --model {KEYWORD_SEARCH}",
-                service.text(query, KEYWORD_SEARCH, 5),
-            )
-        )
+        answers.append((f"icon-pipeline search {query!r} --model bm25", service.text(query, "bm25", 5)))
     except NotReadyError:
         return
     finally:
@@ -204,26 +209,55 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
     from icon_pipeline.index import EmbeddingIndexError
-    from icon_pipeline.search import KEYWORD_SEARCH, QueryError
+    from icon_pipeline.search import QueryError
     from icon_pipeline.service import NotReadyError, SearchService
+    from icon_pipeline.text_encoder import TextEncoderError
 
     if bool(args.query) == bool(args.image):
         raise CliError("give a text query or --image PATH (one of them)")
     service = SearchService.open()
     try:
-        model = args.model or service.default_model()
+        model = service.resolve(args.model)
         hits = (
             service.image(args.image, model, args.k)
             if args.image
             else service.text(args.query, model, args.k)
         )
-    except (QueryError, NotReadyError, EmbeddingIndexError, LookupError) as exc:  # e.g. an unknown model
+    except (QueryError, NotReadyError, EmbeddingIndexError, TextEncoderError, LookupError) as exc:
         raise CliError(str(exc)) from None
     finally:
         service.close()
     what = f"image {args.image}" if args.image else repr(args.query)
-    how = "keyword search, BM25 scores" if model == KEYWORD_SEARCH else f"{model} model"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": str(args.image) if args.image else args.query,
+                    "kind": "image" if args.image else "text",
+                    "model": model,
+                    "hits": [
+                        {
+                            "rank": rank,
+                            "icon_id": hit.icon_id,
+                            "name": hit.name,
+                            "group_id": hit.group_id,
+                            "score": round(hit.score, 6),
+                            "png_path": hit.png_path,
+                            "channels": {c: round(v, 6) for c, v in hit.channel_scores.items()},
+                        }
+                        for rank, hit in enumerate(hits, 1)
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    how = {"hybrid": "hybrid search, fused scores", "bm25": "keyword search, BM25 scores"}.get(
+        model, f"{model} channel, cosine"
+    )
     if not hits:
         print(f"no icon's name, tags or captions share a word with {what} ({how})")
         return 0
@@ -231,6 +265,33 @@ def cmd_search(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:3}. {hit.score:6.3f}  {hit.name:40} {hit.icon_id}  [{hit.group_id}]")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from icon_pipeline.evaluate import evaluate_file, format_table
+    from icon_pipeline.search import QueryError
+    from icon_pipeline.service import NotReadyError, SearchService
+
+    if not args.queries_file.is_file():
+        raise CliError(f"{args.queries_file}: no such file")
+    service = SearchService.open()
+    try:
+        result = evaluate_file(args.queries_file, service, k=args.k)
+    except OSError as exc:
+        raise CliError(f"{args.queries_file}: cannot read: {exc.strerror or exc}") from None
+    except (QueryError, NotReadyError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        service.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        for problem in result.skipped:
+            print(f"{args.queries_file}:{problem.line}: skipped: {problem.reason}", file=sys.stderr)
+        print(format_table(result))
+    return 0 if result.scored else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,12 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names_file", type=Path, help="one name per line, optional TAB tags")
     p.set_defaults(func=cmd_lexicon)
 
-    p = sub.add_parser("search", help="find icons by text, intent or a screenshot, from the pgvector index")
+    p = sub.add_parser("search", help="find icons by text, intent or a screenshot (hybrid search by default)")
     p.add_argument("query", nargs="?", help='a few words or an intent, e.g. "hide layer"')
     p.add_argument("--image", type=Path, help="a screenshot or crop of any size and aspect")
-    p.add_argument("--model", help="model id in the index (default: finetuned), or bm25 for keyword search")
+    p.add_argument(
+        "--model",
+        help="one channel instead of hybrid search (any case): bm25, captions, finetuned, base, pixels "
+        "or another model id in the index; an unknown name lists the choices",
+    )
     p.add_argument("-k", type=int, default=10, help="how many icons (default 10)")
+    p.add_argument("--json", action="store_true", help="hits as JSON, with every channel's score")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "evaluate", help="score your own queries (JSON lines) with the benchmark's metrics, for every channel"
+    )
+    p.add_argument(
+        "queries_file",
+        type=Path,
+        help='one JSON object a line: {"text": "..."} or {"image": "path"}, '
+        'plus "relevant": [icon ids or names]',
+    )
+    p.add_argument("-k", type=int, default=30, help="ranking depth (R@1/5/10/30 and mAP@k; default 30)")
+    p.add_argument("--json", action="store_true", help="the scores as JSON")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -4,7 +4,7 @@ from dagster import Definitions
 
 from icon_pipeline.assets.captions import icon_captions
 from icon_pipeline.assets.catalog import icon_catalog
-from icon_pipeline.assets.index import benchmark_report, icon_embeddings
+from icon_pipeline.assets.index import benchmark_report, caption_embeddings, icon_embeddings, search_fusion
 from icon_pipeline.assets.lexicon import icon_lexicon
 from icon_pipeline.assets.pairs import (
     benchmark_queries,
@@ -34,6 +34,8 @@ defs = Definitions(
         base_checkpoint,
         finetuned_checkpoint,
         icon_embeddings,
+        caption_embeddings,
+        search_fusion,
         benchmark_report,
     ],
     asset_checks=[eval_set_frozen_hash, benchmark_queries_frozen_hash],

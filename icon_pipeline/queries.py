@@ -6,7 +6,15 @@
 - img2img: degraded copies of icon renders (augment.degrade), written as PNG files.
 
 Every row: query_id, task, text, image_path, degradation, relevant_group_ids,
-relevant_icon_ids, source_icon_id, heldout. For img2img the source icon is excluded from the
+relevant_icon_ids, source_icon_id, heldout (version 2 adds source_terms).
+
+Relevance of text queries (version 2): the groups the query was written for, and every group whose
+name, tags or captions carry the query's source term: the query itself for text2img (an unseen
+caption), the caption an intent sentence was built from for semantic2img. In version 1 the query
+"settings" counted only the one group it happened to be written for, so every search that put the
+settings icon first was scored a miss.
+
+For img2img the source icon is excluded from the
 relevant icons (the metric must drop it from the ranking too), so img2img sources come from
 groups with at least `img2img_min_group_size` members. Queries whose relevant groups are all
 held out are marked `heldout`. Deterministic for a seed, degraded image bytes included.
@@ -80,17 +88,34 @@ def _stable_key(*parts: object) -> str:
 
 def _captions_by_group(
     eval_rows_or_captions: Mapping[str, Sequence[str]] | Iterable[Mapping[str, Any]],
-) -> dict[str, list[str]]:
-    """Accept eval-set rows ({group_id, caption}) or a group_id -> captions mapping."""
-    result: dict[str, list[str]] = defaultdict(list)
+) -> dict[str, dict[str, set[str]]]:
+    """group_id -> caption -> its source terms (the caption itself).
+
+    Accepts eval-set rows ({group_id, caption}) or a group_id -> captions mapping."""
+    result: dict[str, dict[str, set[str]]] = defaultdict(dict)
     if isinstance(eval_rows_or_captions, Mapping):
         items = ((gid, c) for gid, caps in eval_rows_or_captions.items() for c in caps)
     else:
         items = ((row["group_id"], row["caption"]) for row in eval_rows_or_captions)
     for gid, caption in items:
         norm = normalise_caption(caption)
-        if norm and norm not in result[gid]:
-            result[gid].append(norm)
+        if norm:
+            result[gid].setdefault(norm, {norm})
+    return result
+
+
+def group_terms(
+    groups: Iterable[Group], tags: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, set[str]]:
+    """group_id -> every phrase the group carries: member names (separators as spaces), the
+    members' tags (`tags`: icon_id -> tags) and the group's captions, normalised."""
+    tags = tags or {}
+    result: dict[str, set[str]] = {}
+    for group in groups:
+        phrases = {normalise_caption(name.replace("-", " ").replace("_", " ")) for name in group.names}
+        phrases |= {normalise_caption(str(t)) for m in group.members for t in tags.get(m, ())}
+        phrases |= {normalise_caption(c) for c in group.captions}
+        result[group.group_id] = {p for p in phrases if p}
     return result
 
 
@@ -137,12 +162,15 @@ def build_benchmark_queries(
     img2img_min_group_size: int = 2,
     degradation_kinds: Sequence[str] = DEGRADATION_KINDS,
     allow_fewer: bool = False,
+    terms: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Build `total` queries evenly across text2img, semantic2img and img2img.
 
     `paraphraser` (optional) writes text2img captions for held-out groups that have none in
     `eval_rows_or_captions` (the eval set only samples train-side groups). `heldout_share` of each
-    task's queries come from held-out groups (default: their share of all groups).
+    task's queries come from held-out groups (default: their share of all groups). `terms`
+    (group_terms) makes text queries relevant to every group carrying their source term (version 2);
+    without it only the groups a query was written for are relevant (version 1).
     """
     if total < len(TASKS):
         raise ValueError(f"total must be at least {len(TASKS)} (one query per task), got {total}")
@@ -175,21 +203,41 @@ def build_benchmark_queries(
         for group in groups:
             if is_heldout[group.group_id] and not text_captions.get(group.group_id) and group.captions:
                 fresh = [normalise_caption(c) for c in paraphraser.paraphrase(group, 3, 0)]
-                text_captions[group.group_id] = [c for c in dict.fromkeys(fresh) if 1 <= len(c.split()) <= 4]
+                text_captions[group.group_id] = {
+                    c: {c} for c in dict.fromkeys(fresh) if 1 <= len(c.split()) <= 4
+                }
     rows += _text_rows(
-        "text2img", text_captions, counts["text2img"], is_heldout, by_id, heldout_share, seed, allow_fewer
+        "text2img",
+        text_captions,
+        counts["text2img"],
+        is_heldout,
+        by_id,
+        heldout_share,
+        seed,
+        allow_fewer,
+        terms,
     )
 
     # semantic2img: intent sentences from the group's (training) captions.
     sentence_rng = random.Random(_stable_key(seed, "semantic2img", "templates"))
-    sentences: dict[str, list[str]] = {}
+    sentences: dict[str, dict[str, set[str]]] = {}
     for group in groups:
         chosen = random.Random(_stable_key(seed, group.group_id)).sample(
             list(group.captions), min(3, len(group.captions))
         )
-        sentences[group.group_id] = [templates.sentence(c, sentence_rng) for c in chosen]
+        sentences[group.group_id] = {
+            templates.sentence(c, sentence_rng): {normalise_caption(c)} for c in chosen
+        }
     rows += _text_rows(
-        "semantic2img", sentences, counts["semantic2img"], is_heldout, by_id, heldout_share, seed, allow_fewer
+        "semantic2img",
+        sentences,
+        counts["semantic2img"],
+        is_heldout,
+        by_id,
+        heldout_share,
+        seed,
+        allow_fewer,
+        terms,
     )
 
     # img2img: degraded copies of member renders; the source is not a relevant result.
@@ -243,19 +291,30 @@ def build_benchmark_queries(
 
 def _text_rows(
     task: str,
-    texts_by_group: Mapping[str, Sequence[str]],
+    texts_by_group: Mapping[str, Mapping[str, set[str]]],
     n: int,
     is_heldout: Mapping[str, bool],
     by_id: Mapping[str, Group],
     heldout_share: float,
     seed: int,
     allow_fewer: bool,
+    terms: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     groups_by_text: dict[str, list[str]] = defaultdict(list)
+    sources: dict[str, set[str]] = defaultdict(set)
     for gid in sorted(texts_by_group):
-        for text in texts_by_group[gid]:
+        for text, source_terms in texts_by_group[gid].items():
             if gid not in groups_by_text[text]:
                 groups_by_text[text].append(gid)
+            sources[text] |= source_terms
+    if terms is not None:
+        carriers: dict[str, set[str]] = defaultdict(set)
+        for gid, phrases in terms.items():
+            for phrase in phrases:
+                carriers[phrase].add(gid)
+        for text, proposing in groups_by_text.items():
+            extra = set().union(*(carriers.get(term, set()) for term in sources[text])) - set(proposing)
+            proposing.extend(sorted(extra))
     pools: dict[bool, list[str]] = {False: [], True: []}
     for text in sorted(groups_by_text):
         pools[all(is_heldout[g] for g in groups_by_text[text])].append(text)
@@ -265,19 +324,20 @@ def _text_rows(
     rows = []
     for index, text in enumerate(picked):
         relevant = groups_by_text[text]
-        rows.append(
-            {
-                "query_id": f"{_PREFIX[task]}-{index:05d}",
-                "task": task,
-                "text": text,
-                "image_path": None,
-                "degradation": None,
-                "relevant_group_ids": relevant,
-                "relevant_icon_ids": sorted({m for g in relevant for m in by_id[g].members}),
-                "source_icon_id": None,
-                "heldout": all(is_heldout[g] for g in relevant),
-            }
-        )
+        row = {
+            "query_id": f"{_PREFIX[task]}-{index:05d}",
+            "task": task,
+            "text": text,
+            "image_path": None,
+            "degradation": None,
+            "relevant_group_ids": relevant,
+            "relevant_icon_ids": sorted({m for g in relevant for m in by_id[g].members}),
+            "source_icon_id": None,
+            "heldout": all(is_heldout[g] for g in relevant),
+        }
+        if terms is not None:
+            row["source_terms"] = sorted(sources[text])
+        rows.append(row)
     return rows
 
 
@@ -293,3 +353,73 @@ def summarize_queries(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "degradations": dict(sorted(Counter(r["degradation"] for r in rows if r["degradation"]).items())),
         "multi_group_queries": sum(1 for r in rows if len(r["relevant_group_ids"]) > 1),
     }
+
+
+def fitting_queries(
+    eval_rows: Iterable[Mapping[str, Any]],
+    groups: Iterable[Group],
+    images: Mapping[str, str | Path],
+    *,
+    seed: int = 0,
+    terms: Mapping[str, set[str]] | None = None,
+    intent_templates: IntentTemplates | None = None,
+    copies_per_group: int = 3,
+    max_image_queries: int = 600,
+    degradation_kinds: Sequence[str] = DEGRADATION_KINDS,
+) -> list[dict[str, Any]]:
+    """Queries to fit hybrid search on, built from the frozen eval set only (never the benchmark's):
+
+    - text: every eval caption;
+    - intent: one sentence per eval group, from one of its eval captions and the intent templates;
+    - image: `copies_per_group` degraded copies of icons of each eval group, relevant: the group's
+      other variants (or, for a library without variants, the icon itself).
+
+    Text relevance follows the benchmark's (version 2, with `terms` from group_terms): the group a
+    query was written for and every group carrying its source term. Rows: {kind, text | image (PIL),
+    relevant_groups, exclude}. Deterministic for a seed.
+    """
+    templates = intent_templates or IntentTemplates.load()
+    by_id = {g.group_id: g for g in groups}
+    carriers: dict[str, set[str]] = defaultdict(set)
+    for group_id, phrases in (terms or {}).items():
+        for phrase in phrases:
+            carriers[phrase].add(group_id)
+
+    def text_row(text: str, group_id: str, source: str) -> dict[str, Any]:
+        relevant = sorted({group_id} | carriers.get(source, set()))
+        return {"kind": "text", "text": text, "relevant_groups": relevant, "exclude": []}
+
+    rows: list[dict[str, Any]] = []
+    captions: dict[str, list[str]] = defaultdict(list)
+    for row in eval_rows:
+        caption = normalise_caption(row["caption"])
+        if caption and row["group_id"] in by_id:
+            rows.append(text_row(caption, row["group_id"], caption))
+            captions[row["group_id"]].append(caption)
+    sentence_rng = random.Random(_stable_key(seed, "fit", "intent"))
+    for group_id in sorted(captions):
+        caption = random.Random(_stable_key(seed, "fit", group_id)).choice(captions[group_id])
+        rows.append(text_row(templates.sentence(caption, sentence_rng), group_id, caption))
+    eval_groups = [by_id[g] for g in sorted(captions)]
+    with_variants = [g for g in eval_groups if sum(m in images for m in g.members) >= 2]
+    pool = with_variants or eval_groups
+    chosen = random.Random(_stable_key(seed, "fit", "images")).sample(pool, len(pool))
+    made = 0
+    for group in chosen:
+        for copy in range(copies_per_group):
+            if made >= max_image_queries:
+                break
+            rng = random.Random(_stable_key(seed, "fit", "image", group.group_id, copy))
+            icon_id = rng.choice([m for m in group.members if m in images])
+            with Image.open(images[icon_id]) as image:
+                degraded = degrade(image, degradation_kinds[made % len(degradation_kinds)], rng)
+            rows.append(
+                {
+                    "kind": "image",
+                    "image": degraded,
+                    "relevant_groups": [group.group_id],
+                    "exclude": [icon_id] if group in with_variants else [],
+                }
+            )
+            made += 1
+    return rows

@@ -1,17 +1,22 @@
-"""The benchmark: every task x model x search mode x query subset, with baselines beside the models.
+"""The benchmark: every task x channel x search mode x query subset, hybrid search first.
 
-For each model (its image embeddings already in pgvector) the queries are embedded once and
-searched twice, exactly (sequential scan) and through HNSW, so index error and model error stay
-apart (DESIGN.md). Each cell: R@1/5/10/30, mAP@max(K), and the database query latency p50/p95.
-Subsets: all queries, those whose groups the model trained on (`seen`) and the held-out ones.
+Each channel that answers a task is a row of its own, beside hybrid search (what designers get), so
+each channel's contribution is visible: keywords (`bm25`), the sentence encoder over captions
+(`captions`), every image-text model (`base`, `finetuned`), normalised pixels (`pixels`), and the
+trivial baseline `raw-pixels-16x16` (16x16 grayscale, mean-centred, cosine, in numpy): a model that
+is worse than that is seen at once. With folded variants, `hybrid-unfolded` shows hybrid search
+without folding, so folding's share of the gain is visible too.
 
-Baselines, so a model that is worse than trivial is seen at once:
-- img2img: raw pixels, 16x16 grayscale, each vector mean-centred (so the white background does
-  not make every icon alike) and compared by cosine, in numpy;
-- text tasks: BM25 over names, tags and captions (lexical.BM25Index), when one is given.
+Every vector channel is searched twice, exactly (sequential scan) and through HNSW, so index error
+and model error stay apart. Each cell: R@1/5/10/30, mAP@max(K), and the search latency p50/p95
+(the database query; hybrid: its channels' queries plus the merge). Subsets: all queries, those
+whose groups the models trained on (`seen`) and the held-out ones.
+
+Comparisons that matter (hybrid vs its baseline, fine-tuned vs base) come with a paired
+randomisation test on per-query R@10, so a difference within noise is said to be one.
 
 A query that cannot be used (an unreadable image) is recorded in `failures` and skipped for every
-model alike; the run carries on.
+channel alike; the run carries on.
 
 Plain Python: no Dagster import.
 """
@@ -27,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 from PIL import Image
+from scipy import stats
 
-from icon_pipeline.index import get_model_index, search_vectors
-from icon_pipeline.lexical import BM25Index
+from icon_pipeline.channels import KEYWORDS
+from icon_pipeline.fusion import FusionSettings, fusion_kind
+from icon_pipeline.hybrid import HYBRID, HybridSearch
 from icon_pipeline.metrics import (
     DEFAULT_KS,
     QueryScore,
@@ -40,15 +46,20 @@ from icon_pipeline.metrics import (
     relevant_icons,
     score_query,
 )
-from icon_pipeline.search import KEYWORD_SEARCH, Embedder, QueryError, prepare_query_image
+from icon_pipeline.search import QueryError, prepare_query_image
 
 TASKS: tuple[str, ...] = ("text2img", "semantic2img", "img2img")
 TEXT_TASKS = frozenset({"text2img", "semantic2img"})
 SUBSETS: tuple[str, ...] = ("all", "seen", "heldout")
 MODES: tuple[str, ...] = ("exact", "hnsw")
 PIXEL_BASELINE = "raw-pixels-16x16"
-BM25_BASELINE = KEYWORD_SEARCH  # the row keyword search answers for
+BM25_BASELINE = KEYWORDS  # the row keyword search answers for
+HYBRID_UNFOLDED = "hybrid-unfolded"
 PIXEL_SIDE = 16
+# Fewer queries than this in a task: its figures are flagged as not meaningful (one query is
+# then worth 2 points of R@K or more).
+MIN_MEANINGFUL_QUERIES = 50
+SIGNIFICANCE_RESAMPLES = 9999
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,36 @@ class QueryFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A paired test of one channel against another on the same queries (per-query R@10)."""
+
+    task: str
+    model: str
+    baseline: str
+    n_queries: int
+    recall_at_10: float
+    baseline_recall_at_10: float
+    p_value: float  # two-sided, paired randomisation (sign-flip) test
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "model": self.model,
+            "baseline": self.baseline,
+            "n_queries": self.n_queries,
+            "recall@10": round(self.recall_at_10, 6),
+            "baseline_recall@10": round(self.baseline_recall_at_10, 6),
+            "difference": round(self.recall_at_10 - self.baseline_recall_at_10, 6),
+            "p_value": round(self.p_value, 6),
+            "significant": self.significant,
+        }
+
+
 @dataclass
 class BenchmarkReport:
     ks: tuple[int, ...]
@@ -142,6 +183,9 @@ class BenchmarkReport:
     rows: list[ReportRow] = field(default_factory=list)
     failures: list[QueryFailure] = field(default_factory=list)
     query_counts: dict[str, int] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a task with too few queries to mean anything
+    fusion: dict[str, Any] = field(default_factory=dict)  # the hybrid settings the run used
 
     @property
     def map_k(self) -> int:
@@ -172,6 +216,9 @@ class BenchmarkReport:
             "query_counts": dict(self.query_counts),
             "results": results,
             "rows": flat,
+            "comparisons": [c.as_dict() for c in self.comparisons],
+            "warnings": list(self.warnings),
+            "fusion": self.fusion,
             "failures": [vars(f) for f in self.failures],
         }
 
@@ -180,14 +227,66 @@ class BenchmarkReport:
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         return path
 
+    def headline(self) -> list[dict[str, Any]]:
+        """Per task: hybrid search against its baseline and every channel (HNSW, all queries)."""
+        out = []
+        for task in TASKS:
+            rows = [
+                r
+                for r in self.rows
+                if r.task == task and r.subset == "all" and r.mode != "exact" and r.n_queries
+            ]
+            order = {HYBRID: 0, BM25_BASELINE: 1, PIXEL_BASELINE: 1}
+            for r in sorted(rows, key=lambda r: (order.get(r.model, 2), r.model)):
+                out.append(
+                    {
+                        "task": task,
+                        "model": r.model,
+                        "n": r.n_queries,
+                        "R@1": r.recall.get(1),
+                        "R@10": r.recall.get(10),
+                        f"mAP@{self.map_k}": r.mean_average_precision,
+                    }
+                )
+        return out
+
     def to_markdown(self) -> str:
-        """One table per task: every model/mode/subset with at least one query."""
+        """The headline (hybrid vs baselines), the comparisons, then one table per task."""
+        lines = [
+            "### headline (HNSW, all queries)",
+            "",
+            "| task | model | n | R@1 | R@10 | mAP |",
+            "|---|---|---|---|---|---|",
+        ]
+        for h in self.headline():
+            lines.append(
+                f"| {h['task']} | {h['model']} | {h['n']} | {_fmt(h['R@1'])} | {_fmt(h['R@10'])} | "
+                f"{_fmt(h[f'mAP@{self.map_k}'])} |"
+            )
+        lines.append("")
+        if self.comparisons:
+            lines += [
+                "### comparisons (paired randomisation test on per-query R@10)",
+                "",
+                "| task | model | baseline | n | R@10 | baseline R@10 | p | significant |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for c in self.comparisons:
+                verdict = "yes" if c.significant else "no"
+                lines.append(
+                    f"| {c.task} | {c.model} | {c.baseline} | {c.n_queries} | {_fmt(c.recall_at_10)} | "
+                    f"{_fmt(c.baseline_recall_at_10)} | {c.p_value:.4f} | {verdict} |"
+                )
+            lines.append("")
+        for warning in self.warnings:
+            lines.append(f"**Warning:** {warning}")
+        if self.warnings:
+            lines.append("")
         header = (
             ["model", "mode", "subset", "n"]
             + [f"R@{k}" for k in self.ks]
             + [f"mAP@{self.map_k}", "p50 ms", "p95 ms", "ANN∩exact@10"]
         )
-        lines: list[str] = []
         for task in TASKS:
             rows = [r for r in self.rows if r.task == task and r.n_queries > 0]
             if not rows:
@@ -334,24 +433,61 @@ def _pixel_matrix(
     return kept, np.stack(vectors) if vectors else np.zeros((0, PIXEL_SIDE * PIXEL_SIDE), np.float32)
 
 
+def paired_p_value(a: Sequence[float], b: Sequence[float], seed: int = 0) -> float:
+    """Two-sided p of a paired randomisation (sign-flip) test that a and b have the same mean."""
+    differences = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if not differences.any():
+        return 1.0
+    result = stats.permutation_test(
+        (differences,),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=SIGNIFICANCE_RESAMPLES,
+        alternative="two-sided",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)
+
+
+def _compare(
+    report: BenchmarkReport,
+    per_query: Mapping[tuple[str, str, str], Mapping[str, QueryScore]],
+    task: str,
+    model: str,
+    baseline: str,
+) -> None:
+    mine = next((v for (t, m, _), v in per_query.items() if t == task and m == model), None)
+    theirs = next((v for (t, m, _), v in per_query.items() if t == task and m == baseline), None)
+    if not mine or not theirs:
+        return
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+        return
+    a = [mine[q].recall[10] for q in common]
+    b = [theirs[q].recall[10] for q in common]
+    report.comparisons.append(
+        Comparison(
+            task, model, baseline, len(common), float(np.mean(a)), float(np.mean(b)), paired_p_value(a, b)
+        )
+    )
+
+
 def run_benchmark(
-    conn: psycopg.Connection,
     queries: Iterable[Mapping[str, Any]],
-    models: Mapping[str, Embedder],
+    search: HybridSearch,
     icon_to_group: Mapping[str, str],
-    lexical: BM25Index | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     *,
     icon_images: Mapping[str, str | Path] | None = None,
-    ef_search: int | None = None,
     modes: Sequence[str] = MODES,
+    connections: Sequence[Any] = (),
 ) -> BenchmarkReport:
-    """Score every model (exact and HNSW), the pixel baseline (needs `icon_images`: icon_id -> PNG)
-    and BM25 (needs `lexical`) on the queries.
+    """Score hybrid search and every channel of `search` (vector channels exact and HNSW, BM25 once),
+    plus the 16x16 pixel baseline (needs `icon_images`: icon_id -> PNG), on the queries.
 
-    `models` maps a model id, as registered in the index, to its encoder; each model's stored
-    dimension must match its encoder's. `icon_to_group` is the indexed icons' grouping: relevance
-    is by group.
+    `icon_to_group` is the indexed icons' grouping: relevance is by group. `connections`: extra
+    database connections to search on in parallel (HybridSearch.gather).
     """
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
@@ -365,82 +501,112 @@ def run_benchmark(
     fetch = max(ks)
     members = group_members(icon_to_group)
     relevant = {q.query_id: relevant_icons(q.relevant_group_ids, members, q.exclude) for q in parsed}
-    report = BenchmarkReport(ks=ks, models=list(models))
+    channels = list(search.channels)
+    report = BenchmarkReport(ks=ks, models=[HYBRID, *channels], fusion=json.loads(search.settings.to_json()))
     images = _load_query_images(parsed, report.failures)
     usable = [q for q in parsed if q.task in TEXT_TASKS or q.query_id in images]
     by_task = {task: [q for q in usable if q.task == task] for task in TASKS}
     report.query_counts = {task: len(qs) for task, qs in by_task.items()}
-
-    for model_id, bundle in models.items():
-        model = get_model_index(conn, model_id)
-        if bundle.dim != model.dim:
-            raise ValueError(
-                f"model {model_id!r}: encoder dimension {bundle.dim} differs from the stored embeddings' "
-                f"{model.dim}; re-index the model before benchmarking it"
+    for task, count in report.query_counts.items():
+        if 0 < count < MIN_MEANINGFUL_QUERIES:
+            report.warnings.append(
+                f"{task}: only {count} queries (fewer than {MIN_MEANINGFUL_QUERIES}): its figures are not "
+                "meaningful; a larger library, or queries.total, gives more"
             )
-        vectors: dict[str, np.ndarray] = {}
-        text_queries = [q for q in usable if q.task in TEXT_TASKS]
-        if text_queries:
-            embedded = bundle.embed_texts([q.text or "" for q in text_queries])
-            vectors.update(zip([q.query_id for q in text_queries], embedded, strict=True))
-        image_queries = [q for q in usable if q.task == "img2img"]
-        if image_queries:
-            embedded = bundle.embed_images([images[q.query_id] for q in image_queries])
-            vectors.update(zip([q.query_id for q in image_queries], embedded, strict=True))
+    objects = [q.text if q.task in TEXT_TASKS else images[q.query_id] for q in usable]
+    per_query: dict[tuple[str, str, str], dict[str, QueryScore]] = {}
 
-        for task, task_queries in by_task.items():
-            if not task_queries:
-                continue
-            exact_top10: dict[str, set[str]] = {}
-            for mode in modes:
-                scores, latencies, overlaps = {}, {}, {}
-                for q in task_queries:
-                    started = time.perf_counter()
-                    hits = search_vectors(
-                        conn,
-                        model,
-                        vectors[q.query_id],
-                        fetch + len(q.exclude),
-                        exact=mode == "exact",
-                        ef_search=ef_search,
-                    )
-                    latencies[q.query_id] = time.perf_counter() - started
-                    ranked = [h.icon_id for h in hits]
-                    scores[q.query_id] = score_query(
-                        q.query_id, ranked, relevant[q.query_id], ks, exclude=q.exclude
-                    )
+    def score(
+        task: str,
+        name: str,
+        mode: str,
+        rankings: Mapping[str, list[str]],
+        times: Mapping[str, float],
+        overlaps: Mapping[str, float] | None = None,
+    ) -> None:
+        task_queries = [q for q in by_task[task] if q.query_id in rankings]
+        if not task_queries:
+            return
+        scores = {
+            q.query_id: score_query(
+                q.query_id, rankings[q.query_id], relevant[q.query_id], ks, exclude=q.exclude
+            )
+            for q in task_queries
+        }
+        per_query[(task, name, mode)] = scores
+        report.rows.extend(_summarise(task, name, mode, task_queries, scores, times, ks, overlaps))
+
+    settings = search.settings
+    unfolded = FusionSettings(settings.weights, settings.name_boost, False, settings.fitted)
+    encoded: dict[str, list] = {}
+    exact_top10: dict[tuple[str, str], set[str]] = {}
+    for mode in modes:
+        results = search.gather(
+            objects,
+            channels,
+            k=max(search.depth, fetch + 1),
+            exact=mode == "exact",
+            encoded=encoded,
+            connections=connections,
+        )
+        for name in channels:
+            if name == KEYWORDS and mode != modes[0]:
+                continue  # keyword search has no index mode: scored once
+            label = "lexical" if name == KEYWORDS else mode
+            for task in TASKS:
+                rankings, times, overlaps = {}, {}, {}
+                for q, r in zip(usable, results, strict=True):
+                    if q.task != task or name not in r.hits:
+                        continue
+                    ranked = [h.icon_id for h in r.hits[name]]
+                    rankings[q.query_id] = ranked
+                    times[q.query_id] = r.seconds[name]
                     top10 = set([i for i in ranked if i not in q.exclude][:10])
                     if mode == "exact":
-                        exact_top10[q.query_id] = top10
-                    elif q.query_id in exact_top10 and exact_top10[q.query_id]:
-                        overlaps[q.query_id] = len(top10 & exact_top10[q.query_id]) / len(
-                            exact_top10[q.query_id]
-                        )
-                report.rows += _summarise(task, model_id, mode, task_queries, scores, latencies, ks, overlaps)
+                        exact_top10[(name, q.query_id)] = top10
+                    elif exact_top10.get((name, q.query_id)):
+                        expected = exact_top10[(name, q.query_id)]
+                        overlaps[q.query_id] = len(top10 & expected) / len(expected)
+                score(task, name, label, rankings, times, overlaps)
+        variants = [(HYBRID, settings)] + ([(HYBRID_UNFOLDED, unfolded)] if settings.fold_variants else [])
+        for name, chosen in variants:
+            for task in TASKS:
+                rankings, times = {}, {}
+                for q, obj, r in zip(usable, objects, results, strict=True):
+                    if q.task != task:
+                        continue
+                    started = time.perf_counter()
+                    fused = search.fuse(obj, r, fetch + len(q.exclude), settings=chosen)
+                    merge = time.perf_counter() - started
+                    rankings[q.query_id] = [h.icon_id for h in fused]
+                    active = chosen.channels(fusion_kind(obj))
+                    times[q.query_id] = merge + sum(r.seconds.get(c, 0.0) for c in active)
+                score(task, name, mode, rankings, times)
 
     if icon_images and by_task["img2img"]:
         icon_ids, matrix = _pixel_matrix(icon_images, sorted(icon_to_group), report.failures)
-        scores, latencies = {}, {}
+        rankings, times = {}, {}
         for q in by_task["img2img"]:
             started = time.perf_counter()
             similarity = matrix @ pixel_vector(images[q.query_id])
             top = np.argsort(-similarity, kind="stable")[: fetch + len(q.exclude)]
-            latencies[q.query_id] = time.perf_counter() - started
-            ranked = [icon_ids[i] for i in top]
-            scores[q.query_id] = score_query(q.query_id, ranked, relevant[q.query_id], ks, exclude=q.exclude)
-        report.rows += _summarise(
-            "img2img", PIXEL_BASELINE, "numpy", by_task["img2img"], scores, latencies, ks
-        )
+            times[q.query_id] = time.perf_counter() - started
+            rankings[q.query_id] = [icon_ids[i] for i in top]
+        score("img2img", PIXEL_BASELINE, "numpy", rankings, times)
 
-    if lexical is not None:
-        for task in sorted(TEXT_TASKS):
-            if not by_task[task]:
-                continue
-            scores, latencies = {}, {}
-            for q in by_task[task]:
-                started = time.perf_counter()
-                ranked = lexical.ranked_ids(q.text or "", fetch)
-                latencies[q.query_id] = time.perf_counter() - started
-                scores[q.query_id] = score_query(q.query_id, ranked, relevant[q.query_id], ks)
-            report.rows += _summarise(task, BM25_BASELINE, "lexical", by_task[task], scores, latencies, ks)
+    for task in TASKS:
+        baseline = PIXEL_BASELINE if task == "img2img" else BM25_BASELINE
+        _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, baseline)
+        _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", "base")
+        if task == "img2img":
+            _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", PIXEL_BASELINE)
+        else:
+            _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, "captions")
     return report
+
+
+def _in_mode(
+    per_query: Mapping[tuple[str, str, str], Mapping[str, QueryScore]], mode: str
+) -> dict[tuple[str, str, str], Mapping[str, QueryScore]]:
+    """Rows of one search mode, plus the rows that have no mode (BM25, the pixel baseline)."""
+    return {key: value for key, value in per_query.items() if key[2] in (mode, "lexical", "numpy")}

@@ -1,4 +1,4 @@
-"""Search the icon index by text or by image, with every query checked before it costs anything.
+"""Search queries, checked before they cost anything: text cleaned, images framed like the renders.
 
 Choices, documented here because a caller (CLI, Gradio app) shows these messages to people:
 
@@ -20,21 +20,14 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import psycopg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from icon_pipeline.index import ModelIndex, get_model_index, search_vectors
-from icon_pipeline.lexical import LibraryKeywords
-
-# Keyword search (BM25 over names, tags and captions) is offered beside the index's models by
-# this name, the name of its row in the benchmark report.
-KEYWORD_SEARCH = "bm25"
 MAX_QUERY_CHARS = 500
 MAX_QUERY_PIXELS = 40_000_000  # the renderer's own limit, well below PIL's bomb threshold
 MAX_QUERY_BYTES = 50_000_000
@@ -62,12 +55,11 @@ class SearchHit:
     icon_id: str
     name: str
     group_id: str
-    score: float  # cosine similarity (keyword search: the BM25 score)
+    score: float  # hybrid: the fused score; one channel: its cosine similarity (keyword search: BM25)
     png_path: str | None
+    channel_scores: dict[str, float] = field(default_factory=dict)  # each channel's own score
 
 
-# icon_id -> (name, png_path)
-CatalogLookup = Mapping[str, tuple[str, str | None]]
 ImageQuery = str | Path | bytes | Image.Image
 
 
@@ -151,74 +143,6 @@ def prepare_query_image(
     return square.resize((size, size), Image.Resampling.BICUBIC) if side != size else square
 
 
-def _hits(
-    conn: psycopg.Connection,
-    model: ModelIndex,
-    vector: np.ndarray,
-    k: int,
-    catalog: CatalogLookup,
-    exact: bool,
-) -> list[SearchHit]:
-    hits = search_vectors(conn, model, vector, k, exact=exact)
-    results = []
-    for hit in hits:
-        # An icon indexed but missing from the catalog (a stale index) still shows, by id.
-        name, png_path = catalog.get(hit.icon_id, (hit.icon_id, None))
-        results.append(SearchHit(hit.icon_id, name, hit.group_id, hit.score, png_path))
-    return results
-
-
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
     if not 1 <= k <= 1000:
         raise QueryError(f"k must be between 1 and 1000, got {k}")
-
-
-def search_text(
-    conn: psycopg.Connection,
-    bundle: Embedder,
-    model_id: str,
-    query: str,
-    k: int = 10,
-    *,
-    catalog: CatalogLookup | None = None,
-    exact: bool = False,
-) -> list[SearchHit]:
-    """The k icons closest to a text query (HNSW by default; exact=True scans every row)."""
-    text = validate_text_query(query)
-    _check_k(k)
-    model = get_model_index(conn, model_id)  # fail on an unknown model before running the encoder
-    vector = bundle.embed_texts([text])[0]
-    return _hits(conn, model, vector, k, catalog or {}, exact)
-
-
-def search_image(
-    conn: psycopg.Connection,
-    bundle: Embedder,
-    model_id: str,
-    image: ImageQuery,
-    k: int = 10,
-    *,
-    catalog: CatalogLookup | None = None,
-    exact: bool = False,
-) -> list[SearchHit]:
-    """The k icons closest to an image (a path, bytes or PIL image of any size; see the module doc)."""
-    _check_k(k)
-    prepared = prepare_query_image(image)
-    model = get_model_index(conn, model_id)
-    vector = bundle.embed_images([prepared])[0]
-    return _hits(conn, model, vector, k, catalog or {}, exact)
-
-
-def search_keywords(
-    keywords: LibraryKeywords, query: str, k: int = 10, *, catalog: CatalogLookup | None = None
-) -> list[SearchHit]:
-    """Icons whose name, tags or captions share a word with the query, best BM25 score first
-    (fewer than k when fewer match: keyword search does not pad with guesses)."""
-    text = validate_text_query(query)
-    _check_k(k)
-    catalog = catalog or {}
-    results = []
-    for icon_id, score in keywords.index.search(text, k):
-        name, png_path = catalog.get(icon_id, (icon_id, None))
-        results.append(SearchHit(icon_id, name, keywords.groups.get(icon_id, icon_id), score, png_path))
-    return results

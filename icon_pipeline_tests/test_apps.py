@@ -339,7 +339,7 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     from gradio_client import handle_file
 
     api = client(served["search"])
-    assert api.predict(api_name="/available_models") == ["base", "finetuned", "bm25"]
+    assert api.predict(api_name="/available_models") == ["hybrid", "bm25", "finetuned", "base"]
     first, second, message = api.predict("base", "finetuned", "ring a bell", 5, api_name="/search_by_text")
     assert len(first) == len(second) == 5
     assert all(" · " in item["caption"] for item in first) and "**base**: 5 icons" in message
@@ -362,7 +362,7 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     _, keyword, message = api.predict(
         "base", "bm25", None, handle_file(render), 3, api_name="/search_by_image"
     )
-    assert keyword == [] and "keyword search takes words, not an image" in message
+    assert keyword == [] and "bm25 takes words, not an image" in message
 
     _, _, message = api.predict("base", "(none)", "   ", 5, api_name="/search_by_text")
     assert message == "**Error:** text query is empty: type a few words, e.g. &#x27;delete file&#x27;"
@@ -381,7 +381,12 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     _, _, message = api.predict("base", "(none)", None, None, 3, api_name="/search_by_image")
     assert message == "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP)"
     _, _, message = api.predict("nope", "(none)", "bell", 3, api_name="/search_by_text")
-    assert "no embeddings stored for model &#x27;nope&#x27;; available models: base, finetuned" in message
+    assert "unknown model &#x27;nope&#x27;; choose one of: hybrid, bm25, finetuned, base" in message
+    # Hybrid search is the default and answers images too.
+    hybrid, _, message = api.predict(
+        "hybrid", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
+    )
+    assert hybrid[0]["caption"].startswith("folder-plus") and "**hybrid**: 3 icons" in message
 
 
 def test_search_app_says_when_the_index_is_unreachable(

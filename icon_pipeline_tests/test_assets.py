@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import (
+    AssetCheckKey,
+    AssetKey,
     DagsterInstance,
     EvaluateAutomationConditionsResult,
     SensorResult,
@@ -285,16 +287,26 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     report = json.loads((pipeline_env / "data" / "reports" / "benchmark.json").read_text())
     tasks = report["results"]
     assert set(tasks) == {"text2img", "semantic2img", "img2img"}
-    assert {"base", "finetuned"} <= set(tasks["text2img"]) and "bm25" in tasks["text2img"]
-    assert "raw-pixels-16x16" in tasks["img2img"]
-    assert "R@1" in _metadata(instance, "benchmark_report")["report"]
+    assert {"hybrid", "captions", "base", "finetuned"} <= set(tasks["text2img"]) and "bm25" in tasks[
+        "text2img"
+    ]
+    assert {"hybrid", "pixels", "raw-pixels-16x16"} <= set(tasks["img2img"])
+    benchmark = _metadata(instance, "benchmark_report")
+    assert "R@1" in benchmark["report"] and isinstance(benchmark["hybrid/text2img/R@1"], float)
+    assert report["warnings"]  # 4 queries a task: flagged as too few to mean anything
+    fusion = _metadata(instance, "search_fusion")
+    assert "weights" in fusion and isinstance(fusion["fold_variants"], bool)
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey("benchmark_report"), "finetuned_beats_base_and_baselines")]
+    )
+    assert checks  # the WARN check ran beside the report
 
     service = SearchService.open()
     try:
-        assert set(service.models()) == {"base", "finetuned"}
+        assert service.models() == ["hybrid", "bm25", "captions", "finetuned", "base", "pixels"]
         hits = service.text("hide layer", k=5)
-        assert len(hits) == 5 and all(h.name for h in hits)
-        keyword_hits = service.text("bell", model_id="bm25", k=3)
+        assert len(hits) == 5 and all(h.name for h in hits) and hits[0].channel_scores
+        keyword_hits = service.text("bell", "BM25", k=3)  # any case
         assert keyword_hits and all("bell" in h.name for h in keyword_hits)
         screenshot = _screenshot(pipeline_env / "shot.png", pipeline_env / "data")
         hits = service.image(screenshot, k=3)
@@ -305,7 +317,43 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
         [CLI, "search", "bell", "--model", "nope"], capture_output=True, text=True, timeout=120
     )
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
-    assert "no embeddings stored for model 'nope'; available models: base, finetuned" in unknown.stderr
+    assert (
+        "unknown model 'nope'; choose one of: hybrid, bm25, captions, finetuned, base, pixels"
+        in unknown.stderr
+    )
+    as_json = subprocess.run(
+        [CLI, "search", "ring the bell", "--json", "-k", "3"], capture_output=True, text=True, timeout=120
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["model"] == "hybrid" and len(answer["hits"]) == 3
+    assert {"icon_id", "name", "group_id", "score", "channels"} <= set(answer["hits"][0])
+    assert answer["hits"][0]["channels"]  # every channel's own score for the hit
+
+    # A team's own queries: names or ids, a screenshot, and lines that cannot be used.
+    queries = pipeline_env / "my_queries.jsonl"
+    queries.write_text(
+        '{"text": "notification bell", "relevant": ["bell"]}\n'
+        "\n"
+        '{"text": "delete", "relevant": ["trash", "no-such-icon"]}\n'
+        '{"relevant": ["bell"]}\n'
+        "not json\n"
+        f'{{"image": "{screenshot.name}", "relevant": ["folder"]}}\n'
+    )
+    evaluated = subprocess.run(
+        [CLI, "evaluate", str(queries), "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads(evaluated.stdout)
+    assert scores["queries"] == 2
+    assert [(p["line"], p["reason"].split(":")[0]) for p in scores["skipped"]] == [
+        (3, 'unknown icon(s) in "relevant"'),
+        (4, 'needs exactly one of "text" or "image"'),
+        (5, "not a JSON object (Expecting value)"),
+    ]
+    channels = {(r["channel"], r["kind"]) for r in scores["results"]}
+    assert {("hybrid", "text"), ("hybrid", "image"), ("bm25", "text"), ("pixels", "image")} <= channels
+    assert all(0 <= r["recall@10"] <= 1 for r in scores["results"])
 
     # Scale out as a data engineer would in the launchpad: only the `torchrun` resource changes
     # (gloo on this CPU, NCCL where GPUs are). The global batch doubles, so it is a new run dir.

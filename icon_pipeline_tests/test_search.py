@@ -1,7 +1,9 @@
-"""Search by text and image, query validation, BM25 and the benchmark report, on a tiny real model.
+"""Search by text and image: each channel, hybrid search, fusion and its fit, query validation,
+BM25 and the benchmark report, on real models and a real PostgreSQL.
 
 The module builds one tiny SigLIP2 checkpoint (untrained: its ranking is arbitrary except that an
-image is closest to itself), renders 30 Tabler icons and indexes them in a database of its own.
+image is closest to itself), renders 30 Tabler icons, and indexes them in a database of its own with
+the packaged sentence encoder over their names and tags and their normalised drawings.
 """
 
 from __future__ import annotations
@@ -20,22 +22,40 @@ import pytest
 from PIL import Image
 
 from icon_pipeline.augment import degrade
+from icon_pipeline.channels import (
+    CAPTIONS,
+    KEYWORDS,
+    PIXELS,
+    ChannelHit,
+    KeywordChannel,
+    caption_channel,
+    model_channel,
+    pixel_channel,
+)
 from icon_pipeline.database import DatabaseInfo
-from icon_pipeline.index import UnknownModelError, write_embeddings
-from icon_pipeline.lexical import BM25Index, LibraryKeywords, tokenize
+from icon_pipeline.fusion import FittingQuery, FusionSettings, fit_fusion, fuse, fusion_kind, minmax
+from icon_pipeline.hybrid import HYBRID, HybridSearch, LibraryIndex
+from icon_pipeline.index import DimensionMismatchError, UnknownModelError, get_model_index, write_embeddings
+from icon_pipeline.lexical import BM25Index, tokenize
 from icon_pipeline.modeling import EncoderBundle, build_base_checkpoint, load_checkpoint
+from icon_pipeline.pixels import pixel_vector
 from icon_pipeline.rendering import render_icon
-from icon_pipeline.report import BM25_BASELINE, MODES, PIXEL_BASELINE, SUBSETS, TASKS, run_benchmark
+from icon_pipeline.report import (
+    BM25_BASELINE,
+    HYBRID_UNFOLDED,
+    MODES,
+    PIXEL_BASELINE,
+    SUBSETS,
+    TASKS,
+    run_benchmark,
+)
 from icon_pipeline.search import (
     MAX_QUERY_CHARS,
     QueryError,
-    SearchHit,
     prepare_query_image,
-    search_image,
-    search_keywords,
-    search_text,
     validate_text_query,
 )
+from icon_pipeline.text_encoder import load_sentence_encoder
 
 CATEGORIES = (
     "Weather",
@@ -93,91 +113,209 @@ def indexed(postgres: DatabaseInfo, tabler_package: Path, project_tmp: Path) -> 
     db_url = postgres.libpq_url.replace("/postgres?", f"/{database}?")
     icon_ids = list(names)
     embeddings = bundle.embed_images([Image.open(pngs[i]) for i in icon_ids])
-    with psycopg.connect(db_url) as conn:
+    rows = [(i, t) for i in icon_ids for t in dict.fromkeys([names[i].replace("-", " "), *tags[i]])]
+    texts = [t for _, t in rows]
+    with psycopg.connect(db_url, autocommit=True) as conn:
         write_embeddings(conn, MODEL_ID, icon_ids, [groups[i] for i in icon_ids], embeddings)
+        write_embeddings(
+            conn,
+            CAPTIONS,
+            [i for i, _ in rows],
+            [groups[i] for i, _ in rows],
+            load_sentence_encoder().embed(texts),
+            texts=texts,
+        )
+        drawings = np.stack([pixel_vector(Image.open(pngs[i])) for i in icon_ids])
+        write_embeddings(conn, PIXELS, icon_ids, [groups[i] for i in icon_ids], drawings)
     yield IndexedIcons(db_url, bundle, names, tags, groups, pngs)
     with psycopg.connect(postgres.libpq_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-# --- search -----------------------------------------------------------------------------------
+def _hybrid(conn: psycopg.Connection, indexed: IndexedIcons, settings: FusionSettings | None = None):
+    """Hybrid search over every channel of the module's index, equal weights unless given."""
+    keywords = BM25Index.build({i: [indexed.names[i], *indexed.tags[i]] for i in indexed.names})
+    channels = {
+        KEYWORDS: KeywordChannel(keywords),
+        CAPTIONS: caption_channel(conn, load_sentence_encoder()),
+        MODEL_ID: model_channel(conn, MODEL_ID, indexed.bundle),
+        PIXELS: pixel_channel(conn),
+    }
+    settings = settings or FusionSettings.unfitted(
+        {
+            "words": [KEYWORDS, CAPTIONS, MODEL_ID],
+            "sentence": [KEYWORDS, CAPTIONS, MODEL_ID],
+            "image": [MODEL_ID, PIXELS],
+        }
+    )
+    return HybridSearch(channels, settings, LibraryIndex.build(indexed.icon_to_group, indexed.names))
+
+
+# --- channels ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("exact", [False, True])
 def test_image_search_finds_the_icon_first(indexed: IndexedIcons, exact: bool) -> None:
     with psycopg.connect(indexed.db_url) as conn:
+        channel = model_channel(conn, MODEL_ID, indexed.bundle)
         for icon_id in list(indexed.names)[::7]:
-            hits = search_image(
-                conn,
-                indexed.bundle,
-                MODEL_ID,
-                indexed.png_paths[icon_id],
-                k=5,
-                catalog=indexed.catalog,
-                exact=exact,
-            )
+            query = prepare_query_image(indexed.png_paths[icon_id])
+            hits = channel.search(channel.encode([query])[0], 5, exact=exact)
             assert len(hits) == 5
             assert hits[0].icon_id == icon_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
-            assert hits[0].name == indexed.names[icon_id] and hits[0].png_path == str(
-                indexed.png_paths[icon_id]
-            )
-            assert hits[0].group_id == indexed.icon_to_group[icon_id]
             assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_image_search_accepts_bytes_and_pil(indexed: IndexedIcons) -> None:
+def test_image_queries_accept_bytes_and_pil(indexed: IndexedIcons) -> None:
     icon_id = next(iter(indexed.names))
     data = indexed.png_paths[icon_id].read_bytes()
     with psycopg.connect(indexed.db_url) as conn:
-        from_bytes = search_image(conn, indexed.bundle, MODEL_ID, data, k=1)
-        from_pil = search_image(conn, indexed.bundle, MODEL_ID, Image.open(io.BytesIO(data)), k=1)
-    assert from_bytes[0].icon_id == from_pil[0].icon_id == icon_id
-    assert from_bytes[0].name == icon_id  # no catalog given: the id stands in for the name
+        channel = model_channel(conn, MODEL_ID, indexed.bundle)
+        first = [
+            channel.search(channel.encode([prepare_query_image(source)])[0], 1)[0].icon_id
+            for source in (data, Image.open(io.BytesIO(data)))
+        ]
+    assert first == [icon_id, icon_id]
 
 
-def test_text_search_returns_k_named_hits(indexed: IndexedIcons) -> None:
+def test_the_caption_channel_scores_each_icon_by_its_best_text(indexed: IndexedIcons) -> None:
     with psycopg.connect(indexed.db_url) as conn:
-        hits = search_text(
-            conn, indexed.bundle, MODEL_ID, "  sunny   weather ", k=10, catalog=indexed.catalog
+        table = get_model_index(conn, CAPTIONS)
+        # One row per distinct text, however many icons carry it.
+        distinct = {t for i in indexed.names for t in [indexed.names[i].replace("-", " "), *indexed.tags[i]]}
+        assert table.row_kind == "text" and table.rows == len(distinct)
+        channel = caption_channel(conn, load_sentence_encoder())
+        name = indexed.names[next(iter(indexed.names))]
+        for exact in (True, False):
+            hits = channel.search(channel.encode([name.replace("-", " ")])[0], 10, exact=exact)
+            assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # its own name, word for word
+            assert indexed.names[hits[0].icon_id] == name
+            assert len({h.icon_id for h in hits}) == len(hits) == 10  # each icon once
+
+
+def test_the_pixel_channel_finds_the_icon_of_a_screenshot(indexed: IndexedIcons) -> None:
+    rng = random.Random(1)
+    with psycopg.connect(indexed.db_url) as conn:
+        channel = pixel_channel(conn)
+        found = 0
+        for icon_id in list(indexed.names)[:10]:
+            for kind in ("dark", "aspect", "crop"):
+                shot = prepare_query_image(degrade(Image.open(indexed.png_paths[icon_id]), kind, rng))
+                found += channel.search(channel.encode([shot])[0], 1)[0].icon_id == icon_id
+        assert found >= 27, found  # dark theme, padding and crops are undone before comparing
+
+
+def test_unknown_model_and_wrong_dimension_are_clear(indexed: IndexedIcons) -> None:
+    with psycopg.connect(indexed.db_url) as conn:
+        with pytest.raises(UnknownModelError, match=f"'nope'; available models: .*{MODEL_ID}"):
+            model_channel(conn, "nope", indexed.bundle)
+        channel = pixel_channel(conn)
+        with pytest.raises(
+            DimensionMismatchError, match="dimension 3 but the stored embeddings have dimension 1024"
+        ):
+            channel.search(np.ones(3, np.float32) / np.sqrt(3), 5)
+
+
+# --- fusion -----------------------------------------------------------------------------------
+
+
+def _hits(*pairs: tuple[str, float]) -> list[ChannelHit]:
+    return [ChannelHit(i, s) for i, s in pairs]
+
+
+def test_fuse_normalises_weighs_boosts_and_folds_variants() -> None:
+    assert minmax(_hits(("a", 3.0), ("b", 2.0), ("c", 1.0))) == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert minmax(_hits(("a", 0.3))) == {"a": 1.0}
+    hits = {"x": _hits(("a", 10.0), ("b", 5.0), ("c", 0.0)), "y": _hits(("c", 0.9), ("b", 0.8), ("a", 0.1))}
+    groups = {"a": "A", "b": "B", "c": "C", "c-filled": "C"}
+    members = {"A": ["a"], "B": ["b"], "C": ["c", "c-filled"]}
+    common = {"group_of": groups, "members": members}
+    plain = fuse(hits, {"x": 0.5, "y": 0.5}, 4, fold_variants=False, **common)
+    assert [h.icon_id for h in plain] == ["b", "a", "c"]  # b: 0.25 + 0.5 * 7/8 beats a: 0.5 + 0
+    assert plain[0].channel_scores == {"x": 5.0, "y": 0.8}
+    only_y = fuse(hits, {"y": 1.0}, 4, fold_variants=False, **common)
+    assert [h.icon_id for h in only_y] == ["c", "b", "a"]  # a channel of weight 0 changes nothing
+    boosted = fuse(
+        hits, {"x": 0.5, "y": 0.5}, 4, fold_variants=False, name_matches={"c"}, name_boost=1.0, **common
+    )
+    assert boosted[0].icon_id == "c" and boosted[0].name_match
+    folded = fuse(hits, {"y": 1.0}, 4, fold_variants=True, **common)
+    # The variant no channel returned comes with its concept, right after the one that scored.
+    assert [h.icon_id for h in folded][:2] == ["c", "c-filled"] and folded[1].score == folded[0].score
+    assert "c" not in [h.icon_id for h in fuse(hits, {"y": 1.0}, 4, exclude={"c"}, **common)]
+
+
+def test_fit_gives_a_useless_channel_no_weight_and_keeps_kinds_apart() -> None:
+    """A channel that ranks at random gets weight 0; words and images are fitted separately."""
+    rng = random.Random(0)
+    icons = [f"i{n}" for n in range(40)]
+    groups = {i: i for i in icons}
+    queries = []
+    for target in icons:
+        noise = rng.sample(icons, 10)
+        good = _hits((target, 1.0), *((i, 0.5) for i in icons[:5] if i != target))
+        queries.append(
+            FittingQuery(
+                "words",
+                {"good": good, "noise": _hits(*((i, 1.0 - n / 10) for n, i in enumerate(noise)))},
+                frozenset({target}),
+            )
         )
-    assert len(hits) == 10 and all(isinstance(h, SearchHit) for h in hits)
-    assert all(h.name == indexed.names[h.icon_id] for h in hits)
-    assert len({h.icon_id for h in hits}) == 10
+        queries.append(FittingQuery("image", {"pixels": good}, frozenset({target})))
+    settings = fit_fusion(queries, {"words": ["good", "noise"], "image": ["pixels"]}, groups)
+    assert settings.weights["words"] == {"good": 1.0, "noise": 0.0}
+    assert settings.weights["image"] == {"pixels": 1.0}
+    assert settings.fitted["single_channels"]["words"]["good"]["r1"] == 1.0
+    assert settings.fitted["per_kind"]["words"]["r1"] == 1.0
+    assert FusionSettings.from_json(settings.to_json()) == settings
+    assert (
+        fusion_kind("hide layer"),
+        fusion_kind("i want to hide this layer"),
+        fusion_kind(Image.new("RGB", (2, 2))),
+    ) == (
+        "words",
+        "sentence",
+        "image",
+    )
 
 
-def test_unknown_model_fails_before_encoding(indexed: IndexedIcons) -> None:
-    with (
-        psycopg.connect(indexed.db_url) as conn,
-        pytest.raises(UnknownModelError, match=f"'nope'; available models: {MODEL_ID}"),
-    ):
-        search_text(conn, indexed.bundle, "nope", "delete")
+def test_hybrid_answers_when_no_word_matches_and_finds_variants_of_a_screenshot(
+    indexed: IndexedIcons,
+) -> None:
+    with psycopg.connect(indexed.db_url) as conn:
+        search = _hybrid(conn, indexed)
+        # No icon's name or tag has this word: keywords say nothing, the other channels still answer.
+        query = "meteorology"
+        assert search.single(KEYWORDS, query) == []
+        hits = search.search(query, 5)
+        assert len(hits) == 5 and all(KEYWORDS not in h.channel_scores for h in hits)
+        # An exact name comes first, whatever the channels think.
+        name = indexed.names[next(iter(indexed.names))]
+        assert search.search(name, 1)[0].icon_id == next(iter(indexed.names))
+        # A screenshot: its icon first, exact and through HNSW alike.
+        icon_id = list(indexed.names)[3]
+        shot = prepare_query_image(degrade(Image.open(indexed.png_paths[icon_id]), "blur", random.Random(0)))
+        assert search.search(shot, 1)[0].icon_id == icon_id
+        assert search.search(shot, 1, exact=True)[0].icon_id == icon_id
 
 
 # --- keyword search (no model needed) ----------------------------------------------------------
 
 
 def test_keyword_search_ranks_by_shared_words_and_pads_with_nothing() -> None:
-    keywords = LibraryKeywords(
-        index=BM25Index.build(
+    channel = KeywordChannel(
+        BM25Index.build(
             {
                 "eye-off": ["eye off", "hide", "hide layer", "invisible"],
                 "eye": ["eye", "show", "visible"],
                 "layers": ["layers", "stack", "layer order"],
             }
-        ),
-        groups={"eye-off": "g-eye-off", "eye": "g-eye", "layers": "g-layers"},
+        )
     )
-    catalog = {"eye-off": ("eye-off (outline)", "/renders/eye-off.png")}
-    hits = search_keywords(keywords, "  Hide   layers ", 10, catalog=catalog)
+    hits = channel.search(validate_text_query("  Hide   layers "), 10)
     assert [h.icon_id for h in hits] == ["eye-off", "layers"]  # no guess for "eye"
-    assert hits[0] == SearchHit(
-        "eye-off", "eye-off (outline)", "g-eye-off", hits[0].score, "/renders/eye-off.png"
-    )
     assert hits[0].score > hits[1].score > 0
-    assert hits[1].name == "layers" and hits[1].png_path is None  # not in the catalog: shown by id
-    assert search_keywords(keywords, "teapot", 10) == []
-    with pytest.raises(QueryError, match="text query is empty"):
-        search_keywords(keywords, "   ", 10)
+    assert channel.search("teapot", 10) == []
 
 
 # --- query validation (no model needed) -------------------------------------------------------
@@ -328,35 +466,40 @@ def _queries(indexed: IndexedIcons, out: Path) -> list[dict]:
     return rows
 
 
-def test_report_has_every_task_model_mode_and_metric(indexed: IndexedIcons, fresh_dir: Path) -> None:
+def test_report_has_every_task_channel_mode_and_metric(indexed: IndexedIcons, fresh_dir: Path) -> None:
     queries = _queries(indexed, fresh_dir)
-    lexical = BM25Index.build({i: [indexed.names[i], *indexed.tags[i]] for i in indexed.names})
     with psycopg.connect(indexed.db_url) as conn:
-        report = run_benchmark(
-            conn,
-            queries,
-            {MODEL_ID: indexed.bundle},
-            indexed.icon_to_group,
-            lexical,
-            icon_images=indexed.png_paths,
-        )
+        search = _hybrid(conn, indexed)
+        report = run_benchmark(queries, search, indexed.icon_to_group, icon_images=indexed.png_paths)
     data = json.loads(json.dumps(report.to_json()))  # JSON-able, NaN-free
     assert data["ks"] == [1, 5, 10, 30] and data["map_k"] == 30
     assert data["query_counts"] == {"text2img": 12, "semantic2img": 12, "img2img": 12}
     assert [f["query_id"] for f in data["failures"]] == ["broken"]
     metrics = {"n_queries", "recall@1", "recall@5", "recall@10", "recall@30", "map@30", "latency_p50_ms"}
+    answers = {
+        "text2img": [CAPTIONS, MODEL_ID],
+        "semantic2img": [CAPTIONS, MODEL_ID],
+        "img2img": [MODEL_ID, PIXELS],
+    }
     for task in TASKS:
-        for mode in MODES:
-            for subset in SUBSETS:
-                cell = data["results"][task][MODEL_ID][mode][subset]
-                assert metrics <= set(cell), (task, mode, subset)
-                assert cell["n_queries"] == {"all": 12, "seen": 9, "heldout": 3}[subset]
-                assert (
-                    0 <= cell["recall@1"] <= cell["recall@5"] <= cell["recall@10"] <= cell["recall@30"] <= 1
-                )
-                assert cell["latency_p50_ms"] > 0
+        for channel in [HYBRID, HYBRID_UNFOLDED, *answers[task]]:
+            for mode in MODES:
+                for subset in SUBSETS:
+                    cell = data["results"][task][channel][mode][subset]
+                    assert metrics <= set(cell), (task, channel, mode, subset)
+                    assert cell["n_queries"] == {"all": 12, "seen": 9, "heldout": 3}[subset]
+                    assert (
+                        0
+                        <= cell["recall@1"]
+                        <= cell["recall@5"]
+                        <= cell["recall@10"]
+                        <= cell["recall@30"]
+                        <= 1
+                    )
+                    assert cell["latency_p50_ms"] > 0
     for task in ("text2img", "semantic2img"):
         assert data["results"][task][BM25_BASELINE]["lexical"]["all"]["n_queries"] == 12
+        assert PIXELS not in data["results"][task]  # a channel is only scored on what it answers
     pixels = data["results"]["img2img"][PIXEL_BASELINE]["numpy"]["all"]
     # A downsampled copy's siblings are found by pixels well above chance (3 of 30 icons per group).
     assert pixels["recall@30"] == 1.0 and pixels["n_queries"] == 12
@@ -364,34 +507,33 @@ def test_report_has_every_task_model_mode_and_metric(indexed: IndexedIcons, fres
     assert data["results"]["img2img"][MODEL_ID]["exact"]["all"]["recall@30"] == 1.0
     # HNSW on 30 rows is exact.
     assert data["results"]["img2img"][MODEL_ID]["hnsw"]["all"]["ann_overlap@10"] == 1.0
+    # Tags as queries, judged by category: the caption channel finds them, word for word.
+    assert data["results"]["text2img"][CAPTIONS]["hnsw"]["all"]["recall@1"] == 1.0
+    # Paired tests beside the comparisons that matter, and 12 queries flagged as too few.
+    compared = {(c["task"], c["model"], c["baseline"]) for c in data["comparisons"]}
+    assert {("text2img", HYBRID, BM25_BASELINE), ("img2img", HYBRID, PIXEL_BASELINE)} <= compared
+    assert all(0 <= c["p_value"] <= 1 for c in data["comparisons"])
+    assert len(data["warnings"]) == 3 and "only 12 queries" in data["warnings"][0]
+    assert data["fusion"]["weights"]["image"] == {MODEL_ID: 0.5, PIXELS: 0.5}
 
     markdown = report.to_markdown()
+    assert markdown.startswith("### headline")
     for task in TASKS:
         assert f"### {task}" in markdown
     assert f"| {MODEL_ID} | hnsw | heldout | 3 |" in markdown and PIXEL_BASELINE in markdown
+    assert "**Warning:** img2img: only 12 queries" in markdown
     paths = report.plots(fresh_dir / "plots")
     assert [p.name for p in paths] == [f"recall_at_k_{t}.png" for t in TASKS]
     assert all(Image.open(p).size[0] > 100 for p in paths)
 
 
-def test_report_refuses_bad_queries_and_dimension_mismatch(indexed: IndexedIcons) -> None:
-    with psycopg.connect(indexed.db_url) as conn:
-        with pytest.raises(ValueError, match="query q1: unknown task 'sketch2img'"):
-            run_benchmark(
-                conn,
-                [{"query_id": "q1", "task": "sketch2img", "relevant_group_ids": ["g"]}],
-                {},
-                indexed.icon_to_group,
-            )
-
-        class WrongDim:
-            dim = 8
-
-            def embed_texts(self, texts):  # pragma: no cover - never reached
-                raise AssertionError
-
-            embed_images = embed_texts
-
-        row = {"query_id": "q", "task": "text2img", "text": "sun", "relevant_group_ids": ["Weather"]}
-        with pytest.raises(ValueError, match="encoder dimension 8 differs from the stored embeddings' 64"):
-            run_benchmark(conn, [row], {MODEL_ID: WrongDim()}, indexed.icon_to_group)
+def test_report_refuses_bad_queries(indexed: IndexedIcons) -> None:
+    with (
+        psycopg.connect(indexed.db_url) as conn,
+        pytest.raises(ValueError, match="query q1: unknown task 'sketch2img'"),
+    ):
+        run_benchmark(
+            [{"query_id": "q1", "task": "sketch2img", "relevant_group_ids": ["g"]}],
+            _hybrid(conn, indexed),
+            indexed.icon_to_group,
+        )

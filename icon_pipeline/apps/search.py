@@ -1,10 +1,9 @@
-"""Icon search for designers: a text box or an image (upload or paste) -> a grid of icons with
-names and cosine scores from the pgvector index, for one model or two side by side (base vs
-fine-tuned, compared by eye). Keyword search (`bm25`: names, tags and captions) is offered beside
-the models, for text.
+"""Icon search for designers: a text box or an image (upload or paste) -> a grid of icons with names
+and scores. Hybrid search (every channel merged, as the benchmark's `hybrid` row) by default; any
+single channel can be picked instead, and a second one shown beside it to compare by eye.
 
-Which checkpoint embeds a query: the one `icon_embeddings` recorded beside the model's rows
-(`service.model_checkpoint`). Loaded checkpoints are kept in memory.
+Built on `service.SearchService`, the same code as `icon-pipeline search`: each request opens its
+own database connection; loaded checkpoints are shared by all requests.
 """
 
 from __future__ import annotations
@@ -17,18 +16,11 @@ from typing import Any
 import gradio as gr
 import psycopg
 
-from icon_pipeline.apps.common import load_icons
-from icon_pipeline.index import EmbeddingIndexError, list_models
-from icon_pipeline.lexical import LibraryKeywords, library_keywords
-from icon_pipeline.search import (
-    KEYWORD_SEARCH,
-    QueryError,
-    SearchHit,
-    search_image,
-    search_keywords,
-    search_text,
-)
-from icon_pipeline.service import NotReadyError, model_checkpoint
+from icon_pipeline.index import EmbeddingIndexError
+from icon_pipeline.modeling import CheckpointError, EncoderBundle
+from icon_pipeline.search import QueryError, SearchHit
+from icon_pipeline.service import NotReadyError, SearchService
+from icon_pipeline.text_encoder import TextEncoderError
 
 TITLE = "Icon search"
 EMBEDDINGS_ASSET = "icon_embeddings"
@@ -36,7 +28,8 @@ NO_COMPARE = "(none)"
 DEFAULT_K = 24
 MAX_K = 96
 
-_bundles: dict[tuple[str, str], Any] = {}
+# Loaded checkpoints, shared by every request (each request has its own connection).
+_bundles: dict[str, EncoderBundle] = {}
 _bundles_lock = threading.Lock()
 
 
@@ -44,7 +37,7 @@ class SearchUnavailable(RuntimeError):
     """The index cannot be used (database down, no models); the message says what to do."""
 
 
-def _connect() -> psycopg.Connection:
+def _service() -> SearchService:
     from icon_pipeline.database import DatabaseError, describe_url, ensure_database
 
     try:
@@ -52,18 +45,22 @@ def _connect() -> psycopg.Connection:
     except DatabaseError as exc:
         raise SearchUnavailable(f"the search index is unreachable: {exc}") from None
     try:
-        return psycopg.connect(url, connect_timeout=5)
+        conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError:
         raise SearchUnavailable(
             f"the search index is unreachable: cannot connect to {describe_url(url)}"
         ) from None
+    return SearchService(conn, bundles=_bundles)  # the checkpoints this process has loaded already
 
 
 def available_models() -> list[str]:
-    """Model ids with stored embeddings; SearchUnavailable if none or the database is down."""
-    with _connect() as conn:
-        models = [m.model_id for m in list_models(conn)]
-    if not models:
+    """hybrid, then every single channel; SearchUnavailable if the index is empty or down."""
+    service = _service()
+    try:
+        models = service.models()
+    finally:
+        service.close()
+    if "hybrid" not in models:
         raise SearchUnavailable(
             f"the search index has no models yet: materialize `{EMBEDDINGS_ASSET}` "
             f"(`icon-pipeline materialize {EMBEDDINGS_ASSET}`), then reload this page"
@@ -71,123 +68,80 @@ def available_models() -> list[str]:
     return models
 
 
-def _bundle(checkpoint: str, model_id: str):
-    from icon_pipeline.modeling import CheckpointError, load_checkpoint
-
-    key = (model_id, checkpoint)
-    with _bundles_lock:
-        if key not in _bundles:
-            try:
-                _bundles[key] = load_checkpoint(checkpoint)
-            except CheckpointError as exc:
-                raise SearchUnavailable(f"model {model_id!r}: cannot load its checkpoint: {exc}") from None
-        return _bundles[key]
-
-
-def _library_keywords() -> LibraryKeywords:
-    try:
-        return library_keywords()
-    except FileNotFoundError:
-        raise SearchUnavailable(
-            "keyword search needs the icon catalog and the training pairs: materialize `training_pairs`"
-        ) from None
-
-
-def _catalog() -> dict[str, tuple[str, str | None]]:
-    try:
-        # The variant (style or folder) tells the outline and filled icon of one name apart.
-        return {
-            i.icon_id: (f"{i.name} ({i.variant})" if i.variant else i.name, i.png_path)
-            for i in load_icons().values()
-        }
-    except FileNotFoundError:
-        return {}  # no catalog: hits still show by id and score
-
-
 def _gallery(hits: list[SearchHit]) -> list[tuple[str, str]]:
     return [(h.png_path, f"{h.name} · {h.score:.3f}") for h in hits if h.png_path]
 
 
 def _run(
-    models: list[str],
-    k: float | None,
-    do: Callable[[psycopg.Connection, Any, str, int], list[SearchHit]],
-    keywords: Callable[[int], list[SearchHit]] | None = None,
-) -> tuple[list, list, str]:
-    """Run `do` for each model (`keywords` for keyword search; None: the query has no words)."""
+    models: list[str], k: float | None, do: Callable[[SearchService, str, int], list[SearchHit]]
+) -> tuple:
+    """Run `do` for each chosen model: (first gallery, second gallery, message)."""
     k_int = int(k or DEFAULT_K)
     if not 1 <= k_int <= MAX_K:
         return [], [], f"**Error:** show between 1 and {MAX_K} icons, got {k_int}"
     galleries: list[list] = [[], []]
     notes = []
     try:
-        with _connect() as conn:
-            for slot, model_id in enumerate(models[:2]):
-                if model_id == KEYWORD_SEARCH:
-                    if keywords is None:
-                        notes.append(f"**{KEYWORD_SEARCH}**: keyword search takes words, not an image")
-                        continue
-                    hits = keywords(k_int)
-                else:
-                    # An unknown model: UnknownModelError says which ones exist, and nothing is loaded.
-                    bundle = _bundle(model_checkpoint(conn, model_id), model_id)
-                    hits = do(conn, bundle, model_id, k_int)
+        service = _service()
+        try:
+            for slot, model in enumerate(models[:2]):
+                try:
+                    with _bundles_lock:  # one model load at a time; searching itself is per connection
+                        model = service.resolve(model)
+                        hits = do(service, model, k_int)
+                except QueryError as exc:
+                    if slot == 0:
+                        raise
+                    notes.append(f"**{html.escape(model)}**: {html.escape(str(exc))}")
+                    continue
                 galleries[slot] = _gallery(hits)
-                missing = [h for h in hits if not h.png_path]
                 top = f"{hits[0].name} ({hits[0].score:.3f})" if hits else "nothing"
-                note = f"**{html.escape(model_id)}**: {len(hits)} icons, best {html.escape(top)}"
+                note = f"**{html.escape(model)}**: {len(hits)} icons, best {html.escape(top)}"
+                missing = [h for h in hits if not h.png_path]
                 if missing:
                     note += f"; {len(missing)} without a render: " + ", ".join(h.icon_id for h in missing[:5])
                 notes.append(note)
-    except (QueryError, SearchUnavailable, NotReadyError, EmbeddingIndexError) as exc:
+        finally:
+            service.close()
+    except (
+        QueryError,
+        SearchUnavailable,
+        NotReadyError,
+        EmbeddingIndexError,
+        CheckpointError,
+        TextEncoderError,
+    ) as exc:
         return [], [], f"**Error:** {html.escape(str(exc))}"
     except psycopg.OperationalError:
         return [], [], "**Error:** the search index became unreachable during the query; try again"
     return galleries[0], galleries[1], "  \n".join(notes)
 
 
-def _models(model: str | None, compare: str | None) -> list[str] | str:
-    if not model:
-        return "**Error:** choose a model"
-    return [model] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
+def _models(model: str | None, compare: str | None) -> list[str]:
+    return [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
 
 
 def search_by_text(model: str, compare: str | None, query: str, k: float | None) -> tuple[list, list, str]:
     """(gallery of `model`, gallery of `compare`, message) for a text query."""
-    models = _models(model, compare)
-    if isinstance(models, str):
-        return [], [], models
-    catalog = _catalog()
-    return _run(
-        models,
-        k,
-        lambda conn, bundle, m, n: search_text(conn, bundle, m, query or "", n, catalog=catalog),
-        keywords=lambda n: search_keywords(_library_keywords(), query or "", n, catalog=catalog),
-    )
+    return _run(_models(model, compare), k, lambda service, m, n: service.text(query or "", m, n))
 
 
 def search_by_image(
     model: str, compare: str | None, upload: str | None, pasted: str | None, k: float | None
 ) -> tuple[list, list, str]:
     """Like search_by_text for an image: a pasted one wins over an uploaded file."""
-    models = _models(model, compare)
-    if isinstance(models, str):
-        return [], [], models
     source = pasted or upload
     if not source:
         return [], [], "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP)"
-    catalog = _catalog()
-    return _run(
-        models, k, lambda conn, bundle, m, n: search_image(conn, bundle, m, source, n, catalog=catalog)
-    )
+    return _run(_models(model, compare), k, lambda service, m, n: service.image(source, m, n))
 
 
 def models_api() -> list[str]:
-    """The model ids the page offers, then keyword search."""
-    return [*available_models(), KEYWORD_SEARCH]
+    """The choices the page offers: hybrid search, then each channel."""
+    return available_models()
 
 
-def page_state() -> tuple[dict, dict, str, bool]:
+def page_state() -> tuple[Any, Any, str, bool]:
     """(model dropdown update, compare dropdown update, message, whether search is usable)."""
     try:
         models = available_models()
@@ -195,29 +149,27 @@ def page_state() -> tuple[dict, dict, str, bool]:
         return (
             gr.update(choices=[], value=None),
             gr.update(choices=[NO_COMPARE], value=NO_COMPARE),
-            (f"## {TITLE}: not ready\n\n{html.escape(str(exc))}"),
+            f"## {TITLE}: not ready\n\n{html.escape(str(exc))}",
             False,
         )
-    compare = models[1] if len(models) > 1 else NO_COMPARE
     return (
-        gr.update(choices=[*models, KEYWORD_SEARCH], value=models[0]),
-        gr.update(choices=[NO_COMPARE, *models, KEYWORD_SEARCH], value=compare),
+        gr.update(choices=models, value="hybrid"),
+        gr.update(choices=[NO_COMPARE, *models], value=NO_COMPARE),
         "",
         True,
     )
 
 
 def build() -> gr.Blocks:
-    _catalog()  # read once at start-up: the first query is as fast as the next ones
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nDescribe what the icon is for, or drop a screenshot of one.")
         status = gr.Markdown(elem_id="status")
         with gr.Column(visible=True) as main:
             with gr.Row():
                 # Choices are refreshed on every page load (models come and go with icon_embeddings);
-                # any value is accepted and an unknown model is answered with the list of known ones.
+                # any value is accepted and an unknown one is answered with the list of known ones.
                 model = gr.Dropdown(
-                    label="Model", choices=[], elem_id="model", scale=2, allow_custom_value=True
+                    label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
                 )
                 compare = gr.Dropdown(
                     label="Compare with",
@@ -245,9 +197,8 @@ def build() -> gr.Blocks:
                 image_button = gr.Button("Search image", scale=0)
             message = gr.Markdown(elem_id="message")
             with gr.Row():
-                # Four columns leave room for "name · score" under each icon.
                 first = gr.Gallery(
-                    label="Model",
+                    label="Results",
                     columns=4,
                     height=560,
                     allow_preview=False,

@@ -21,7 +21,7 @@ from icon_pipeline.evalset import OfflineParaphraser, Paraphraser, build_eval_se
 from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl, verify_frozen, write_frozen_jsonl
 from icon_pipeline.grouping import Group, group_icons, grouping_metadata, split_groups
 from icon_pipeline.lexicon import normalised_base_name
-from icon_pipeline.queries import build_benchmark_queries, summarize_queries
+from icon_pipeline.queries import build_benchmark_queries, group_terms, summarize_queries
 from icon_pipeline.rendering import preview_grid
 from icon_pipeline.tables import (
     eval_dir,
@@ -42,7 +42,7 @@ def _valid_captions(captions: list[str]) -> list[str]:
     return [c for c in captions if is_valid_phrase(c)]
 
 
-def _load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
+def load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
     records = read_records(pairs_path(), "training_pairs")
     groups = [Group.from_row(row) for row in records]
     split = {row["group_id"]: row["split"] for row in records}
@@ -164,7 +164,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
         frozen = write_frozen_jsonl(eval_dir(), EVAL_NAME, config.version, read_frozen_jsonl(path))
         context.log.info(f"{path.name} exists and is frozen: reused as is")
     else:
-        groups, split, _ = _load_groups()
+        groups, split, _ = load_groups()
         rows, report = build_eval_set(
             groups,
             split,
@@ -216,7 +216,7 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
         frozen = write_frozen_jsonl(eval_dir(), QUERIES_NAME, settings.version, read_frozen_jsonl(path))
         context.log.info(f"{path.name} exists and is frozen: reused as is")
     else:
-        groups, split, images = _load_groups()
+        groups, split, images = load_groups()
         eval_path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.eval.version)
         rows = build_benchmark_queries(
             groups,
@@ -228,6 +228,10 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
             seed=settings.seed,
             paraphraser=_paraphraser(config.eval.paraphraser),
             allow_fewer=settings.allow_fewer,
+            # Version 2 on: a text query is relevant to every group carrying its source term.
+            terms=group_terms(groups, {i.icon_id: i.tags for i in read_catalog()})
+            if settings.version >= 2
+            else None,
         )
         frozen = write_frozen_jsonl(eval_dir(), QUERIES_NAME, settings.version, rows)
     rows = read_frozen_jsonl(frozen.path)
