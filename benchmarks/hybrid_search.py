@@ -21,11 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.assets.pairs import QUERIES_NAME  # noqa: E402
+from icon_pipeline.assets.pairs import QUERIES_NAME, frozen_file  # noqa: E402
 from icon_pipeline.config import load_config  # noqa: E402
-from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl  # noqa: E402
+from icon_pipeline.frozen import read_frozen_jsonl  # noqa: E402
 from icon_pipeline.service import SearchService  # noqa: E402
-from icon_pipeline.tables import eval_dir  # noqa: E402
 
 
 def _timed(call, queries: list) -> np.ndarray:
@@ -46,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config()
-    path, _ = frozen_paths(eval_dir(), QUERIES_NAME, config.queries.version)
+    path = frozen_file(QUERIES_NAME, config)
     rows = read_frozen_jsonl(path)
     texts = [r["text"] for r in rows if r["text"]][: args.queries]
     images = [r["image_path"] for r in rows if r["task"] == "img2img"][: args.queries]

@@ -37,6 +37,7 @@ class IconRecord:
     source_version: str = ""
     collection: str = ""  # the source's own unit (a Figma page): batches never span two
     batch_key: str = ""  # assigned by batching: the icon_batches partition it belongs to
+    stale: bool = False  # kept from the last good scan because its source could not be read
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -62,12 +63,19 @@ class SourceFailure:
 
 @dataclass
 class SourceScan:
-    """What one source yielded: icons, failures, and a version string that changes when it does."""
+    """What one source yielded: icons, failures, and a version string that changes when it does.
+
+    `error`: the source could not be read in full (a missing folder, an HTTP error from Figma, a
+    refused export batch). Its icons are then incomplete, and a catalog built from it would
+    silently lose some: icon_catalog refuses it (or keeps the source's last good rows).
+    `failures` are single items that could not be used (a broken SVG): recorded, never fatal.
+    """
 
     source: str
     version: str
     icons: list[IconRecord] = field(default_factory=list)
     failures: list[SourceFailure] = field(default_factory=list)
+    error: str | None = None
 
 
 def sha256_bytes(data: bytes) -> str:

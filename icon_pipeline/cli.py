@@ -36,8 +36,13 @@ def _prepare_instance_env() -> None:
 def _instance():
     from dagster import DagsterInstance
 
+    from icon_pipeline.runner import fail_abandoned_runs
+
     _prepare_instance_env()
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    for run_id in fail_abandoned_runs(instance):
+        print(f"run {run_id[:8]} ended without recording an end (killed, or its database stopped): failed")
+    return instance
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -91,7 +96,32 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise CliError(f"{args.run_config}: {exc}") from None
     except ValueError as exc:  # an unknown asset name: the message lists the known ones
         raise CliError(str(exc)) from None
-    return 0 if summary.success else 1
+    _print_summary(summary)
+    return _exit_code(summary, args.allow_failed_checks)
+
+
+def _print_summary(summary) -> None:
+    """Runs, then every failed check: an all-green line only when nothing failed."""
+    failed = summary.failed_checks
+    verdict = "all succeeded" if summary.success else "a run FAILED"
+    if summary.success and failed:
+        verdict = f"all succeeded, but {len(failed)} check(s) FAILED"
+    print(f"\n{len(summary.runs)} run(s), {verdict}:")
+    for run in summary.runs:
+        where = f" [batch {run.partition}]" if run.partition else ""
+        state = "ok" if run.success else "FAILED"
+        print(f"  {state:6} {run.seconds:6.1f}s  {', '.join(run.assets)}{where}")
+    if failed:
+        print(f"\n{len(failed)} failed check(s) (ERROR: the data is not fit to use; WARN: look at it):")
+        for check in failed:
+            print(f"  {check.line()}")
+
+
+def _exit_code(summary, allow_failed_checks: bool) -> int:
+    """1 when a run failed, or an ERROR check failed (unless --allow-failed-checks)."""
+    if not summary.success:
+        return 1
+    return 1 if summary.error_checks and not allow_failed_checks else 0
 
 
 def _read_run_config(path: Path) -> dict:
@@ -119,18 +149,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_fetch_data(args)
     instance = _instance()
     summary = materialize_assets(defs, instance)
-    print()
-    print(f"{len(summary.runs)} run(s), {'all succeeded' if summary.success else 'a run FAILED'}:")
-    for run in summary.runs:
-        where = f" [batch {run.partition}]" if run.partition else ""
-        state = "ok" if run.success else "FAILED"
-        print(f"  {state:6} {run.seconds:6.1f}s  {', '.join(run.assets)}{where}")
+    _print_summary(summary)
     if summary.success:
         _print_benchmark(paths.reports_dir / "benchmark.json")
         _print_example_search("hide layer")
     print(f"\nArtifacts are under {paths.data_dir}; runs and metadata are in PostgreSQL.")
     print("Look at them with:  icon-pipeline ui   (then open http://127.0.0.1:3000)")
-    return 0 if summary.success else 1
+    return _exit_code(summary, args.allow_failed_checks)
 
 
 def _print_benchmark(report_file: Path) -> None:
@@ -302,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="set up data and the database, then materialize every asset")
+    p.add_argument(
+        "--allow-failed-checks", action="store_true", help="exit 0 even when an ERROR-severity check fails"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ui", help="start the database if needed and run `dagster dev`")
@@ -323,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="Dagster run config YAML, as in the launchpad, e.g. "
         "`resources: {torchrun: {config: {nproc_per_node: 8}}}` to train on 8 GPUs",
+    )
+    p.add_argument(
+        "--allow-failed-checks", action="store_true", help="exit 0 even when an ERROR-severity check fails"
     )
     p.set_defaults(func=cmd_materialize)
 
@@ -368,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatabaseError, CliError) as exc:
+    except (ConfigError, DatabaseError, CliError) as exc:  # DatabaseError: also a database lost mid-run
         print(f"icon-pipeline: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@ config never surfaces as a stack trace from deep inside a run.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A source that cannot be read (a missing folder, Figma answering 429/403/500): "fail" stops
+# icon_catalog with the reason and changes nothing; "keep" goes on with the source's icons from the
+# last good scan, marked stale. Never: a catalog that silently lost the source's icons.
+OnFailure = Literal["fail", "keep"]
+
+
 class TablerSource(_Strict):
     kind: Literal["tabler"]
+    on_failure: OnFailure = "fail"
     name: str = "tabler"
     version: str = "3.51.0"
     styles: list[Literal["outline", "filled"]] = ["outline", "filled"]
@@ -35,6 +44,7 @@ class LocalSource(_Strict):
     kind: Literal["local"]
     path: Path
     name: str | None = None
+    on_failure: OnFailure = "fail"
 
     @property
     def source_name(self) -> str:
@@ -46,6 +56,7 @@ class FigmaSource(_Strict):
     file_keys: list[str] = Field(min_length=1)
     name: str = "figma"
     api_url: str = "https://api.figma.com"
+    on_failure: OnFailure = "fail"
 
 
 Source = Annotated[TablerSource | LocalSource | FigmaSource, Field(discriminator="kind")]
@@ -90,13 +101,12 @@ class EvalConfig(_Strict):
     """The frozen eval set: a new `version` is the only way to change it."""
 
     version: int = Field(default=1, ge=1)
-    n_groups: int = Field(default=500, ge=1)
+    n_groups: int = Field(default=500, ge=1, description="a cap: a small library gives every group it has")
     per_group: tuple[int, int] = (3, 5)
     threshold: float = Field(default=0.8, gt=0, le=1, description="max similarity to a training caption")
     max_retries: int = Field(default=3, ge=0)
     seed: int = 0
     paraphraser: Literal["offline", "openai"] = "offline"
-    allow_fewer: bool = Field(default=False, description="a small library: take every group there is")
 
 
 class QueriesConfig(_Strict):
@@ -104,9 +114,8 @@ class QueriesConfig(_Strict):
     version 1 files stay readable."""
 
     version: int = Field(default=2, ge=1)
-    total: int = Field(default=2968, ge=3)
+    total: int = Field(default=2968, ge=3, description="a cap: a small library gets what it has")
     seed: int = 0
-    allow_fewer: bool = False
 
 
 class ModelConfig(_Strict):
@@ -191,6 +200,26 @@ class PipelineConfig(_Strict):
 
 def source_name(source: TablerSource | LocalSource | FigmaSource) -> str:
     return source.source_name if isinstance(source, LocalSource) else source.name
+
+
+def source_identity(source: TablerSource | LocalSource | FigmaSource) -> str:
+    """What makes a source the same library: where its icons come from, not how they are read."""
+    if isinstance(source, TablerSource):
+        return f"tabler:{source.name}:{source.version}:{','.join(source.styles)}:{source.limit}"
+    if isinstance(source, LocalSource):
+        return f"local:{source.source_name}:{source.path}"
+    return f"figma:{source.name}:{source.api_url}:{','.join(sorted(source.file_keys))}"
+
+
+def library_id(config: PipelineConfig) -> str:
+    """The configured library as a folder name, `<source names>-<hash of their identities>`: the
+    frozen eval and query sets of one library are never used for another."""
+    identities = sorted(source_identity(s) for s in config.sources)
+    digest = hashlib.sha256("\n".join(identities).encode()).hexdigest()[:10]
+    names = "+".join(
+        sorted(re.sub(r"[^a-z0-9]+", "-", source_name(s).lower()).strip("-") for s in config.sources)
+    )
+    return f"{names[:40]}-{digest}"
 
 
 class _LineLoader(yaml.SafeLoader):

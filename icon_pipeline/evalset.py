@@ -138,11 +138,27 @@ class EvalSetReport:
     dropped_groups: list[str] = field(default_factory=list)  # sampled but no caption survived
     attempts: Counter[int] = field(default_factory=Counter)  # accepted captions per attempt number
 
+    @property
+    def shortfall_note(self) -> str:
+        """Why fewer groups than eval.n_groups, in words ('' when none is missing)."""
+        if self.used_groups >= self.requested_groups:
+            return ""
+        dropped = (
+            f", {len(self.dropped_groups)} lost every caption to the leakage guard"
+            if self.dropped_groups
+            else ""
+        )
+        return (
+            f"eval.n_groups asks for {self.requested_groups} groups; the library has {self.available_groups} "
+            f"train-side groups with captions{dropped}: {self.used_groups} used"
+        )
+
     def to_metadata(self) -> dict[str, Any]:
         return {
             "requested_groups": self.requested_groups,
             "available_groups": self.available_groups,
             "used_groups": self.used_groups,
+            "shortfall": self.shortfall_note,
             "captions": self.captions,
             "threshold": self.threshold,
             "skipped_no_captions": len(self.skipped_no_captions),
@@ -183,14 +199,14 @@ def build_eval_set(
     max_retries: int = 3,
     seed: int = 0,
     *,
-    allow_fewer: bool = False,
     validate: Callable[[list[str]], list[str]] | None = _default_validate,
 ) -> tuple[list[dict[str, Any]], EvalSetReport]:
-    """Sample `n_groups` train-side groups and write `per_group` unseen captions for each.
+    """Sample up to `n_groups` train-side groups and write `per_group` unseen captions for each.
 
-    `validate` returns the captions that pass (the captions module's rules); None skips it.
-    Raises ValueError when fewer groups are available than asked (unless `allow_fewer`) and
-    when nothing survives the leakage guard: an eval set is never written empty.
+    `n_groups` is a cap: a library with fewer groups gives every group it has, and the report
+    says how many were asked for and used. `validate` returns the captions that pass (the
+    captions module's rules); None skips it. Raises ValueError when no group has captions or
+    nothing survives the leakage guard: an eval set is never written empty.
     """
     lo, hi = per_group
     if not 1 <= lo <= hi:
@@ -208,11 +224,6 @@ def build_eval_set(
         raise ValueError(
             f"no train-side group has captions ({len(train)} train groups, "
             f"{len(report.skipped_no_captions)} without captions): nothing to build an eval set from"
-        )
-    if n_groups > len(eligible) and not allow_fewer:
-        raise ValueError(
-            f"asked for {n_groups} eval groups but only {len(eligible)} train-side groups have captions "
-            "(lower n_groups or pass allow_fewer=True)"
         )
 
     order = random.Random(seed).sample(eligible, len(eligible))
@@ -254,13 +265,8 @@ def build_eval_set(
         raise ValueError(
             f"the leakage guard (threshold {threshold}) and validation rejected every candidate caption "
             f"({len(report.rejections)} too similar, {len(report.invalid)} invalid){detail}: "
-            "raise the threshold or use a paraphraser that writes less literal captions"
-        )
-    if report.used_groups < n_groups and not allow_fewer:
-        raise ValueError(
-            f"asked for {n_groups} eval groups but only {report.used_groups} of {len(eligible)} kept a "
-            f"caption after the leakage guard ({len(report.dropped_groups)} dropped; "
-            "pass allow_fewer=True to accept)"
+            "raise eval.threshold in icon_pipeline.yaml, or use a paraphraser that writes less literal "
+            "captions (eval.paraphraser: openai)"
         )
     rows.sort(key=lambda r: (r["group_id"], int(r["eval_id"].rsplit(":", 1)[1])))
     return rows, report

@@ -43,6 +43,7 @@ WORDS_MAX = 4  # captions are 1-4 words: a query this short is searched like one
 DEFAULT_DEPTH = 100  # icons asked of each channel per query
 WEIGHT_STEP = 0.1
 NAME_BOOSTS = (0.0, 0.1, 0.25, 0.5, 1.0)
+PARSIMONY = 0.005  # objective (R@1 + R@10) a weighting with one more channel must gain
 # A channel of weight 0 that was asked anyway only fills in: it orders the icons no weighted channel
 # returned (a query whose words match no name, tag or caption still gets an answer).
 FILL_WEIGHT = 1e-3
@@ -281,9 +282,16 @@ def fit_fusion(
             continue
         grid = weight_grid(names, step)
         r1, r10 = objective(kind, grid, 0.0, False)
-        # Best objective; ties: fewer channels, then the grid's (deterministic) order.
+        # Parsimony: a channel is only added when it gains more than two queries' worth (a random
+        # model otherwise picks up weight by chance on a few hundred queries); then the best
+        # objective, then the grid's (deterministic) order.
+        score = r1 + r10
+        tolerance = max(PARSIMONY, 2 / len(by_kind[kind]))
         nonzero = (grid > 0).sum(axis=0)
-        best = int(np.lexsort((np.arange(grid.shape[1]), nonzero, -np.round(r1 + r10, 9)))[0])
+        near_best = score >= score.max() - tolerance
+        fewest = nonzero[near_best].min()
+        candidates = np.flatnonzero(near_best & (nonzero == fewest))
+        best = int(candidates[np.lexsort((candidates, -np.round(score[candidates], 9)))[0]])
         chosen[kind] = grid[:, [best]]
         weights[kind] = {c: round(float(w), 6) for c, w in zip(names, grid[:, best], strict=True)}
 

@@ -140,7 +140,7 @@ class HybridSearch:
     ) -> list[FusedHit]:
         settings = settings or self.settings
         return fuse(
-            results.hits,
+            self.in_library(results.hits),
             settings.channels(fusion_kind(query)),
             k,
             group_of=self.library.group_of,
@@ -150,6 +150,12 @@ class HybridSearch:
             fold_variants=settings.fold_variants,
             exclude=exclude,
         )
+
+    def in_library(self, hits: Mapping[str, list[ChannelHit]]) -> dict[str, list[ChannelHit]]:
+        """Only icons of the configured library: an index not yet rebuilt after the library changed
+        may still hold others."""
+        known = self.library.group_of
+        return {name: [h for h in channel_hits if h.icon_id in known] for name, channel_hits in hits.items()}
 
     def search(self, query: Query, k: int = 10, *, exact: bool = False) -> list[FusedHit]:
         """The top k icons for one query (text, or a prepared image). When the weighted channels
@@ -169,4 +175,4 @@ class HybridSearch:
 
     def single(self, channel: str, query: Query, k: int = 10, *, exact: bool = False) -> list[ChannelHit]:
         """One channel alone (`--model NAME`)."""
-        return self.gather([query], [channel], k=k, exact=exact)[0].hits.get(channel, [])
+        return self.in_library(self.gather([query], [channel], k=k, exact=exact)[0].hits).get(channel, [])

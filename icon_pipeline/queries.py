@@ -132,16 +132,11 @@ def _pick(
     n: int,
     heldout_share: float,
     rng: random.Random,
-    allow_fewer: bool,
 ) -> list[Any]:
+    """Up to n items, `heldout_share` of them held out; fewer when the pools are smaller (a cap)."""
     n_heldout = min(len(heldout_pool), round(n * heldout_share))
     n_train = min(len(train_pool), n - n_heldout)
     n_heldout = min(len(heldout_pool), n - n_train)  # let held-out fill a short train pool
-    if n_train + n_heldout < n and not allow_fewer:
-        raise ValueError(
-            f"{task}: asked for {n} queries but only {len(train_pool) + len(heldout_pool)} candidates exist "
-            f"({len(train_pool)} train, {len(heldout_pool)} held-out); lower total or pass allow_fewer=True"
-        )
     picked = rng.sample(train_pool, n_train) + rng.sample(heldout_pool, n_heldout)
     rng.shuffle(picked)
     return picked
@@ -161,10 +156,15 @@ def build_benchmark_queries(
     heldout_share: float | None = None,
     img2img_min_group_size: int = 2,
     degradation_kinds: Sequence[str] = DEGRADATION_KINDS,
-    allow_fewer: bool = False,
     terms: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Build `total` queries evenly across text2img, semantic2img and img2img.
+    """Build up to `total` queries evenly across text2img, semantic2img and img2img (`total` is a
+    cap: a small library gives what it has; summarize_queries says how many each task got).
+
+    img2img queries are degraded copies of one variant of a concept, relevant: its other variants.
+    A library without enough variants (a folder of one-off icons) also gets copies of icons with no
+    variant, relevant: the icon itself (`exclude_source` false), so every library that has icons
+    has img2img queries.
 
     `paraphraser` (optional) writes text2img captions for held-out groups that have none in
     `eval_rows_or_captions` (the eval set only samples train-side groups). `heldout_share` of each
@@ -214,7 +214,6 @@ def build_benchmark_queries(
         by_id,
         heldout_share,
         seed,
-        allow_fewer,
         terms,
     )
 
@@ -236,7 +235,6 @@ def build_benchmark_queries(
         by_id,
         heldout_share,
         seed,
-        allow_fewer,
         terms,
     )
 
@@ -255,8 +253,24 @@ def build_benchmark_queries(
         counts["img2img"],
         heldout_share,
         random.Random(_stable_key(seed, "img2img")),
-        allow_fewer,
     )
+    short = counts["img2img"] - len(picked)
+    if short > 0:
+        # Too few variants: the icon itself is the answer to a screenshot of it.
+        singles: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
+        for group in groups:
+            if group.size < img2img_min_group_size:
+                for icon_id in group.members:
+                    if icon_id in images:
+                        singles[is_heldout[group.group_id]].append((group.group_id, icon_id))
+        picked += _pick(
+            "img2img",
+            singles[False],
+            singles[True],
+            short,
+            heldout_share,
+            random.Random(_stable_key(seed, "img2img", "self")),
+        )
     if picked:
         out_dir.mkdir(parents=True, exist_ok=True)
     for index, (group_id, icon_id) in enumerate(picked):
@@ -273,19 +287,21 @@ def build_benchmark_queries(
         target = out_dir / f"{query_id}.png"
         degraded.save(target, format="PNG")
         group = by_id[group_id]
-        rows.append(
-            {
-                "query_id": query_id,
-                "task": "img2img",
-                "text": None,
-                "image_path": str(target),
-                "degradation": kind,
-                "relevant_group_ids": [group_id],
-                "relevant_icon_ids": [m for m in group.members if m != icon_id],
-                "source_icon_id": icon_id,
-                "heldout": is_heldout[group_id],
-            }
-        )
+        variants = group.size >= img2img_min_group_size
+        row = {
+            "query_id": query_id,
+            "task": "img2img",
+            "text": None,
+            "image_path": str(target),
+            "degradation": kind,
+            "relevant_group_ids": [group_id],
+            "relevant_icon_ids": [m for m in group.members if m != icon_id] if variants else [icon_id],
+            "source_icon_id": icon_id,
+            "heldout": is_heldout[group_id],
+        }
+        if not variants:
+            row["exclude_source"] = False  # the icon is its own answer
+        rows.append(row)
     return rows
 
 
@@ -297,7 +313,6 @@ def _text_rows(
     by_id: Mapping[str, Group],
     heldout_share: float,
     seed: int,
-    allow_fewer: bool,
     terms: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     groups_by_text: dict[str, list[str]] = defaultdict(list)
@@ -313,14 +328,13 @@ def _text_rows(
             for phrase in phrases:
                 carriers[phrase].add(gid)
         for text, proposing in groups_by_text.items():
-            extra = set().union(*(carriers.get(term, set()) for term in sources[text])) - set(proposing)
+            extra = set().union(*(carriers.get(term, set()) for term in sources[text])) & set(by_id)
+            extra -= set(proposing)
             proposing.extend(sorted(extra))
     pools: dict[bool, list[str]] = {False: [], True: []}
     for text in sorted(groups_by_text):
         pools[all(is_heldout[g] for g in groups_by_text[text])].append(text)
-    picked = _pick(
-        task, pools[False], pools[True], n, heldout_share, random.Random(_stable_key(seed, task)), allow_fewer
-    )
+    picked = _pick(task, pools[False], pools[True], n, heldout_share, random.Random(_stable_key(seed, task)))
     rows = []
     for index, text in enumerate(picked):
         relevant = groups_by_text[text]
@@ -341,13 +355,25 @@ def _text_rows(
     return rows
 
 
-def summarize_queries(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts per task, held-out share and degradation kinds, for asset metadata."""
+def summarize_queries(rows: Iterable[Mapping[str, Any]], total: int | None = None) -> dict[str, Any]:
+    """Counts per task, held-out share and degradation kinds, for asset metadata; with `total`
+    (queries.total), what each task was asked for and, in words, any shortfall."""
     rows = list(rows)
     per_task = Counter(r["task"] for r in rows)
     heldout = Counter(r["task"] for r in rows if r["heldout"])
+    shortfall = {}
+    if total is not None:
+        for task, asked in task_counts(total).items():
+            if per_task.get(task, 0) < asked:
+                shortfall[task] = (
+                    f"{per_task.get(task, 0)} of the {asked} queries.total asks for: the library has no more"
+                )
     return {
         "queries": len(rows),
+        "shortfall": shortfall,
+        "self_img2img_queries": sum(
+            1 for r in rows if r["task"] == "img2img" and r.get("exclude_source") is False
+        ),
         "per_task": dict(sorted(per_task.items())),
         "heldout_per_task": {t: heldout.get(t, 0) for t in sorted(per_task)},
         "degradations": dict(sorted(Counter(r["degradation"] for r in rows if r["degradation"]).items())),

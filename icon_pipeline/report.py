@@ -71,6 +71,7 @@ class BenchmarkQuery:
     relevant_group_ids: tuple[str, ...]
     source_icon_id: str | None
     heldout: bool
+    exclude_source: bool = True  # img2img: False when the icon has no variant and is its own answer
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BenchmarkQuery:
@@ -94,6 +95,7 @@ class BenchmarkQuery:
             relevant_group_ids=tuple(str(g) for g in groups),
             source_icon_id=row.get("source_icon_id") or None,
             heldout=bool(row.get("heldout", False)),
+            exclude_source=bool(row.get("exclude_source", True)),
         )
 
     @property
@@ -101,7 +103,7 @@ class BenchmarkQuery:
         # img2img: the icon the query was degraded from is neither relevant nor rankable.
         return (
             frozenset({self.source_icon_id})
-            if self.task == "img2img" and self.source_icon_id
+            if self.task == "img2img" and self.source_icon_id and self.exclude_source
             else frozenset()
         )
 

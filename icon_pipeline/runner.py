@@ -7,15 +7,41 @@ PostgreSQL storage exactly as UI-launched runs do.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, Definitions, validate_run_config
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    RunsFilter,
+    validate_run_config,
+)
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 
 from icon_pipeline.automation.partitions import icon_batches
+from icon_pipeline.database import DatabaseError, describe_url
+from icon_pipeline.settings import ENV_DAGSTER_STORAGE_URL
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    """An asset check that did not pass, in words a person reads in the terminal."""
+
+    asset: str
+    check: str
+    severity: str  # ERROR or WARN
+    partition: str | None
+    description: str
+
+    def line(self) -> str:
+        where = f" [batch {self.partition}]" if self.partition else ""
+        return f"{self.severity:5} {self.asset}.{self.check}{where}: {self.description}"
 
 
 @dataclass
@@ -25,6 +51,7 @@ class StageRun:
     run_id: str
     success: bool
     seconds: float
+    failed_checks: list[FailedCheck] = field(default_factory=list)
 
 
 @dataclass
@@ -33,7 +60,17 @@ class RunSummary:
 
     @property
     def success(self) -> bool:
+        """Every run succeeded (checks aside: see `failed_checks`)."""
         return all(r.success for r in self.runs)
+
+    @property
+    def failed_checks(self) -> list[FailedCheck]:
+        return [check for run in self.runs for check in run.failed_checks]
+
+    @property
+    def error_checks(self) -> list[FailedCheck]:
+        """Failed checks of ERROR severity: the data they guard is not fit to use."""
+        return [check for check in self.failed_checks if check.severity == "ERROR"]
 
 
 def _stages(graph: AssetGraph, keys: set[AssetKey]) -> list[tuple[list[AssetKey], bool]]:
@@ -71,6 +108,47 @@ def _stages(graph: AssetGraph, keys: set[AssetKey]) -> list[tuple[list[AssetKey]
 
 # The terminal shows progress and warnings; every DEBUG event is still in the run's log.
 TERMINAL_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Which process runs a run in-process: a run whose process is gone without an end is failed later.
+PID_TAG, HOST_TAG = "icon_pipeline/pid", "icon_pipeline/host"
+UNFINISHED = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED)
+
+
+class DatabaseLost(DatabaseError):
+    """The database stopped answering in the middle of a run; the message says what now."""
+
+
+def _database_error(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the database connection failing."""
+    seen: BaseException | None = error
+    for _ in range(12):
+        if seen is None:
+            return False
+        if type(seen).__name__ in ("OperationalError", "InterfaceError") and (
+            type(seen).__module__.split(".")[0] in ("psycopg", "psycopg2", "sqlalchemy")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed the runs this machine started in-process whose process is gone without an end
+    (killed, or its database stopped under it): they would otherwise show STARTED forever."""
+    import psutil
+
+    host = socket.gethostname()
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=list(UNFINISHED))):
+        pid = run.tags.get(PID_TAG)
+        if run.tags.get(HOST_TAG) != host or not pid or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        instance.report_run_failed(
+            run,
+            f"the process running it (pid {pid}) ended without recording an end: it was killed, or its "
+            "database stopped answering",
+        )
+        failed.append(run.run_id)
+    return failed
 
 
 def materialize_assets(
@@ -116,17 +194,41 @@ def materialize_assets(
             label = f"{', '.join(names)}" + (f" [batch {partition}]" if partition else "")
             log(f"materializing {label}")
             started = time.monotonic()
-            result = job.execute_in_process(
-                instance=instance,
-                asset_selection=stage,
-                partition_key=partition,
-                raise_on_error=False,
-                run_config=run_config,
-            )
+            try:
+                result = job.execute_in_process(
+                    instance=instance,
+                    asset_selection=stage,
+                    partition_key=partition,
+                    raise_on_error=False,
+                    run_config=run_config,
+                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+                )
+            except Exception as exc:
+                if not _database_error(exc):
+                    raise
+                url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
+                where = f" ({describe_url(url)})" if url else ""
+                raise DatabaseLost(
+                    f"the database{where} stopped answering during {label}; the run could not record its "
+                    "end and will be marked failed the next time icon-pipeline starts (data already stored "
+                    "is unchanged: index writes are swapped in whole or not at all)"
+                ) from None
             elapsed = time.monotonic() - started
-            summary.runs.append(StageRun(names, partition, result.run_id, result.success, elapsed))
+            failed = [
+                FailedCheck(
+                    evaluation.asset_key.to_user_string(),
+                    evaluation.check_name,
+                    evaluation.severity.value,
+                    partition,
+                    evaluation.description or "failed",
+                )
+                for evaluation in result.get_asset_check_evaluations()
+                if not evaluation.passed
+            ]
+            summary.runs.append(StageRun(names, partition, result.run_id, result.success, elapsed, failed))
             status = "ok" if result.success else "FAILED"
-            log(f"  {status} in {elapsed:.1f}s (run {result.run_id[:8]})")
+            checks = f", {len(failed)} check(s) failed" if failed else ""
+            log(f"  {status} in {elapsed:.1f}s (run {result.run_id[:8]}){checks}")
             if not result.success:
                 return summary
     return summary

@@ -209,8 +209,9 @@ class SearchService:
             raise QueryError(f"{model} takes {wanted}, not {given}")
         channel = self.channel_set.channel(model)
         encoded = channel.encode([query])[0]
-        groups = self.channel_set.keywords().groups
-        return [self._hit(h.icon_id, h.score, groups, {model: h.score}) for h in channel.search(encoded, k)]
+        groups = self.channel_set.keywords().groups  # the configured library's icons
+        hits = [h for h in channel.search(encoded, k) if h.icon_id in groups]
+        return [self._hit(h.icon_id, h.score, groups, {model: h.score}) for h in hits]
 
     def _hit(self, icon_id: str, score: float, groups: Any, channel_scores: dict[str, float]) -> SearchHit:
         name, png_path = self.catalog.get(icon_id, (icon_id, None))
@@ -235,12 +236,13 @@ class SearchService:
             results = search.gather(queries)
             return [[h.icon_id for h in search.fuse(q, r, k)] for q, r in zip(queries, results, strict=True)]
         channel = self.channel_set.channel(model)
+        known = self.channel_set.keywords().groups
         usable = [q for q in queries if query_kind(q) in channel.kinds]
         encoded = iter(channel.encode(usable))
         out = []
         for query in queries:
             if query_kind(query) in channel.kinds:
-                out.append([h.icon_id for h in channel.search(next(encoded), k)])
+                out.append([h.icon_id for h in channel.search(next(encoded), k) if h.icon_id in known])
             else:
                 out.append([])
         return out

@@ -34,6 +34,55 @@ def batch_table_path(stage: str, batch_key: str) -> Path:
     return data_path(stage, "batches", f"{batch_key}.parquet")
 
 
+BATCH_STAGES = ("rendered", "captions")  # the partitioned stages that write a table per batch
+
+
+def retired_batch_path(stage: str, batch_key: str) -> Path:
+    """Where a retired batch's table is kept aside (its source was removed from the config)."""
+    return data_path(stage, "retired", f"{batch_key}.parquet")
+
+
+def retire_batch(batch_key: str) -> list[str]:
+    """Move a batch's tables aside (retired/); returns the stages that had one."""
+    moved = []
+    for stage in BATCH_STAGES:
+        live = batch_table_path(stage, batch_key)
+        if live.exists():
+            os.replace(live, retired_batch_path(stage, batch_key))
+            moved.append(stage)
+    return moved
+
+
+def restore_batch(batch_key: str) -> list[str]:
+    """Bring a retired batch's tables back (its source is configured again, with the same icons)."""
+    moved = []
+    for stage in BATCH_STAGES:
+        aside = retired_batch_path(stage, batch_key)
+        if aside.exists() and not batch_table_path(stage, batch_key).exists():
+            os.replace(aside, batch_table_path(stage, batch_key))
+            moved.append(stage)
+    return moved
+
+
+def read_batch_history() -> dict[str, str]:
+    path = batch_history_path()
+    if not path.exists():
+        return {}
+    frame = pd.read_parquet(path)
+    return dict(zip(frame["icon_id"], frame["batch_key"], strict=True))
+
+
+def write_batch_history(history: dict[str, str]) -> Path:
+    ordered = sorted(history.items())
+    frame = pd.DataFrame({"icon_id": [i for i, _ in ordered], "batch_key": [k for _, k in ordered]})
+    return write_table(frame, batch_history_path())
+
+
+def batch_history_path() -> Path:
+    """icon_id -> batch key for every icon ever assigned one: keys stay stable across config switches."""
+    return data_path("catalog", "batch_history.parquet")
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
     """Write Parquet atomically: a temp file in the same dir, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +134,10 @@ def icon_images_path() -> Path:
     return data_path("pairs", "icon_images.parquet")
 
 
-def eval_dir() -> Path:
-    path = get_paths().data_dir / "eval"
+def eval_dir(library: str) -> Path:
+    """The frozen eval and query sets of one library (config.library_id): another library's are
+    never read."""
+    path = get_paths().data_dir / "eval" / library
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -282,6 +282,12 @@ class FigmaTestServer:
         with self._lock:
             self._faults[endpoint].append(Fault(status, times, retry_after, error_shape, dict(headers or {})))
 
+    def heal(self) -> None:
+        """Drop every fault still pending: the server answers normally again."""
+        with self._lock:
+            for faults in self._faults.values():
+                faults.clear()
+
     def requests_to(self, endpoint: Endpoint) -> list[RecordedRequest]:
         prefix = {"files": "/v1/files/", "images": "/v1/images/", "cdn": "/cdn/"}[endpoint]
         with self._lock:

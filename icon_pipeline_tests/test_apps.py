@@ -25,7 +25,7 @@ NAMES = ["bell", "bell-off", "folder", "folder-plus", "trash", "user", "settings
 FILLED = ["bell", "folder", "trash"]
 CONFIG = (
     "sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
-    "eval:\n  n_groups: 6\n  allow_fewer: true\npairs:\n  heldout_share: 0.2\n"
+    "eval:\n  n_groups: 6\npairs:\n  heldout_share: 0.2\n"
 )
 BELL_EDIT = ["ring for attention", "wake me up", "alarm clock", "reminder", "doorbell"]
 

@@ -3,6 +3,7 @@ real HTTP servers on 127.0.0.1 (Figma-shaped and OpenAI-compatible), like `proje
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from dagster import (
 )
 
 from icon_pipeline.assets.pairs import eval_set_frozen_hash
+from icon_pipeline.config import library_id, load_config
 from icon_pipeline.database import ensure_database
 from icon_pipeline.definitions import defs
 from icon_pipeline.runner import materialize_assets
@@ -233,7 +235,7 @@ def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, t
     _config(
         pipeline_env,
         f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
-        "eval:\n  n_groups: 6\n  allow_fewer: true\nqueries:\n  total: 12\n  allow_fewer: true\n"
+        "eval:\n  n_groups: 6\nqueries:\n  total: 12\n"
         "pairs:\n  heldout_share: 0.2\n",
     )
     instance = _instance()
@@ -244,18 +246,35 @@ def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, t
     assert len(bell) == 1 and len(bell.iloc[0]["members"]) == 2  # outline and filled bell: one group
     assert not pairs["names"].map(lambda n: {"bell", "bell-off"} <= set(n)).any()
 
-    eval_file = pipeline_env / "data" / "eval" / "eval_t2i_i2t.v1.jsonl"
+    library = library_id(load_config())
+    eval_file = pipeline_env / "data" / "eval" / library / "eval_t2i_i2t.v1.jsonl"
     before = eval_file.read_bytes()
     _run(instance, "eval_set")
     assert eval_file.read_bytes() == before
     assert _metadata(instance, "eval_set")["reused"] is True
+    assert _metadata(instance, "eval_set")["library"] == library
 
     eval_file.write_bytes(before.replace(b'"caption":"', b'"caption":"x', 1))  # a hand edit
     result = materialize_assets(defs, instance, ["eval_set"], log=lambda _: None)
     assert not result.success  # the asset refuses to reuse a tampered file
-    check = eval_set_frozen_hash(build_asset_check_context())
+    check = eval_set_frozen_hash(build_asset_check_context(instance=instance))
     assert not check.passed
     assert "version 1" in check.description and "recorded sha256" in check.description
+
+    # The same edit with its sidecar regenerated: the hash Dagster recorded when the version was
+    # first written still tells.
+    sidecar = eval_file.with_name("eval_t2i_i2t.v1.sha256")
+    sidecar.write_text(f"{hashlib.sha256(eval_file.read_bytes()).hexdigest()}  {eval_file.name}\n")
+    result = materialize_assets(defs, instance, ["eval_set"], log=lambda _: None)
+    assert not result.success
+    check = eval_set_frozen_hash(build_asset_check_context(instance=instance))
+    assert (
+        not check.passed
+        and "differs from what eval_set recorded when it was first written" in check.description
+    )
+    eval_file.write_bytes(before)
+    sidecar.write_text(f"{hashlib.sha256(before).hexdigest()}  {eval_file.name}\n")
+    assert eval_set_frozen_hash(build_asset_check_context(instance=instance)).passed
 
 
 def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
@@ -270,7 +289,7 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     _config(
         pipeline_env,
         f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
-        "eval:\n  n_groups: 6\n  allow_fewer: true\nqueries:\n  total: 12\n  allow_fewer: true\n"
+        "eval:\n  n_groups: 6\nqueries:\n  total: 12\n"
         "pairs:\n  heldout_share: 0.2\n"
         "training:\n  max_steps: 4\n  per_device_batch_size: 4\n"
         "  eval_every_steps: 2\n  save_every_steps: 2\n",

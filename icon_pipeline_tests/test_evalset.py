@@ -143,10 +143,12 @@ def test_after_max_retries_captions_are_dropped_and_recorded() -> None:
                 return [["delete files", "delete filez", "delete fil", "delete flie", "x"][attempt]]
             return ["register someone"]
 
-    with pytest.raises(ValueError, match="asked for 2 eval groups but only 1 of 2 kept a caption"):
-        build_eval_set(groups, all_train(groups), PerGroup(), n_groups=2, per_group=(1, 1), max_retries=3)
     rows, report = build_eval_set(
-        groups, all_train(groups), PerGroup(), n_groups=2, per_group=(1, 1), max_retries=3, allow_fewer=True
+        groups, all_train(groups), PerGroup(), n_groups=2, per_group=(1, 1), max_retries=3
+    )
+    assert (
+        report.used_groups == 1
+        and "1 lost every caption to the leakage guard: 1 used" in report.shortfall_note
     )
     assert [r["caption"] for r in rows] == ["register someone"]
     assert report.dropped_groups == ["g-delete"]
@@ -167,14 +169,16 @@ def test_threshold_that_rejects_everything_is_an_error() -> None:
         build_eval_set(groups, all_train(groups), OfflineParaphraser.default(), n_groups=3, threshold=0.01)
 
 
-def test_too_many_groups_names_both_numbers() -> None:
+def test_n_groups_is_a_cap_and_the_shortfall_is_said_with_the_config_key() -> None:
     groups = make_groups()
-    with pytest.raises(ValueError, match="asked for 50 eval groups but only 6 train-side groups"):
-        build_eval_set(groups, all_train(groups), OfflineParaphraser.default(), n_groups=50)
-    rows, report = build_eval_set(
-        groups, all_train(groups), OfflineParaphraser.default(), n_groups=50, allow_fewer=True
-    )
+    rows, report = build_eval_set(groups, all_train(groups), OfflineParaphraser.default(), n_groups=50)
     assert report.used_groups == 6 and rows
+    assert report.shortfall_note == (
+        "eval.n_groups asks for 50 groups; the library has 6 train-side groups with captions: 6 used"
+    )
+    assert report.to_metadata()["shortfall"] == report.shortfall_note
+    _, enough = build_eval_set(groups, all_train(groups), OfflineParaphraser.default(), n_groups=3)
+    assert enough.shortfall_note == ""
 
 
 def test_groups_without_captions_are_skipped_and_recorded() -> None:

@@ -199,12 +199,12 @@ def test_null_image_url_is_a_failure_and_the_rest_succeed(server, tmp_path):
     ]
 
 
-def test_expired_or_oversized_downloads_are_failures_per_icon(server, tmp_path):
-    server.fail("cdn", 403, times=1)  # pre-signed export URL expired
+def test_an_expired_download_makes_the_scan_incomplete_an_oversized_one_is_an_item_failure(server, tmp_path):
+    server.fail("cdn", 403, times=1)  # pre-signed export URL expired: the scan is incomplete
     with make_client(server) as client:
         scan, _ = scan_figma(client, [KEY], tmp_path / "a")
-    assert len(scan.icons) == len(ALL_IDS) - 1 and len(scan.failures) == 1
-    assert "failed (403)" in scan.failures[0].reason and "expired" in scan.failures[0].reason
+    assert len(scan.icons) == len(ALL_IDS) - 1 and not scan.failures
+    assert "failed (403)" in scan.error and "expired" in scan.error
 
     with make_client(server, max_download_bytes=100) as client:
         scan, _ = scan_figma(client, [KEY], tmp_path / "b")
@@ -224,18 +224,16 @@ def test_bad_token_names_the_file_and_never_the_token(server, tmp_path, caplog):
     assert wrong not in message and wrong not in repr(caught.value)
     with client:
         scan, _ = scan_figma(client, [KEY], tmp_path)
-    assert scan.icons == [] and scan.failures[0].item == f"file {KEY}"
-    assert wrong not in scan.failures[0].reason and wrong not in caplog.text
+    assert scan.icons == [] and not scan.failures and f"file {KEY}" in scan.error
+    assert wrong not in scan.error and wrong not in caplog.text
     assert len(server.requests_to("files")) == 2  # a 403 is final: not retried
 
 
-def test_missing_file_is_recorded_and_other_files_go_on(server, tmp_path):
+def test_a_missing_file_makes_the_scan_incomplete_and_other_files_go_on(server, tmp_path):
     with make_client(server) as client:
         scan, files = scan_figma(client, ["Gone404", KEY, "bad key/../x"], tmp_path)
-    assert len(scan.icons) == len(ALL_IDS)
-    assert [f.item for f in scan.failures] == ["file Gone404", "file bad key/../x"]
-    assert "file Gone404 not found" in scan.failures[0].reason
-    assert "invalid Figma file key" in scan.failures[1].reason
+    assert len(scan.icons) == len(ALL_IDS) and not scan.failures
+    assert "file Gone404 not found" in scan.error and "(and 1 more)" in scan.error
     assert set(files) == {KEY}
     assert scan.version.startswith("Gone404=unavailable;TablerKit=")
 

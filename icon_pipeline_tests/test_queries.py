@@ -18,7 +18,15 @@ from icon_pipeline.augment import (
 )
 from icon_pipeline.evalset import OfflineParaphraser, build_eval_set
 from icon_pipeline.grouping import Group, split_groups
-from icon_pipeline.queries import IntentTemplates, build_benchmark_queries, summarize_queries, task_counts
+from icon_pipeline.queries import (
+    IntentTemplates,
+    build_benchmark_queries,
+    fitting_queries,
+    group_terms,
+    summarize_queries,
+    task_counts,
+)
+from icon_pipeline.report import BenchmarkQuery
 
 CONCEPTS = {
     "delete": ("delete file", "remove item", "trash"),
@@ -132,11 +140,14 @@ def test_semantic_sentences_follow_the_templates() -> None:
     assert any(t.format(phrase="external link") == noun_sentence for t in templates.noun)
 
 
-def test_too_few_candidates_is_a_clear_error(library, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"text2img: asked for 100 queries but only \d+ candidates exist"):
-        build(library, tmp_path, total=300)
-    rows, _, _ = build(library, tmp_path, total=300, allow_fewer=True)
+def test_total_is_a_cap_and_each_task_says_its_shortfall(library, tmp_path: Path) -> None:
+    rows, _, _ = build(library, tmp_path, total=300)
     assert 0 < len(rows) < 300
+    summary = summarize_queries(rows, 300)
+    assert (
+        "text2img" in summary["shortfall"]
+        and "of the 100 queries.total asks for" in summary["shortfall"]["text2img"]
+    )
     with pytest.raises(ValueError, match="unknown or empty"):
         build(library, tmp_path, degradation_kinds=["sepia"])
 
@@ -189,3 +200,60 @@ def test_every_degradation_kind() -> None:
     assert dark[0, 0].max() < 60 and dark.max() > 150  # light ink on a dark background
     with pytest.raises(ValueError, match="unknown degradation kind 'sepia'"):
         degrade(image, "sepia", random.Random(0))
+
+
+def test_a_library_without_variants_still_gets_img2img_queries(library, tmp_path: Path) -> None:
+    """One-off icons only: a screenshot's answer is the icon itself, which then is not excluded."""
+    groups, images = library
+    singles = [Group(g.group_id, g.members[:1], g.names, g.captions, g.members[0]) for g in groups]
+    rows, _, _ = build((singles, images), tmp_path, total=24)
+    img2img = [r for r in rows if r["task"] == "img2img"]
+    assert len(img2img) == 8
+    for row in img2img:
+        assert row["exclude_source"] is False and row["relevant_icon_ids"] == [row["source_icon_id"]]
+        assert not BenchmarkQuery.from_row(row).exclude
+    assert summarize_queries(rows)["self_img2img_queries"] == 8
+
+
+def test_version_2_counts_every_group_carrying_the_source_term(library, tmp_path: Path) -> None:
+    """A text query is relevant to each group whose name, tags or captions carry its source term."""
+    groups, images = library
+    extra = Group("g-cog", ("cog:outline",), ("cog",), ("settings", "gear"), "cog:outline")
+    terms = group_terms([*groups, extra], {"cog:outline": ["preferences"]})
+    assert terms["g-cog"] == {"cog", "settings", "gear", "preferences"}
+    rows, _, _ = build(
+        ([*groups, extra], {**images, "cog:outline": images["lock:outline"]}), tmp_path, total=60, terms=terms
+    )
+    carried = {
+        phrase: {gid for gid, phrases in terms.items() if phrase in phrases} for phrase in ("preferences",)
+    }
+    for row in rows:
+        if row["task"] == "text2img" and row["text"] == "preferences":
+            assert carried["preferences"] <= set(row["relevant_group_ids"]) and row["source_terms"] == [
+                "preferences"
+            ]
+        if row["task"] in ("text2img", "semantic2img"):
+            for term in row["source_terms"]:
+                assert {gid for gid, phrases in terms.items() if term in phrases} <= set(
+                    row["relevant_group_ids"]
+                ) | {"g-cog"}
+    version_1, _, _ = build(library, tmp_path / "v1", total=60)
+    assert all("source_terms" not in row for row in version_1)
+
+
+def test_fitting_queries_come_from_the_eval_set_only(library, tmp_path: Path) -> None:
+    groups, images = library
+    split = split_groups(groups, heldout_share=0.25, seed=0)
+    eval_rows, _ = build_eval_set(groups, split, OfflineParaphraser.default(), n_groups=6)
+    rows = fitting_queries(eval_rows, groups, images, terms=group_terms(groups))
+    kinds = [r["kind"] for r in rows]
+    eval_groups = {r["group_id"] for r in eval_rows}
+    assert kinds.count("text") == len(eval_rows) + len(eval_groups)  # each caption, one intent per group
+    assert all(
+        set(r["relevant_groups"]) >= {g for g in r["relevant_groups"] if g in eval_groups} for r in rows
+    )
+    images_rows = [r for r in rows if r["kind"] == "image"]
+    assert images_rows and all(isinstance(r["image"], Image.Image) for r in images_rows)
+    assert {g for r in images_rows for g in r["relevant_groups"]} <= eval_groups
+    again = fitting_queries(eval_rows, groups, images, terms=group_terms(groups))
+    assert [r.get("text") for r in again] == [r.get("text") for r in rows]  # deterministic

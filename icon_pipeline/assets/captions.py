@@ -7,6 +7,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AutomationCondition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -52,6 +53,11 @@ def icon_captions(
     settings = load_config().captions
     batch = context.partition_key
     icons = {i.icon_id: i for i in read_catalog() if i.batch_key == batch}
+    if not icons:
+        raise Failure(
+            description=f"batch {batch} has no icon in icon_catalog (its source is no longer configured, "
+            "and icon_catalog retires it); nothing was written"
+        )
     lexicon = Lexicon.from_records(read_records(lexicon_path(), "icon_lexicon"))
     renders = read_batch_table("rendered", batch)
     png_of = dict(zip(renders["icon_id"], renders["png_path"], strict=True))

@@ -30,6 +30,7 @@ from icon_pipeline.assets.pairs import (
     QUERIES_NAME,
     benchmark_queries,
     eval_set,
+    frozen_file,
     load_groups,
     training_pairs,
 )
@@ -37,7 +38,7 @@ from icon_pipeline.assets.training import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.channels import CAPTIONS, PIXELS, RESERVED
 from icon_pipeline.config import load_config
 from icon_pipeline.embedding import embed_image_files
-from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl
+from icon_pipeline.frozen import read_frozen_jsonl
 from icon_pipeline.fusion import KINDS, FittingQuery, FusionSettings, channel_kind, fit_fusion, fusion_kind
 from icon_pipeline.hybrid import HYBRID
 from icon_pipeline.index import write_embeddings, write_fusion_settings
@@ -51,7 +52,6 @@ from icon_pipeline.service import ChannelSet
 from icon_pipeline.settings import get_paths
 from icon_pipeline.tables import (
     data_path,
-    eval_dir,
     icon_images_path,
     pairs_path,
     read_all_batches,
@@ -263,7 +263,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
     kind a weight for each channel (0 for one that does not help), the exact-name boost and variant
     folding; stored beside the index, used by every search."""
     config = load_config()
-    eval_path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.eval.version)
+    eval_path = frozen_file(EVAL_NAME, config)
     groups, _, images = load_groups()
     terms = (
         group_terms(groups, {i.icon_id: i.tags for i in read_catalog()})
@@ -271,7 +271,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
         else None
     )
     specs = fitting_queries(read_frozen_jsonl(eval_path), groups, images, seed=config.eval.seed, terms=terms)
-    queries_path, _ = frozen_paths(eval_dir(), QUERIES_NAME, config.queries.version)
+    queries_path = frozen_file(QUERIES_NAME, config)
     benchmark_texts = {row["text"] for row in read_frozen_jsonl(queries_path) if row.get("text")}
     held_back = sum(1 for spec in specs if spec.get("text") in benchmark_texts)
     specs = [spec for spec in specs if spec.get("text") not in benchmark_texts]
@@ -363,8 +363,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     seen and held-out icons, BM25 and raw-pixel baselines, paired significance tests; as metadata
     and as files under data/reports/."""
     config = load_config()
-    path, _ = frozen_paths(eval_dir(), QUERIES_NAME, config.queries.version)
-    queries = read_frozen_jsonl(path)
+    queries = read_frozen_jsonl(frozen_file(QUERIES_NAME, config))
     images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
     with postgres.connect(autocommit=True) as conn, _search_connections(postgres) as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)

@@ -1,12 +1,16 @@
 """training_pairs, eval_set and benchmark_queries: the data every later number depends on."""
 
 import os
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetKey,
+    DagsterInstance,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -16,7 +20,7 @@ from dagster import (
 from icon_pipeline.assets.captions import icon_captions
 from icon_pipeline.assets.metadata import image_markdown, table
 from icon_pipeline.captions import is_valid_phrase
-from icon_pipeline.config import load_config
+from icon_pipeline.config import PipelineConfig, library_id, load_config
 from icon_pipeline.evalset import OfflineParaphraser, Paraphraser, build_eval_set
 from icon_pipeline.frozen import frozen_paths, read_frozen_jsonl, verify_frozen, write_frozen_jsonl
 from icon_pipeline.grouping import Group, group_icons, grouping_metadata, split_groups
@@ -33,9 +37,17 @@ from icon_pipeline.tables import (
     read_table,
     write_table,
 )
+from icon_pipeline.training.data import sha256_file
 
 EVAL_NAME = "eval_t2i_i2t"
 QUERIES_NAME = "benchmark_queries"
+
+
+def frozen_file(name: str, config: PipelineConfig) -> Path:
+    """The configured version of a frozen set (EVAL_NAME or QUERIES_NAME) of the configured library."""
+    version = config.eval.version if name == EVAL_NAME else config.queries.version
+    path, _ = frozen_paths(eval_dir(library_id(config)), name, version)
+    return path
 
 
 def _valid_captions(captions: list[str]) -> list[str]:
@@ -50,10 +62,47 @@ def load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
     return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
 
 
-def _frozen_hash_check(name: str, version: int) -> AssetCheckResult:
-    path, _ = frozen_paths(eval_dir(), name, version)
+def first_recorded_sha256(instance: DagsterInstance, asset: str, path: Path) -> str | None:
+    """The sha256 Dagster recorded when this frozen file (this library and version) was first
+    written: the sidecar beside the file can be regenerated after an edit, the event log cannot."""
+    records = instance.fetch_materializations(AssetKey(asset), limit=10_000, ascending=True).records
+    for record in records:
+        materialization = record.asset_materialization
+        metadata = materialization.metadata if materialization else {}
+        recorded_path = metadata.get("path")
+        if recorded_path is not None and Path(str(recorded_path.value)).resolve() == path.resolve():
+            sha = metadata.get("sha256")
+            return str(sha.value) if sha is not None else None
+    return None
+
+
+def check_frozen(instance: DagsterInstance, asset: str, path: Path) -> tuple[bool, str]:
+    """verify_frozen (file against its sidecar), then the file against the hash Dagster recorded."""
     ok, message = verify_frozen(path)
-    return AssetCheckResult(passed=ok, description=message, metadata={"version": version, "path": str(path)})
+    if not ok:
+        return ok, message
+    recorded = first_recorded_sha256(instance, asset, path)
+    actual = sha256_file(path)
+    if recorded is not None and recorded != actual:
+        return False, (
+            f"{path.name}: content differs from what {asset} recorded when it was first written "
+            f"(recorded sha256 {recorded}, now {actual}); restore the file or freeze a new version "
+            "(raise its version in icon_pipeline.yaml)"
+        )
+    return True, message
+
+
+def _refuse_changed(context: AssetExecutionContext, asset: str, path: Path) -> None:
+    ok, message = check_frozen(context.instance, asset, path)
+    if not ok:
+        raise Failure(description=message)
+
+
+def _frozen_hash_check(context: AssetCheckExecutionContext, asset: str, name: str) -> AssetCheckResult:
+    config = load_config()
+    path = frozen_file(name, config)
+    ok, message = check_frozen(context.instance, asset, path)
+    return AssetCheckResult(passed=ok, description=message, metadata={"path": str(path)})
 
 
 @asset(group_name="dataset", kinds={"parquet"}, deps=[icon_captions])
@@ -90,6 +139,11 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
         for i in icons
         if i.icon_id in png_of and i.icon_id not in rejected
     ]
+    if not rows:
+        raise Failure(
+            description=f"none of the catalog's {len(icons)} icons has a render to pair with captions: "
+            "materialize rendered_icons for every batch (see its failures)"
+        )
     grouping = group_icons(
         rows,
         captions,
@@ -157,12 +211,14 @@ def _paraphraser(kind: str) -> Paraphraser:
 def eval_set(context: AssetExecutionContext) -> MaterializeResult:
     """Unseen captions for a sample of training groups, frozen as versioned JSONL: written once,
     never overwritten; a new version needs a config change."""
-    config = load_config().eval
-    path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.version)
+    pipeline = load_config()
+    config = pipeline.eval
+    path = frozen_file(EVAL_NAME, pipeline)
     report_meta: dict = {}
     if path.exists():
-        frozen = write_frozen_jsonl(eval_dir(), EVAL_NAME, config.version, read_frozen_jsonl(path))
-        context.log.info(f"{path.name} exists and is frozen: reused as is")
+        _refuse_changed(context, "eval_set", path)
+        frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, read_frozen_jsonl(path))
+        context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
     else:
         groups, split, _ = load_groups()
         rows, report = build_eval_set(
@@ -174,14 +230,15 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
             threshold=config.threshold,
             max_retries=config.max_retries,
             seed=config.seed,
-            allow_fewer=config.allow_fewer,
             validate=_valid_captions,
         )
-        frozen = write_frozen_jsonl(eval_dir(), EVAL_NAME, config.version, rows)
+        frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, rows)
         report_meta = {
             k: MetadataValue.json(v) if isinstance(v, dict | list) else v
             for k, v in report.to_metadata().items()
         }
+        if report.shortfall_note:
+            context.log.warning(f"eval_set: {report.shortfall_note}")
     sample = pd.DataFrame(read_frozen_jsonl(frozen.path)[:30])
     columns = [
         c for c in ("caption", "nearest_training_caption", "max_train_similarity", "group_id") if c in sample
@@ -189,6 +246,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
     return MaterializeResult(
         metadata={
             "version": config.version,
+            "library": path.parent.name,
             "sha256": frozen.sha256,
             "rows": frozen.rows,
             "reused": frozen.reused,
@@ -201,8 +259,9 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
 
 @asset_check(asset=eval_set, name="eval_set_frozen_hash")
 def eval_set_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    """The eval file on disk is byte-for-byte what was frozen (hand edits and corruption fail)."""
-    return _frozen_hash_check(EVAL_NAME, load_config().eval.version)
+    """The eval file on disk is byte-for-byte what was frozen: against its sidecar and against the hash
+    recorded when it was first written (a hand edit with a regenerated sidecar fails too)."""
+    return _frozen_hash_check(context, "eval_set", EVAL_NAME)
 
 
 @asset(group_name="dataset", kinds={"jsonl", "png"}, deps=[eval_set])
@@ -211,35 +270,37 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
     each naming its relevant groups; frozen and versioned like the eval set."""
     config = load_config()
     settings = config.queries
-    path, _ = frozen_paths(eval_dir(), QUERIES_NAME, settings.version)
+    path = frozen_file(QUERIES_NAME, config)
     if path.exists():
-        frozen = write_frozen_jsonl(eval_dir(), QUERIES_NAME, settings.version, read_frozen_jsonl(path))
-        context.log.info(f"{path.name} exists and is frozen: reused as is")
+        _refuse_changed(context, "benchmark_queries", path)
+        frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, read_frozen_jsonl(path))
+        context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
     else:
         groups, split, images = load_groups()
-        eval_path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.eval.version)
         rows = build_benchmark_queries(
             groups,
             split,
-            read_frozen_jsonl(eval_path),
+            read_frozen_jsonl(frozen_file(EVAL_NAME, config)),
             images,
-            out_image_dir=eval_dir() / f"{QUERIES_NAME}.v{settings.version}",
+            out_image_dir=path.parent / f"{QUERIES_NAME}.v{settings.version}",
             total=settings.total,
             seed=settings.seed,
             paraphraser=_paraphraser(config.eval.paraphraser),
-            allow_fewer=settings.allow_fewer,
             # Version 2 on: a text query is relevant to every group carrying its source term.
             terms=group_terms(groups, {i.icon_id: i.tags for i in read_catalog()})
             if settings.version >= 2
             else None,
         )
-        frozen = write_frozen_jsonl(eval_dir(), QUERIES_NAME, settings.version, rows)
+        frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, rows)
     rows = read_frozen_jsonl(frozen.path)
-    summary = summarize_queries(rows)
+    summary = summarize_queries(rows, settings.total)
+    for task, note in summary["shortfall"].items():
+        context.log.warning(f"benchmark_queries {task}: {note}")
     examples = pd.DataFrame(rows).groupby("task").head(5)
     img2img = [r["image_path"] for r in rows if r["task"] == "img2img" and r.get("image_path")][:20]
     metadata = {
         "version": settings.version,
+        "library": path.parent.name,
         "sha256": frozen.sha256,
         "rows": frozen.rows,
         "reused": frozen.reused,
@@ -258,5 +319,5 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
 
 @asset_check(asset=benchmark_queries, name="benchmark_queries_frozen_hash")
 def benchmark_queries_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    """The queries file on disk is byte-for-byte what was frozen."""
-    return _frozen_hash_check(QUERIES_NAME, load_config().queries.version)
+    """The queries file on disk is byte-for-byte what was frozen (sidecar and first recorded hash)."""
+    return _frozen_hash_check(context, "benchmark_queries", QUERIES_NAME)

@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AutomationCondition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -37,6 +38,12 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
     config = load_config().render
     batch = context.partition_key
     icons = [i for i in read_catalog() if i.batch_key == batch]
+    if not icons:
+        # Never overwrite a batch's table with an empty one: the batch belongs to no configured source.
+        raise Failure(
+            description=f"batch {batch} has no icon in icon_catalog (its source is no longer configured, "
+            "and icon_catalog retires it); nothing was written"
+        )
     settings = RenderSettings(
         size=config.size, theme=config.theme, max_svg_bytes=config.max_svg_bytes, timeout_s=config.timeout_s
     )

@@ -4,16 +4,21 @@ import hashlib
 import json
 from pathlib import Path
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
+from dagster import (
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesSubprocessClient,
+    asset,
+)
 
-from icon_pipeline.assets.pairs import EVAL_NAME, eval_set, training_pairs
+from icon_pipeline.assets.pairs import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
 from icon_pipeline.config import load_config
-from icon_pipeline.frozen import frozen_paths, verify_frozen
 from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint
 from icon_pipeline.resources.gpu import TorchrunResource
 from icon_pipeline.tables import (
     checkpoint_pointer,
-    eval_dir,
     icon_images_path,
     models_dir,
     pairs_path,
@@ -90,11 +95,11 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
     config = load_config()
     base = read_checkpoint_pointer("base", "base_checkpoint")
-    eval_path, _ = frozen_paths(eval_dir(), EVAL_NAME, config.eval.version)
-    ok, message = verify_frozen(eval_path)
+    eval_path = frozen_file(EVAL_NAME, config)
+    ok, message = check_frozen(context.instance, "eval_set", eval_path)
     if not ok:
-        raise ValueError(f"eval set not usable for training: {message}")
-    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: verify_frozen just checked it
+        raise Failure(description=f"eval set not usable for training: {message}")
+    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: check_frozen just checked it
     settings = config.training
     train = TrainConfig(
         base_checkpoint=base["path"],

@@ -18,7 +18,7 @@ from icon_pipeline.batching import assign_batches
 from icon_pipeline.config import FigmaSource, load_config, source_name
 from icon_pipeline.library import batch_group, scan_source, source_fingerprint
 from icon_pipeline.resources.figma import FigmaResource
-from icon_pipeline.tables import catalog_path, read_catalog
+from icon_pipeline.tables import catalog_path, read_batch_history, read_catalog
 
 
 @sensor(
@@ -40,7 +40,9 @@ def icon_source_sensor(context: SensorEvaluationContext, figma: FigmaResource) -
     if not changed:
         return SkipReason("no icon source changed")
 
-    existing = {i.icon_id: i.batch_key for i in read_catalog()} if catalog_path().exists() else {}
+    existing = read_batch_history()  # every key ever given: a source added back keeps its old keys
+    if catalog_path().exists():
+        existing.update({i.icon_id: i.batch_key for i in read_catalog()})
     registered = set(context.instance.get_dynamic_partitions(icon_batches.name))
     new_keys: set[str] = set()
     for source in changed:

@@ -55,12 +55,15 @@ class FigmaError(RuntimeError):
         endpoint: str = "",
         status: int | None = None,
         retry_after_s: float | None = None,
+        item_problem: bool = False,
     ) -> None:
         super().__init__(message)
         self.file_key = file_key
         self.endpoint = endpoint
         self.status = status
         self.retry_after_s = retry_after_s
+        # True: the item itself is unusable (a download over the size limit), not the source.
+        self.item_problem = item_problem
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,7 @@ class FigmaClient:
                     f"{where}: response larger than {max_bytes} bytes (read {exc.size})",
                     file_key=file_key,
                     endpoint=endpoint,
+                    item_problem=True,
                 ) from None
             except httpx.TransportError as exc:
                 if attempt >= self.max_retries:
@@ -489,13 +493,16 @@ def scan_figma(
     """
     icons: list[IconRecord] = []
     failures: list[SourceFailure] = []
+    # Requests that failed for good (HTTP 4xx/5xx, rate limits, refused export batches): the scan
+    # is then incomplete, and icon_catalog must not drop the icons it could not see.
+    errors: list[str] = []
     files_info: dict[str, dict[str, Any]] = {}
     versions: list[str] = []
     for file_key in file_keys:
         try:
             file_json = client.get_file(file_key)
         except FigmaError as exc:
-            failures.append(SourceFailure(source_name, f"file {file_key}", str(exc)))
+            errors.append(str(exc))
             versions.append(f"{file_key}=unavailable")
             continue
         version = file_version(file_json)
@@ -517,7 +524,7 @@ def scan_figma(
         try:
             urls = client.get_svg_urls(file_key, [c.node_id for c in components])
         except FigmaError as exc:
-            failures.append(SourceFailure(source_name, f"file {file_key}", str(exc)))
+            errors.append(str(exc))
             continue
         file_dir = Path(download_dir) / file_key
         file_dir.mkdir(parents=True, exist_ok=True)
@@ -526,6 +533,9 @@ def scan_figma(
             results = pool.map(fetch, components, [urls.get(c.node_id) for c in components])
             for component, result in zip(components, results, strict=True):
                 item = f"{file_key}/{component.label} ({component.node_id})"
+                if isinstance(result, FigmaError):  # a download that failed for good: transient
+                    errors.append(f"{item}: {result}")
+                    continue
                 if isinstance(result, str):
                     failures.append(SourceFailure(source_name, item, result))
                     continue
@@ -546,19 +556,23 @@ def scan_figma(
                 icons.append(icon)
                 info["pages"].setdefault(component.page, []).append(icon.icon_id)
     scan = SourceScan(source=source_name, version=";".join(versions), icons=icons, failures=failures)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        scan.error = f"{errors[0]}{more}"
     return scan, files_info
 
 
 def _fetch_icon(
     client: FigmaClient, file_key: str, file_dir: Path, component: FigmaComponent, url: str | None
-) -> tuple[Path, bytes] | str:
-    """Download one exported SVG; a failure comes back as its reason (str) so the batch goes on."""
+) -> tuple[Path, bytes] | str | FigmaError:
+    """Download one exported SVG. A bad item comes back as its reason (str) so the batch goes on; a
+    request that failed for good comes back as the FigmaError (the scan is then incomplete)."""
     if url is None:
         return "Figma returned no image (null URL)"
     try:
         data = client.download(url, file_key=file_key)
     except FigmaError as exc:
-        return str(exc)
+        return str(exc) if exc.item_problem else exc
     if b"<svg" not in data[:65_536]:
         return f"download is not an SVG ({len(data)} bytes starting {data[:40]!r})"
     path = file_dir / f"{node_file_name(component.node_id)}.svg"
