@@ -17,6 +17,7 @@ from icon_pipeline.database import (
     ensure_database,
     start_embedded,
     stop_embedded,
+    validate_url,
 )
 from icon_pipeline.settings import ENV_DATABASE_URL, get_paths
 
@@ -47,6 +48,8 @@ def _instance():
 
 def cmd_db(args: argparse.Namespace) -> int:
     external = os.environ.get(ENV_DATABASE_URL)
+    if external:
+        validate_url(external, ENV_DATABASE_URL)  # one clear line for a malformed URL, whatever the action
     if args.action == "start":
         info = ensure_database()
         print(f"PostgreSQL ready at {describe_url(info.url)}" + (" (embedded)" if info.embedded else ""))

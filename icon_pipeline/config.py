@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from icon_pipeline.catalog import DEFAULT_MAX_SVG_BYTES
 from icon_pipeline.settings import get_paths
 
 
@@ -66,7 +67,7 @@ class RenderConfig(_Strict):
     size: int = Field(default=224, ge=16, le=1024)
     theme: Literal["light", "dark"] = "light"
     workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
-    max_svg_bytes: int = 2_000_000
+    max_svg_bytes: int = Field(default=DEFAULT_MAX_SVG_BYTES, ge=1, description="larger SVGs are refused")
     timeout_s: float = 10.0
     max_failure_rate: float = Field(default=0.02, ge=0, le=1)
 

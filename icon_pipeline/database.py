@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -54,14 +54,80 @@ def to_psycopg2_url(url: str) -> str:
     return f"postgresql+psycopg2://{rest}"
 
 
+URL_FORM = "postgresql://user:password@host:5432/database"
+
+
+@dataclass(frozen=True)
+class UrlParts:
+    """What our messages may say about a database URL: never its user or password."""
+
+    hosts: tuple[tuple[str, str], ...]  # (host, port) pairs; libpq allows several, port may be ""
+    database: str
+    query: dict[str, str]
+
+
+def _bad_url(name: str, problem: str) -> DatabaseError:
+    # Never quote the URL or a piece of it: in a malformed URL any piece may be the password.
+    return DatabaseError(f"{name} is not a valid PostgreSQL URL: {problem} (expected {URL_FORM})")
+
+
+def _split_hosts(hostlist: str, name: str) -> tuple[tuple[str, str], ...]:
+    """`host[:port][,host2[:port2]]` (IPv6 hosts in brackets) -> ((host, port), ...)."""
+    hosts = []
+    for item in hostlist.split(",") if hostlist else []:
+        if item.startswith("["):
+            host, closed, rest = item[1:].partition("]")
+            if not closed:
+                raise _bad_url(name, "a '[' around an IPv6 host is not closed")
+            if rest and not rest.startswith(":"):
+                raise _bad_url(name, "after an IPv6 host's ']' only ':port' may follow")
+            port = rest[1:]
+        elif "[" in item or "]" in item:
+            raise _bad_url(name, "a '[' or ']' in the host is unbalanced")
+        else:
+            host, _, port = item.partition(":")
+        if port and not port.isdigit():
+            raise _bad_url(name, "the port is not a number")
+        if port and not 1 <= int(port) <= 65535:
+            raise _bad_url(name, "the port is not between 1 and 65535")
+        hosts.append((host, port))
+    return tuple(hosts)
+
+
+def parse_url(url: str, name: str = "the database URL") -> UrlParts:
+    """The parts of a postgresql:// URL that messages may show; a malformed URL is a one-line
+    DatabaseError naming the problem (called `name`, e.g. the environment variable), never the URL."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme.lower().startswith("postgres"):
+        raise _bad_url(name, "it does not start with postgresql://")
+    try:
+        parts = urlsplit(to_libpq_url(url))
+    except ValueError as exc:
+        # urllib's own messages may quote the host, which in a malformed URL can hold the password.
+        problem = (
+            "a '[' around an IPv6 host is not closed"
+            if "Invalid IPv6 URL" in str(exc)
+            else "the host cannot be parsed"
+        )
+        raise _bad_url(name, problem) from None
+    hosts = _split_hosts(parts.netloc.rpartition("@")[2], name)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    return UrlParts(hosts=hosts, database=parts.path.lstrip("/"), query=query)
+
+
+def validate_url(url: str, name: str = "the database URL") -> None:
+    """DatabaseError (one line, no password) if `url` is not a usable postgresql:// URL."""
+    parse_url(url, name)
+
+
 def describe_url(url: str) -> str:
     """host/database of a URL, for messages: never the user's password."""
-    parts = urlsplit(to_libpq_url(url))
-    query_host = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("host")
-    host = parts.hostname or query_host or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    database = parts.path.lstrip("/") or "postgres"
-    return f"host {host}{port}, database {database}"
+    parts = parse_url(url)
+    fallback = parts.query.get("host") or "localhost"  # e.g. a socket directory given as ?host=
+    shown = [(host or fallback) + (f":{port}" if port else "") for host, port in parts.hosts or [("", "")]]
+    return (
+        f"{'hosts' if len(shown) > 1 else 'host'} {','.join(shown)}, database {parts.database or 'postgres'}"
+    )
 
 
 def _runtime_dir(pgdata: Path) -> Path:
@@ -216,16 +282,18 @@ def embedded_status(pgdata: Path | None = None) -> str:
 
 def check_connection(url: str) -> None:
     """Connect once and make sure pgvector is there; raise DatabaseError naming host and database."""
+    where = describe_url(url)  # a malformed URL stops here, before libpq can quote it
     try:
         _enable_vector(url)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # libpq messages may echo the connection string; keep only a password-free summary.
         reason = reason.replace(url, "<url>")
-        password = urlsplit(to_libpq_url(url)).password
-        if password:
-            reason = reason.replace(password, "***")
-        raise DatabaseError(f"cannot use PostgreSQL at {describe_url(url)}: {reason}") from None
+        password = urlsplit(to_libpq_url(url)).password or ""
+        for secret in (password, unquote(password)):  # as written, and as libpq decodes it
+            if secret:
+                reason = reason.replace(secret, "***")
+        raise DatabaseError(f"cannot use PostgreSQL at {where}: {reason}") from None
 
 
 def ensure_database(start: bool = True) -> DatabaseInfo:
@@ -235,6 +303,7 @@ def ensure_database(start: bool = True) -> DatabaseInfo:
     """
     external = os.environ.get(ENV_DATABASE_URL)
     if external:
+        validate_url(external, ENV_DATABASE_URL)
         check_connection(external)
         info = DatabaseInfo(url=external, embedded=False)
     elif start:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from icon_pipeline.batching import assign_batches
-from icon_pipeline.catalog import IconRecord, SourceFailure, SourceScan
+from icon_pipeline.catalog import DEFAULT_MAX_SVG_BYTES, IconRecord, SourceFailure, SourceScan
 from icon_pipeline.config import FigmaSource, LocalSource, PipelineConfig, TablerSource, source_name
 from icon_pipeline.settings import get_paths
 
@@ -24,8 +24,12 @@ def tabler_package_dir(source: TablerSource) -> Path:
 
 
 def scan_source(
-    source: TablerSource | LocalSource | FigmaSource, figma_client: FigmaClientFactory | None = None
+    source: TablerSource | LocalSource | FigmaSource,
+    figma_client: FigmaClientFactory | None = None,
+    max_svg_bytes: int = DEFAULT_MAX_SVG_BYTES,
 ) -> SourceScan:
+    """One source's icons and failures. `max_svg_bytes` (the config's render.max_svg_bytes) is what a
+    local folder's scan refuses unread; Figma downloads have their own limit, Tabler is a known package."""
     name = source_name(source)
     if isinstance(source, TablerSource):
         from icon_pipeline.sources.tabler import scan_tabler
@@ -45,7 +49,7 @@ def scan_source(
             return SourceScan(
                 source=name, version="missing", error=f"the folder {source.path} does not exist"
             )
-        return scan_local(source.path, source_name=name)
+        return scan_local(source.path, source_name=name, max_svg_bytes=max_svg_bytes)
     from icon_pipeline.sources.figma import FigmaError, iter_pages, scan_figma
 
     if figma_client is None:
@@ -63,7 +67,7 @@ def scan_source(
 
 
 def scan_library(config: PipelineConfig, figma_client: FigmaClientFactory | None = None) -> list[SourceScan]:
-    return [scan_source(source, figma_client) for source in config.sources]
+    return [scan_source(source, figma_client, config.render.max_svg_bytes) for source in config.sources]
 
 
 def source_fingerprint(

@@ -46,7 +46,7 @@ from defusedxml import ElementTree as SafeElementTree
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 from tqdm import tqdm
 
-from icon_pipeline.catalog import IconRecord
+from icon_pipeline.catalog import DEFAULT_MAX_SVG_BYTES, MAX_RASTER_BYTES, IconRecord
 
 # Bump when the output of render_icon changes for the same input and settings: it is part of
 # the store key, so every icon is rendered again under the new version.
@@ -63,7 +63,6 @@ THEME_COLOURS: dict[str, tuple[RGB, RGB]] = {
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
-MAX_RASTER_BYTES = 50_000_000
 MAX_RASTER_PIXELS = 40_000_000  # decompression-bomb guard, well below PIL's own limit
 RASTER_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 # Extra seconds a worker gets past the in-process alarm before the pool kills it.
@@ -86,7 +85,7 @@ class RenderSettings:
 
     size: int = 224
     theme: Theme = "light"
-    max_svg_bytes: int = 2_000_000
+    max_svg_bytes: int = DEFAULT_MAX_SVG_BYTES
     timeout_s: float = 10.0
     margin: float = 0.0625  # fraction of `size` left empty on each side
 

@@ -108,3 +108,64 @@ def test_url_helpers() -> None:
         == "host /x/pg, database postgres"
     )
     assert describe_url("postgresql://u:pw@db.example:6543/icons") == "host db.example:6543, database icons"
+
+
+MALFORMED_URLS = {
+    # An unclosed IPv6 bracket: urllib's own error would carry the password into a traceback.
+    "postgresql://alice:Pw-Kept-Secret@[::1:5432/icons": "a '[' around an IPv6 host is not closed",
+    "postgresql://alice:Pw-Kept-Secret@localhost:abc/icons": "the port is not a number",
+    "postgresql://alice:Pw-Kept-Secret@localhost:99999/icons": "the port is not between 1 and 65535",
+    # No @host: the password is where the port should be, so the port must never be quoted.
+    "postgresql://alice:Pw-Kept-Secret/icons": "the port is not a number",
+    "host=db password=Pw-Kept-Secret": "it does not start with postgresql://",
+}
+
+
+@pytest.mark.parametrize("url", list(MALFORMED_URLS))
+def test_a_malformed_url_is_one_line_that_names_the_problem_never_the_password(url: str) -> None:
+    for describe in (describe_url, check_connection):
+        with pytest.raises(DatabaseError) as caught:
+            describe(url)
+        message = str(caught.value)
+        assert MALFORMED_URLS[url] in message and "Pw-Kept-Secret" not in message
+        # No chained urllib error under it: a traceback would print that one's message too.
+        error = caught.value
+        assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
+@pytest.mark.parametrize("action", ["status", "url", "start"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://alice:Pw-Kept-Secret@[::1:5432/icons",
+        "postgresql://alice:Pw-Kept-Secret@localhost:abc/icons",
+    ],
+)
+def test_cli_with_a_malformed_database_url_says_why_in_one_line(url: str, action: str) -> None:
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "icon-pipeline"), "db", action],
+        env=dict(os.environ, ICON_PIPELINE_DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Pw-Kept-Secret" not in output and "Traceback" not in output
+    assert result.stderr.strip().splitlines() == [
+        "icon-pipeline: error: ICON_PIPELINE_DATABASE_URL is not a valid PostgreSQL URL: "
+        f"{MALFORMED_URLS[url]} (expected postgresql://user:password@host:5432/database)"
+    ]
+
+
+def test_a_password_libpq_quotes_back_is_hidden() -> None:
+    # libpq quotes an invalid percent-encoding back, here the password itself.
+    with pytest.raises(DatabaseError) as caught:
+        check_connection("postgresql://alice:Pw%zzSecret@127.0.0.1:1/icons")
+    assert "Pw%zzSecret" not in str(caught.value) and "host 127.0.0.1:1, database icons" in str(caught.value)
+
+
+def test_describe_url_of_several_hosts_and_ipv6() -> None:
+    assert describe_url("postgresql://u:pw@h1:5432,h2/icons") == "hosts h1:5432,h2, database icons"
+    assert describe_url("postgresql://u:pw@[::1]:5433/icons") == "host ::1:5433, database icons"
+    assert describe_url("postgresql+psycopg://u@db.example/") == "host db.example, database postgres"

@@ -309,3 +309,85 @@ def test_scan_local_permission_denied_is_a_failure(icon_folder: Path) -> None:
 def test_scan_local_missing_folder_is_a_failure(tmp_path: Path) -> None:
     scan = scan_local(tmp_path / "nope", "mine")
     assert scan.icons == [] and "does not exist" in scan.failures[0].reason
+
+
+def test_scan_local_refuses_links_leaving_the_folder_and_follows_links_inside(
+    icon_folder: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "secrets").mkdir(parents=True)
+    (outside / "private.svg").write_bytes(SVG)
+    (outside / "secrets" / "key.svg").write_bytes(SVG)
+    (outside / "metadata.json").write_text(json.dumps({"play": {"tags": ["stolen"]}}))
+    (icon_folder / "leak.svg").symlink_to(outside / "private.svg")
+    (icon_folder / "nav" / "up.svg").symlink_to(Path("..") / ".." / "elsewhere" / "private.svg")  # relative
+    (icon_folder / "vault").symlink_to(outside / "secrets", target_is_directory=True)
+    (icon_folder / "media" / "metadata.json").symlink_to(outside / "metadata.json")
+    (icon_folder / "home-again.svg").symlink_to(icon_folder / "nav" / "home.svg")  # stays inside
+
+    scan = scan_local(icon_folder, "mine")
+
+    failures = {f.item: f.reason for f in scan.failures}
+    assert sorted(failures) == ["leak.svg", "media/metadata.json", "nav/up.svg", "vault"]
+    for item, reason in failures.items():
+        assert reason.startswith("a link leaving the folder (to "), (item, reason)
+    assert (
+        str(outside / "private.svg") in failures["leak.svg"] and str(outside / "secrets") in failures["vault"]
+    )
+    ids = {icon.icon_id for icon in scan.icons}
+    assert "mine:home-again.svg" in ids and len(ids) == 6  # the five icons and the link inside
+    assert not any(str(outside) in icon.file_path for icon in scan.icons)
+    play = next(icon for icon in scan.icons if icon.icon_id == "mine:media/play.svg")
+    assert play.tags == (), "metadata from outside the folder is not read"
+
+
+def test_scan_local_refuses_a_huge_file_by_its_size_without_reading_it(icon_folder: Path) -> None:
+    import resource
+    import time
+
+    huge = icon_folder / "media" / "huge.svg"
+    with huge.open("wb") as handle:
+        handle.truncate(3 * 1024**3)  # sparse: 3 GiB long, no disk used
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    started = time.monotonic()
+    scan = scan_local(icon_folder, "mine")
+    seconds = time.monotonic() - started
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    ((item, reason),) = [(f.item, f.reason) for f in scan.failures]
+    assert item == "media/huge.svg"
+    assert reason == (
+        "file is 3221225472 bytes (3072.0 MiB), over the 2000000-byte limit "
+        "(render.max_svg_bytes in the config)"
+    )
+    assert grown_mib < 100 and seconds < 5, (grown_mib, seconds)  # reading it would take 3 GiB
+    assert len(scan.icons) == 5
+
+
+def test_scan_local_uses_the_configured_svg_limit_and_the_raster_limit(icon_folder: Path) -> None:
+    from icon_pipeline.catalog import MAX_RASTER_BYTES
+    from icon_pipeline.config import PipelineConfig
+    from icon_pipeline.library import scan_library
+
+    with (icon_folder / "big.png").open("wb") as handle:
+        handle.truncate(MAX_RASTER_BYTES + 1)
+    config = PipelineConfig.model_validate(
+        {
+            "sources": [{"kind": "local", "path": str(icon_folder), "name": "mine"}],
+            "render": {"max_svg_bytes": 90},
+        }
+    )
+    (scan,) = scan_library(config)
+    failures = {f.item: f.reason for f in scan.failures}
+    # SVG is 87 bytes, nav/home.svg one more, the PNG one over the raster limit.
+    assert failures == {
+        "big.png": f"file is {MAX_RASTER_BYTES + 1} bytes (47.7 MiB), over the {MAX_RASTER_BYTES}-byte limit "
+        "for PNG icons",
+    }
+    config = config.model_copy(
+        update={"render": config.render.model_copy(update={"max_svg_bytes": len(SVG)})}
+    )
+    (scan,) = scan_library(config)
+    failures = {f.item: f.reason for f in scan.failures}
+    assert failures["nav/home.svg"].startswith(f"file is {len(SVG) + 1} bytes") and len(failures) == 2
+    big_but_allowed = {i.icon_id: i for i in scan.icons}["mine:home.svg"]
+    assert big_but_allowed.content_hash == hashlib.sha256(SVG).hexdigest()  # chunked hash, same digest

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -386,6 +388,79 @@ def test_final_model_reloads_with_the_base_preprocessing(
     embeddings = tuned.embed_texts(["arrow left", "home"])
     assert embeddings.shape == (2, tuned.dim)
     assert not np.allclose(embeddings, base.embed_texts(["arrow left", "home"]))  # it did train
+
+
+# --- a checkpoint half-written by a kill -----------------------------------------------------
+
+
+@pytest.fixture
+def training_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The training logger's records (it does not propagate to the root logger, so attach here)."""
+    logger = logging.getLogger("icon_pipeline.training")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def _run(config: TrainConfig) -> dict[str, Any]:
+    with Reporter() as reporter:
+        return run_training(config, reporter)
+
+
+def test_a_truncated_latest_checkpoint_is_skipped_for_the_previous_one(
+    inputs: dict[str, Any], training_log: pytest.LogCaptureFixture
+) -> None:
+    output_dir = inputs["root"] / "torn-checkpoint"
+    config = make_config(inputs, output_dir, save_every_steps=2, eval_every_steps=0)
+    assert _run(replace(config, stop_after_steps=4)) == {"stopped_at_step": 4, "completed": False}
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # The kill came while checkpoint-4's weights were being written.
+    weights = output_dir / "checkpoint-4" / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+
+    report = _run(config)
+
+    messages = [r.getMessage() for r in training_log.records]
+    assert (
+        "checkpoint-4 is incomplete (model.safetensors is unreadable: Error while deserializing header: "
+        "incomplete metadata, file not fully covered); resuming from checkpoint-2"
+    ) in messages
+    assert f"resuming from {output_dir / 'checkpoint-2'} (step 2)" in messages
+    assert report["completed"] and report["resumed_from_step"] == 2 and report["steps"] == 8
+    assert [step for step, _ in report["loss_curve"]] == list(range(1, 9))
+
+    # The finished run's checkpoints, damaged as other kills would leave them: the same choice.
+    from icon_pipeline.training.resume import choose_checkpoint
+
+    latest, previous = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[
+        -1:-3:-1
+    ]
+    (latest / "trainer_state.json").unlink()
+    optimizer = previous / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:-100])
+    choice = choose_checkpoint(output_dir)
+    assert choice.checkpoint is None and choice.describe() == (
+        f"{latest.name} is incomplete (no trainer_state.json); {previous.name} is incomplete "
+        "(optimizer.pt is truncated or not a torch.save file); no complete checkpoint left, starting fresh"
+    )
+
+
+def test_with_no_complete_checkpoint_the_run_starts_fresh_and_says_so(
+    inputs: dict[str, Any], training_log: pytest.LogCaptureFixture
+) -> None:
+    output_dir = inputs["root"] / "empty-checkpoint"
+    (output_dir / "checkpoint-5").mkdir(parents=True)  # killed right after the folder was made
+    report = _run(make_config(inputs, output_dir, max_steps=2, eval_every_steps=0, save_every_steps=2))
+    messages = [r.getMessage() for r in training_log.records]
+    assert (
+        "checkpoint-5 is incomplete (no trainer_state.json); no complete checkpoint left, starting fresh"
+    ) in messages
+    assert report["completed"] and report["resumed_from_step"] == 0 and report["steps"] == 2
+    assert (output_dir / "checkpoint-5").is_dir(), "nothing is deleted"
 
 
 # --- what makes the CPU default learn -------------------------------------------------------

@@ -64,6 +64,20 @@ def parse_auth(value: str | None, env_name: str = AUTH_ENV) -> list[tuple[str, s
     return pairs
 
 
+def signed_in_user(blocks: gr.Blocks, request: gr.Request | None) -> str | None:
+    """The user this request signed in as, when `blocks` runs with basic auth; None when it runs without.
+
+    Gradio refuses a request without a signed-in user before any handler runs; an app with auth
+    whose request still names nobody is refused here too (AppError) rather than trusted.
+    """
+    if blocks.auth is None:
+        return None
+    user = getattr(request, "username", None)
+    if not user:
+        raise AppError("sign in first: this app has basic auth on and the request names no signed-in user")
+    return str(user)
+
+
 @dataclass
 class RunningApp:
     name: str

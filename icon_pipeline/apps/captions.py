@@ -5,6 +5,9 @@ or reject them. Decisions are overrides in PostgreSQL (icon_pipeline.overrides) 
 A save names the revision the reviewer started from; if someone saved in between, nothing is
 stored and the page shows their version and asks (a "Save over theirs" button). If the database
 is unreachable, the edit is queued in a local journal and saved by "Retry queued edits".
+
+With basic auth on (ICON_PIPELINE_APP_AUTH), a decision's author is the signed-in user, from the
+page or the API alike; without it, the name the reviewer types.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 
+from icon_pipeline.apps import AppError, signed_in_user
 from icon_pipeline.apps.common import (
     IconInfo,
     MissingAsset,
@@ -398,14 +402,33 @@ def build() -> gr.Blocks:
         open_button.click(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
         icon_id.submit(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
 
+        def save_as_reviewer(
+            icon_id: str, phrases: str, action: str, author: str, revision: float | None, request: gr.Request
+        ) -> tuple[str, int, bool, int]:
+            """save_caption; with basic auth on, the author is the signed-in user, whatever name the
+            client sent (the page's box or an API call), so nobody saves under another's name."""
+            try:
+                author = signed_in_user(demo, request) or author
+            except AppError as exc:
+                return f"**Not saved:** {html.escape(str(exc))}", int(revision or 0), False, 0
+            return save_caption(icon_id, phrases, action, author, revision)
+
         def act(action: str):
             def run(i: str, text: str, who: str, rev: float, request: gr.Request) -> tuple:
-                # With basic auth on, the signed-in user is the author, whatever the box says.
-                who = getattr(request, "username", None) or who
-                note, rev_now, offer, theirs = save_caption(i, text, action, who, rev)
+                note, rev_now, offer, theirs = save_as_reviewer(i, text, action, who, rev, request)
                 return note, rev_now, gr.update(visible=offer), action, theirs, pending_summary()
 
             return run
+
+        def show_reviewer(request: gr.Request):
+            """With basic auth on, the name box shows who is signed in and cannot be changed."""
+            try:
+                user = signed_in_user(demo, request)
+            except AppError:
+                user = None
+            return gr.update(value=user, interactive=False) if user else gr.update()
+
+        demo.load(show_reviewer, None, [author], api_visibility="private")
 
         saved_outputs = [message, revision, overwrite, last_action, conflict_revision, queued]
         for button, action in ((approve, "approve"), (edit, "save edit"), (reject, "reject")):
@@ -430,6 +453,6 @@ def build() -> gr.Blocks:
         api = {"api_visibility": "undocumented"}
         gr.api(list_icons, api_name="list_icons", **api)
         gr.api(show_icon, api_name="show_icon", **api)
-        gr.api(save_caption, api_name="save_caption", **api)
+        gr.api(save_as_reviewer, api_name="save_caption", **api)
         gr.api(retry_pending, api_name="retry_pending", **api)
     return demo

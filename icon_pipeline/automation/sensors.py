@@ -48,7 +48,7 @@ def icon_source_sensor(context: SensorEvaluationContext, figma: FigmaResource) -
     for source in changed:
         if isinstance(source, FigmaSource):
             continue
-        scan = scan_source(source)
+        scan = scan_source(source, max_svg_bytes=config.render.max_svg_bytes)
         assigned, _ = assign_batches(
             scan.icons, existing, config.batching.icons_per_batch, group_key=batch_group
         )

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from icon_pipeline.modeling import (
     CheckpointError,
@@ -37,6 +36,7 @@ from icon_pipeline.training.data import (
 from icon_pipeline.training.launch import DDP_BACKEND_ENV
 from icon_pipeline.training.probe import fit_linear_probe, initial_logit_bias, wants_linear_probe
 from icon_pipeline.training.reporting import Reporter, global_rank, world_size
+from icon_pipeline.training.resume import ResumeChoice, choose_checkpoint
 from icon_pipeline.training.trainer import (
     BaselineCallback,
     PipesCallback,
@@ -234,7 +234,11 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     # Our PipesCallback logs each entry once, with the rank; the stock printer would repeat them.
     trainer.remove_callback(PrinterCallback)
 
-    resume_from = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
+    # A half-written latest checkpoint (a kill during its save) is skipped for the previous one.
+    choice = choose_checkpoint(output_dir) if config.resume else ResumeChoice(checkpoint=None)
+    if skipped := choice.describe():
+        reporter.warning(skipped)
+    resume_from = str(choice.checkpoint) if choice.checkpoint else None
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     probe: Probe | None = None
     if resume_from:
