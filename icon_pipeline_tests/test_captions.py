@@ -26,8 +26,9 @@ from icon_pipeline.captions import (
     normalise_phrases,
     validate_phrases,
 )
-from icon_pipeline.captions.offline import load_vocabulary
+from icon_pipeline.captions.offline import ALGORITHM_VERSION, load_vocabulary
 from icon_pipeline.captions.openai_compat import UnusableAnswer, phrases_from_answer
+from icon_pipeline.lexicon import NameItem, mine_lexicon
 from icon_pipeline.settings import REPO_ROOT, get_paths
 from icon_pipeline_tests.openai_server import OpenAITestServer, decode_png_data_url
 
@@ -225,6 +226,172 @@ def test_offline_captioner_reports_an_icon_with_nothing_to_say() -> None:
     result = OfflineCaptioner().caption(request_for("circle-2", [], ""))
     assert not result.ok and result.phrases == []
     assert "circle-2" in result.error and "expected 5-8 phrases" in result.error
+
+
+# -- the offline captioner does not contradict the icon ------------------------------------
+
+# What a switched-off concept must never be called, whatever its tags say (microphone-off's tags
+# include "unmute": the button's action, not what the icon shows).
+VISIBLE = {"show", "view", "see", "reveal", "unhide", "visible"}
+SWITCHED_ON = VISIBLE | {"enable", "enabled", "activate", "unmute"}
+SWITCHED_ON_PHRASES = {"turn on", "switch on"}
+# At least one of these words says the concept is off, disabled, hidden, muted or absent.
+SAYS_OFF = {"off", "disable", "disabled", "hide", "hidden", "invisible", "mute", "muted", "silence", "no"}
+NEGATORS = {"not", "no", "non", "without"}
+
+
+@pytest.fixture(scope="module")
+def tabler_icons(tabler_package: Path) -> dict[str, dict]:
+    return json.loads((tabler_package / "icons.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def pipeline_requests(tabler_icons: dict[str, dict]) -> dict[str, CaptionRequest]:
+    """Requests as the icon_captions asset builds them: the lexicon mined over the whole library
+    (one item per icon and style, like the catalog), then terms, tag terms and category per icon."""
+    items = []
+    for name, meta in tabler_icons.items():
+        tags = [str(t) for t in meta["tags"] if t is not None]  # as the Tabler source reads them
+        for style in meta.get("styles") or {"outline": {}}:
+            items.append(NameItem(key=f"tabler:{style}:{name}", name=name, tags=tags, style=style))
+    lexicon = mine_lexicon(items)
+    requests = {}
+    for name, meta in tabler_icons.items():
+        style = next(iter(meta.get("styles") or {"outline": {}}))
+        entry = lexicon.entries[f"tabler:{style}:{name}"]
+        requests[name] = CaptionRequest(
+            icon_id=entry.key,
+            name=name,
+            terms=list(entry.terms),
+            tags=list(entry.tag_terms),
+            category=meta["category"],
+            useful_token_count=entry.useful_token_count,
+            content_hash=f"hash-{name}",
+        )
+    return requests
+
+
+def caption_of(requests: dict[str, CaptionRequest], name: str) -> list[str]:
+    result = OfflineCaptioner().caption(requests[name])
+    assert result.ok and validate_phrases(result.phrases) == [], (name, result)
+    return result.phrases
+
+
+def concept_actions(concept: str) -> set[str]:
+    """The concept's own action, said alone: "view" for eye, "lock" for lock, "delete" for trash."""
+    vocabulary = load_vocabulary()
+    if "-" in concept:
+        return set()
+    actions = {concept} if concept in vocabulary.transitive_verbs else set()
+    verb = vocabulary.roles.get(concept, {}).get("verb")
+    if verb:
+        actions |= {verb, *vocabulary.verb_synonyms.get(verb, [])}
+    return actions
+
+
+def switched_on_words(phrase: str, own_words: set[str]) -> set[str]:
+    """On-side words of a phrase that are not negated ("not visible") and not the icon's own name."""
+    words = phrase.split()
+    found = {
+        w
+        for i, w in enumerate(words)
+        if w in SWITCHED_ON and w not in own_words and not (i and words[i - 1] in NEGATORS)
+    }
+    return found | {p for p in SWITCHED_ON_PHRASES if f" {p} " in f" {phrase} "}
+
+
+def test_eye_off_is_hidden_never_shown(pipeline_requests: dict[str, CaptionRequest]) -> None:
+    phrases = caption_of(pipeline_requests, "eye-off")
+    assert {"hide", "hidden", "invisible"} <= set(phrases), phrases
+    assert not any(switched_on_words(p, {"eye"}) for p in phrases), phrases  # "not visible" is fine
+    assert not {"show", "view", "see", "visible", "reveal"} & set(phrases), phrases
+    # and the plain eye keeps its meaning: shown, never hidden
+    eye = caption_of(pipeline_requests, "eye")
+    assert {"view", "show"} <= set(eye) and not {"hide", "hidden"} & set(eye), eye
+
+
+def test_bell_off_is_muted_notifications(pipeline_requests: dict[str, CaptionRequest]) -> None:
+    phrases = caption_of(pipeline_requests, "bell-off")
+    assert "mute notifications" in phrases and "silence notifications" in phrases, phrases
+    assert any(p.startswith("disable ") for p in phrases) and "bell off" in phrases, phrases
+    assert not any(switched_on_words(p, {"bell"}) for p in phrases), phrases
+    assert not {"unmute", "notify", "enable notification", "turn on notification"} & set(phrases)
+
+
+def test_brand_x_is_a_logo_not_a_delete_action(pipeline_requests: dict[str, CaptionRequest]) -> None:
+    phrases = caption_of(pipeline_requests, "brand-x")
+    assert {"x logo", "x brand", "twitter brand"} <= set(phrases), phrases
+    actions = {"remove", "delete", "clear", "close", "cancel", "dismiss", "exit"}
+    assert not actions & {w for p in phrases for w in p.split()}, phrases
+    # an "x" on an object still removes it
+    assert {"remove file", "delete file"} <= set(caption_of(pipeline_requests, "file-x"))
+
+
+def test_no_brand_is_captioned_as_an_action(
+    tabler_icons: dict[str, dict], pipeline_requests: dict[str, CaptionRequest]
+) -> None:
+    vocabulary = load_vocabulary()
+    brands = [name for name, meta in tabler_icons.items() if meta["category"] == "Brand"]
+    assert len(brands) > 300
+    for name in brands:
+        phrases = caption_of(pipeline_requests, name)
+        brand = name.removeprefix("brand-").replace("-", " ")
+        assert phrases[0] == f"{brand} logo" or len(brand.split()) > 3, (name, phrases)
+        # "open source logo" names the brand; "save", "share", "remove brand" would be actions
+        actions = [p for p in phrases if p.split()[0] in vocabulary.transitive_verbs]
+        assert not [p for p in actions if not p.startswith(brand)], (name, phrases)
+
+
+def test_every_off_icon_says_off_and_never_the_concept_switched_on(
+    tabler_icons: dict[str, dict], pipeline_requests: dict[str, CaptionRequest]
+) -> None:
+    off_icons = [name for name in tabler_icons if name.endswith("-off")]
+    assert len(off_icons) > 500
+    problems: list[tuple[str, str, list[str]]] = []
+    for name in off_icons:
+        phrases = caption_of(pipeline_requests, name)
+        concept = name.removesuffix("-off")
+        own_words = set(concept.split("-"))
+        positives = (SWITCHED_ON | SWITCHED_ON_PHRASES | concept_actions(concept)) - {"off"}
+        if bare := [p for p in phrases if p in positives]:
+            problems.append((name, f"bare positive action {bare}", phrases))
+        if on := [p for p in phrases if switched_on_words(p, own_words)]:
+            problems.append((name, f"says the concept is on: {on}", phrases))
+        if not any(SAYS_OFF & set(p.split()) for p in phrases):
+            problems.append((name, "no phrase says off, disabled, hidden, muted or no", phrases))
+    assert not problems, problems[:10]
+    # the ones whose concept has an action of its own say its opposite or stay off it
+    assert "unlock" in caption_of(pipeline_requests, "lock-off")
+    assert not {"lock", "secure"} & set(caption_of(pipeline_requests, "lock-off"))
+    assert not {"delete", "remove", "trash"} & set(caption_of(pipeline_requests, "trash-off"))
+    assert not {"search", "find"} & set(caption_of(pipeline_requests, "search-off"))
+    microphone = caption_of(pipeline_requests, "microphone-off")
+    assert "mute microphone" in microphone and "unmute" not in microphone  # "unmute" is one of its tags
+
+
+def test_tags_are_evidence_and_off_inside_a_name_is_not_a_switch() -> None:
+    captioner = OfflineCaptioner()
+    # No negation mark, but the tags say hidden: the eye's "view" would contradict them.
+    closed = captioner.caption(request_for("eye-closed", ["hide", "hidden", "password hide"], "System"))
+    assert "hide" in closed.phrases and not {"view", "show", "see"} & set(closed.phrases), closed.phrases
+    # "not visible" says hidden; the "visible" the lexicon splits off it is no evidence of its own
+    peek_tags = ["not visible", "not", "visible", "secret", "private", "spy"]
+    peek = captioner.caption(request_for("peek", peek_tags, "System"))
+    assert "not visible" in peek.phrases and "visible" not in peek.phrases and "not" not in peek.phrases
+    # Another library's "-slash" is a negation mark too.
+    slash = captioner.caption(request_for("eye-slash", ["privacy"], "System"))
+    assert slash.phrases[:3] == ["hide", "hidden", "invisible"] and "eye off" in slash.phrases
+    # "off" in the middle of a name is a word of a phrase, not the off switch.
+    road = captioner.caption(request_for("car-off-road", ["off road", "4x4", "jeep"], "Vehicles"))
+    assert not any("disable" in p or "turn off" in p for p in road.phrases), road.phrases
+    for result in (closed, peek, slash, road):
+        assert validate_phrases(result.phrases) == []
+
+
+def test_a_new_captioning_algorithm_invalidates_cached_captions() -> None:
+    captioner = OfflineCaptioner()
+    assert ALGORITHM_VERSION == "2" and captioner.model_id == "offline-v2"
+    assert "algorithm=2;" in captioner.settings_key()
 
 
 # -- OpenAI-compatible captioner -------------------------------------------------------------
