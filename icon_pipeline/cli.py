@@ -15,7 +15,6 @@ from icon_pipeline.database import (
     describe_url,
     embedded_status,
     ensure_database,
-    start_embedded,
     stop_embedded,
     validate_url,
 )
@@ -66,7 +65,7 @@ def cmd_db(args: argparse.Namespace) -> int:
             print(embedded_status())
     elif args.action == "url":
         # The embedded server has no password; an external URL is the user's own secret.
-        print(describe_url(external) if external else start_embedded().url)
+        print(describe_url(external) if external else ensure_database().url)
     return 0
 
 

@@ -9,6 +9,7 @@ stale postmaster.pid a killed server leaves behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg import sql
 
-from icon_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_DATABASE_URL, get_paths
+from icon_pipeline.settings import ENV_DAGSTER_ARTIFACTS, ENV_DAGSTER_STORAGE_URL, ENV_DATABASE_URL, get_paths
 
 START_TIMEOUT_S = 60
 
@@ -296,8 +298,27 @@ def check_connection(url: str) -> None:
         raise DatabaseError(f"cannot use PostgreSQL at {where}: {reason}") from None
 
 
+def data_root_database(data_dir: Path) -> str:
+    """The embedded server's database for one data root: runs, event logs and the index of two data
+    roots never mix (the UI would describe files that are not on disk)."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return f"icons_{digest}"
+
+
+def _in_database(info: DatabaseInfo, database: str) -> DatabaseInfo:
+    """`info`'s server, database `database` (created, with pgvector, when missing)."""
+    with psycopg.connect(info.libpq_url, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    url = info.url.replace("/postgres?", f"/{database}?", 1)
+    _enable_vector(url)
+    return DatabaseInfo(url=url, embedded=info.embedded, pgdata=info.pgdata)
+
+
 def ensure_database(start: bool = True) -> DatabaseInfo:
-    """The database for this process: ICON_PIPELINE_DATABASE_URL if set, else the embedded server.
+    """The database for this process: ICON_PIPELINE_DATABASE_URL if set, else the embedded server's
+    database for this data root (data_root_database).
 
     Also exports the Dagster storage URL that dagster_home/dagster.yaml reads.
     """
@@ -307,11 +328,14 @@ def ensure_database(start: bool = True) -> DatabaseInfo:
         check_connection(external)
         info = DatabaseInfo(url=external, embedded=False)
     elif start:
-        info = start_embedded()
+        info = _in_database(start_embedded(), data_root_database(get_paths().data_dir))
     else:
         pgdata = get_paths().pgdata
         if _postgres_alive(pgdata) is None:
             raise DatabaseError("embedded PostgreSQL is not running (start it with `icon-pipeline db start`)")
-        info = DatabaseInfo(url=_uri_for(pgdata), embedded=True, pgdata=pgdata)
+        server = DatabaseInfo(url=_uri_for(pgdata), embedded=True, pgdata=pgdata)
+        info = _in_database(server, data_root_database(get_paths().data_dir))
     os.environ[ENV_DAGSTER_STORAGE_URL] = info.dagster_url
+    # Dagster's files (compute logs) belong to the data root too.
+    os.environ[ENV_DAGSTER_ARTIFACTS] = str(get_paths().data_dir / "dagster")
     return info

@@ -17,14 +17,15 @@ import psycopg
 from icon_pipeline.channels import Channel, ChannelHit, Query, query_kind
 from icon_pipeline.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.index import EmbeddingIndexError
-from icon_pipeline.lexical import tokenize
+from icon_pipeline.lexical import fold_plural, words
 
 HYBRID = "hybrid"
 
 
 def name_key(text: str) -> str:
-    """A name or query as comparable words: `shopping-cart`, "Shopping carts" -> "shopping cart"."""
-    return " ".join(tokenize(text))
+    """A name or query as comparable words: `shopping-cart`, "Shopping carts" -> "shopping cart";
+    every word counts (`letter-a` is "letter a", not "letter")."""
+    return " ".join(fold_plural(word) for word in words(text))
 
 
 @dataclass

@@ -85,7 +85,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(_CLITIC.sub("", spaced))
 
 
-def _fold_plural(word: str) -> str:
+def fold_plural(word: str) -> str:
     # "files" -> "file", "boxes" stays as is apart from the final s; "class"/"bus"/"news" are kept.
     if (
         len(word) > 3
@@ -100,7 +100,7 @@ def _fold_plural(word: str) -> str:
 def tokenize(text: str) -> list[str]:
     """Lowercased terms of a name, tag, caption or query (stop words dropped, plural `s` folded)."""
     stopwords = _stopwords()
-    return [_fold_plural(w) for w in words(text) if w not in stopwords]
+    return [fold_plural(w) for w in words(text) if w not in stopwords]
 
 
 def _singulars(word: str) -> list[str]:
@@ -136,7 +136,7 @@ class _PluralFolder:
         for singular in _singulars(word):
             if singular in self.corpus_words:
                 return singular
-        return _fold_plural(word)
+        return fold_plural(word)
 
     def fold_query_word(self, word: str, indexed: Mapping[str, int]) -> str:
         """A query word as the index knows it; a singular the corpus only has as a plural ("battery"

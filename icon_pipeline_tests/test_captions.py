@@ -28,6 +28,7 @@ from icon_pipeline.captions import (
 )
 from icon_pipeline.captions.offline import ALGORITHM_VERSION, load_vocabulary
 from icon_pipeline.captions.openai_compat import UnusableAnswer, phrases_from_answer
+from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
 from icon_pipeline.lexicon import NameItem, mine_lexicon
 from icon_pipeline.settings import REPO_ROOT, get_paths
 from icon_pipeline_tests.openai_server import OpenAITestServer, decode_png_data_url
@@ -223,9 +224,18 @@ def test_offline_captioner_follows_the_seed_patterns() -> None:
 
 
 def test_offline_captioner_reports_an_icon_with_nothing_to_say() -> None:
-    result = OfflineCaptioner().caption(request_for("circle-2", [], ""))
+    result = OfflineCaptioner().caption(request_for("2", [], ""))
     assert not result.ok and result.phrases == []
-    assert "circle-2" in result.error and "expected 5-8 phrases" in result.error
+    assert "'2'" in result.error and "expected 1-8 phrases, got 0" in result.error
+
+
+def test_a_bare_name_without_tags_still_gets_its_phrases() -> None:
+    """A designer's folder of SVGs has no tags: the name is all there is, and it is enough to find
+    and train on (a model captioner would be held to 5-8)."""
+    for name, expected in (("folder", "folder"), ("circle-2", "circle"), ("trash", "trash")):
+        result = OfflineCaptioner().caption(request_for(name, [], ""))
+        assert result.ok and expected in result.phrases, (name, result)
+        assert validate_phrases(result.phrases, MIN_OFFLINE_PHRASES) == []
 
 
 # -- the offline captioner does not contradict the icon ------------------------------------
@@ -390,8 +400,8 @@ def test_tags_are_evidence_and_off_inside_a_name_is_not_a_switch() -> None:
 
 def test_a_new_captioning_algorithm_invalidates_cached_captions() -> None:
     captioner = OfflineCaptioner()
-    assert ALGORITHM_VERSION == "2" and captioner.model_id == "offline-v2"
-    assert "algorithm=2;" in captioner.settings_key()
+    assert ALGORITHM_VERSION == "3" and captioner.model_id == "offline-v3"
+    assert "algorithm=3;" in captioner.settings_key()
 
 
 # -- OpenAI-compatible captioner -------------------------------------------------------------

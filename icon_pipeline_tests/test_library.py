@@ -8,6 +8,7 @@ Real parts: the embedded PostgreSQL, a real Dagster instance, real folders of Ta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -183,3 +184,32 @@ def _failure_message(instance: DagsterInstance, run_id: str) -> str:
 
     events = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
     return " ".join(str(e.dagster_event.step_failure_data.error.message) for e in events)
+
+
+def test_two_data_roots_never_share_runs_or_the_index(
+    postgres, project_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the embedded server each data root has a database of its own (runs, events, index)."""
+    import psycopg
+
+    from icon_pipeline.database import DatabaseInfo, data_root_database
+    from icon_pipeline.index import list_models, write_embeddings
+    from icon_pipeline.settings import ENV_DAGSTER_ARTIFACTS
+
+    assert isinstance(postgres, DatabaseInfo)
+    monkeypatch.delenv("ICON_PIPELINE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("ICON_PIPELINE_PGDATA", str(postgres.pgdata))
+    urls = {}
+    for root in ("first", "second"):
+        monkeypatch.setenv("ICON_PIPELINE_DATA", str(project_tmp / f"root-{root}" / "data"))
+        info = ensure_database()
+        urls[root] = info.libpq_url
+        assert f"/{data_root_database(project_tmp / f'root-{root}' / 'data')}?" in info.url
+        assert str(project_tmp / f"root-{root}" / "data" / "dagster") == os.environ[ENV_DAGSTER_ARTIFACTS]
+    assert urls["first"] != urls["second"]
+    with psycopg.connect(urls["first"], autocommit=True) as conn:
+        write_embeddings(conn, "m", ["a"], ["g"], [[1.0, 0.0]])
+    with psycopg.connect(urls["second"], autocommit=True) as conn:
+        assert list_models(conn) == []  # the other data root's index is not here
+    with psycopg.connect(urls["first"], autocommit=True) as conn:
+        assert [m.model_id for m in list_models(conn)] == ["m"]

@@ -132,3 +132,91 @@ def test_a_misspelt_resource_field_in_the_run_config_is_named(pipeline_env: Path
         timeout=120,
     )
     assert result.returncode == 2 and "cannot read run config" in result.stderr
+
+
+def test_failed_checks_are_listed_and_an_error_one_fails_the_command(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    """Renders that fail beyond render.max_failure_rate: the runs succeed, but the summary lists the
+    failed check with its count and the command exits 1, unless --allow-failed-checks."""
+    icons = pipeline_env / "icons"
+    _write_local_library(icons, tabler_package, ["bell", "folder", "trash"])
+    for name in ("broken-one", "broken-two"):
+        (icons / f"{name}.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><path d='M0 0 L")
+    (pipeline_env / "icon_pipeline.yaml").write_text(
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+    )
+    command = [CLI, "materialize", "icon_catalog", "rendered_icons"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "all succeeded, but 1 check(s) FAILED" in result.stdout
+    assert (
+        "ERROR rendered_icons.render_failure_rate [batch mine-all-0001]: 2 of 5 icons failed to render"
+        in result.stdout
+    )
+    allowed = subprocess.run([*command, "--allow-failed-checks"], capture_output=True, text=True, timeout=300)
+    assert allowed.returncode == 0 and "render_failure_rate" in allowed.stdout
+
+
+def test_a_database_that_dies_mid_run_is_one_line_and_the_run_is_failed_later(
+    pipeline_env: Path, tabler_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded server killed while icon_embeddings runs: one line naming the database, no
+    traceback; the index keeps what it had; the next start marks the run failed."""
+    import signal
+    import time
+
+    from icon_pipeline.database import _postgres_alive
+
+    pgdata = pipeline_env / "pgdata"
+    monkeypatch.delenv("ICON_PIPELINE_DATABASE_URL")
+    monkeypatch.setenv("ICON_PIPELINE_PGDATA", str(pgdata))
+    icons = pipeline_env / "icons"
+    _write_local_library(icons, tabler_package, ["bell", "bell-off", "folder", "trash", "user", "home"])
+    (pipeline_env / "icon_pipeline.yaml").write_text(
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\ntraining:\n  max_steps: 2\n"
+    )
+    try:
+        everything = subprocess.run([CLI, "materialize", "*"], capture_output=True, text=True, timeout=600)
+        assert everything.returncode == 0, everything.stdout[-3000:] + everything.stderr[-3000:]
+        database = subprocess.run([CLI, "db", "url"], capture_output=True, text=True).stdout.strip()
+        with psycopg.connect(database, autocommit=True) as conn:
+            rows_before = conn.execute(
+                "SELECT model_id, rows, table_name FROM icon_index_models ORDER BY 1"
+            ).fetchall()
+
+        run = subprocess.Popen(
+            [CLI, "materialize", "icon_embeddings"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert run.stdout is not None
+        for line in run.stdout:
+            if "embedded 6/6 icons" in line:  # the step is in the middle of its work
+                os.kill(_postgres_alive(pgdata), signal.SIGKILL)
+                break
+        output = line + run.stdout.read()
+        assert run.wait(timeout=120) == 2, output[-3000:]
+        message = [m for m in output.splitlines() if m.startswith("icon-pipeline: error:")]
+        assert len(message) == 1 and "stopped answering during icon_embeddings" in message[0]
+        assert (
+            "database icons_" in message[0] and "Traceback" not in output.split("icon-pipeline: error:")[-1]
+        )
+
+        time.sleep(1)
+        status = subprocess.run([CLI, "db", "status"], capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        marked = subprocess.run(
+            [CLI, "materialize", "icon_catalog"], capture_output=True, text=True, timeout=300
+        )
+        assert "ended without recording an end" in marked.stdout, marked.stdout[-2000:]
+        with psycopg.connect(database, autocommit=True) as conn:
+            statuses = [r[0] for r in conn.execute("SELECT status FROM runs ORDER BY create_timestamp")]
+            rows_after = conn.execute(
+                "SELECT model_id, rows, table_name FROM icon_index_models ORDER BY 1"
+            ).fetchall()
+        assert "STARTED" not in statuses and statuses.count("FAILURE") == 1
+        assert rows_after == rows_before  # the index was swapped in whole or not at all
+    finally:
+        subprocess.run([CLI, "db", "stop"], capture_output=True, text=True, timeout=120)

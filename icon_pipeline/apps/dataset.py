@@ -49,17 +49,18 @@ def pairs_file() -> Path:
 
 
 def eval_file() -> Path | None:
-    """The configured version of the frozen eval set, else the highest version on disk."""
-    folder = data_dir() / "eval"
+    """The configured library's configured version of the frozen eval set, else its highest version."""
     try:
-        from icon_pipeline.config import load_config
+        from icon_pipeline.config import library_id, load_config
 
-        configured = folder / f"{EVAL_NAME}.v{load_config().eval.version}.jsonl"
+        config = load_config()
+        folder = data_dir() / "eval" / library_id(config)
+        configured = folder / f"{EVAL_NAME}.v{config.eval.version}.jsonl"
         if configured.exists():
             return configured
     except Exception:  # a broken config must not hide the data that is there
-        pass
-    found = sorted(folder.glob(f"{EVAL_NAME}.v*.jsonl")) if folder.is_dir() else []
+        folder = data_dir() / "eval"
+    found = sorted(folder.rglob(f"{EVAL_NAME}.v*.jsonl")) if folder.is_dir() else []
     return found[-1] if found else None
 
 

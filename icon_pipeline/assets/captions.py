@@ -17,7 +17,15 @@ from icon_pipeline.assets.lexicon import icon_lexicon
 from icon_pipeline.assets.metadata import table
 from icon_pipeline.assets.rendering import rendered_icons
 from icon_pipeline.automation.partitions import icon_batches
-from icon_pipeline.captions import CaptionCache, CaptionRequest, banned_in, choose_route, validate_phrases
+from icon_pipeline.captions import (
+    MIN_PHRASES,
+    CaptionCache,
+    CaptionRequest,
+    banned_in,
+    choose_route,
+    validate_phrases,
+)
+from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
 from icon_pipeline.config import load_config
 from icon_pipeline.lexicon import Lexicon
 from icon_pipeline.overrides import OverrideStore, apply_overrides
@@ -121,7 +129,13 @@ def icon_captions(
     ok = [r for r in results if not r.error]
     failed = [r for r in results if r.error]
     rule_breaks = [
-        (r.icon_id, "; ".join(validate_phrases(r.phrases))) for r in ok if validate_phrases(r.phrases)
+        (r.icon_id, "; ".join(problems))
+        for r in ok
+        if (
+            problems := validate_phrases(
+                r.phrases, MIN_OFFLINE_PHRASES if r.route == "offline" else MIN_PHRASES
+            )
+        )
     ]
     banned = [(r.icon_id, p) for r in ok for p in r.phrases if banned_in(p)]
     uncovered = sorted(set(icons) - {r.icon_id for r in results})
@@ -136,7 +150,7 @@ def icon_captions(
                 "icons_breaking_rules": len(rule_breaks),
                 "examples": MetadataValue.json(rule_breaks[:10]),
             },
-            description="5-8 phrases, 1-4 lowercase words, no duplicates",
+            description="5-8 phrases (offline: 1-8, a bare name says little), 1-4 words, no duplicates",
         ),
         AssetCheckResult(
             check_name="no_banned_words",
@@ -168,6 +182,8 @@ def icon_captions(
         metadata={
             "icons": len(requests),
             "captioned": len(ok),
+            # Names and tags that give fewer than 5 phrases: a VLM (captions.captioner: openai) does better.
+            "few_phrases": sum(1 for r in ok if len(r.phrases) < MIN_PHRASES),
             "failed": len(failed),
             "captioner": settings.captioner,
             "cache_hits": stats.hits,

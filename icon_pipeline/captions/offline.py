@@ -34,6 +34,7 @@ from icon_pipeline.captions.base import CaptionRequest, CaptionResult, RouteInfo
 from icon_pipeline.captions.validation import (
     MAX_PHRASES,
     MAX_WORDS,
+    MIN_OFFLINE_PHRASES,
     MIN_PHRASES,
     banned_terms,
     is_valid_phrase,
@@ -42,7 +43,7 @@ from icon_pipeline.captions.validation import (
 )
 
 # 2: negation marks, brands and tag evidence (captions of "eye-off" no longer say "show").
-ALGORITHM_VERSION = "2"
+ALGORITHM_VERSION = "3"
 _SPLIT = re.compile(r"[\s\-_/,;:|]+")
 _MAX_VERB_PHRASES = 3
 ON, OFF = "on", "off"
@@ -326,8 +327,10 @@ class OfflineCaptioner:
         return [self.caption(request) for request in requests]
 
     def caption(self, request: CaptionRequest) -> CaptionResult:
+        """The icon's phrases; fewer than a model's 5 when its name and tags say no more (a folder of
+        bare SVGs), none only when nothing usable is left."""
         phrases = self.phrases_for(request)
-        problems = validate_phrases(phrases)
+        problems = validate_phrases(phrases, MIN_OFFLINE_PHRASES)
         if problems:
             return CaptionResult(
                 icon_id=request.icon_id,
