@@ -24,10 +24,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.database import start_embedded, stop_embedded  # noqa: E402
-from icon_pipeline.index import drop_model, write_embeddings  # noqa: E402
-from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint  # noqa: E402
-from icon_pipeline.rendering import render_icon  # noqa: E402
+from icon_pipeline.core.database import start_embedded, stop_embedded  # noqa: E402
+from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint  # noqa: E402
+from icon_pipeline.render.rasterize import render_icon  # noqa: E402
+from icon_pipeline.search.index import drop_model, write_embeddings  # noqa: E402
 
 TABLER = REPO / "data" / "sources" / "tabler" / "3.51.0" / "package"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.training.config import TrainConfig  # noqa: E402
-from icon_pipeline.training.launch import torchrun_command  # noqa: E402
+from icon_pipeline.model.training.config import TrainConfig  # noqa: E402
+from icon_pipeline.model.training.launch import torchrun_command  # noqa: E402
 
 BENCH = REPO / ".bench_tmp" / "gather_negatives"
 METRICS = ("text2image/R@1", "text2image/R@10", "image2text/R@1", "image2text/R@10", "image2text/mAP@10")

@@ -21,10 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.assets.pairs import QUERIES_NAME, frozen_file  # noqa: E402
-from icon_pipeline.config import load_config  # noqa: E402
-from icon_pipeline.frozen import read_frozen_jsonl  # noqa: E402
-from icon_pipeline.service import SearchService  # noqa: E402
+from icon_pipeline.core.config import load_config  # noqa: E402
+from icon_pipeline.core.frozen import read_frozen_jsonl  # noqa: E402
+from icon_pipeline.defs.dataset import QUERIES_NAME, frozen_file  # noqa: E402
+from icon_pipeline.search.service import SearchService  # noqa: E402
 
 
 def _timed(call, queries: list) -> np.ndarray:

@@ -31,8 +31,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.database import start_embedded, stop_embedded  # noqa: E402
-from icon_pipeline.index import drop_model, get_model_index, search_vectors, write_embeddings  # noqa: E402
+from icon_pipeline.core.database import start_embedded, stop_embedded  # noqa: E402
+from icon_pipeline.search.index import drop_model, get_model_index, search_vectors, write_embeddings  # noqa: E402
 
 
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from icon_pipeline.rendering import RenderSettings, RenderStore, render_batch
-from icon_pipeline.settings import get_paths
-from icon_pipeline.sources.tabler import fetch_tabler, scan_tabler
+from icon_pipeline.core.paths import get_paths
+from icon_pipeline.library.sources.tabler import fetch_tabler, scan_tabler
+from icon_pipeline.render.rasterize import RenderSettings, RenderStore, render_batch
 
 
 def main() -> int:

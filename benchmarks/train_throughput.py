@@ -32,15 +32,15 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icon_pipeline.augment import AugmentConfig  # noqa: E402
-from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint  # noqa: E402
-from icon_pipeline.rendering import render_icon  # noqa: E402
-from icon_pipeline.training.collator import GroupDataset, PairCollator  # noqa: E402
-from icon_pipeline.training.config import TrainConfig  # noqa: E402
-from icon_pipeline.training.data import load_training_data  # noqa: E402
-from icon_pipeline.training.launch import torchrun_command  # noqa: E402
-from icon_pipeline.training.reporting import Reporter  # noqa: E402
-from icon_pipeline.training.run import run_training  # noqa: E402
+from icon_pipeline.dataset.augment import AugmentConfig  # noqa: E402
+from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint  # noqa: E402
+from icon_pipeline.model.training.collator import GroupDataset, PairCollator  # noqa: E402
+from icon_pipeline.model.training.config import TrainConfig  # noqa: E402
+from icon_pipeline.model.training.data import load_training_data  # noqa: E402
+from icon_pipeline.model.training.launch import torchrun_command  # noqa: E402
+from icon_pipeline.model.training.reporting import Reporter  # noqa: E402
+from icon_pipeline.model.training.run import run_training  # noqa: E402
+from icon_pipeline.render.rasterize import render_icon  # noqa: E402
 
 TABLER = REPO / "data" / "sources" / "tabler" / "3.51.0" / "package"
 BENCH = REPO / ".bench_tmp"

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from icon_pipeline.config import ConfigError, load_config
-from icon_pipeline.database import (
+from icon_pipeline.core.config import ConfigError, load_config
+from icon_pipeline.core.database import (
     DatabaseError,
     describe_url,
     embedded_status,
@@ -18,7 +18,7 @@ from icon_pipeline.database import (
     stop_embedded,
     validate_url,
 )
-from icon_pipeline.settings import ENV_DATABASE_URL, get_paths
+from icon_pipeline.core.paths import ENV_DATABASE_URL, get_paths
 
 
 class CliError(RuntimeError):
@@ -34,13 +34,11 @@ def _prepare_instance_env() -> None:
 
 
 def _instance():
-    from dagster import DagsterInstance
-
-    from icon_pipeline.runner import fail_abandoned_runs
+    from icon_pipeline.defs.runner import open_instance
 
     _prepare_instance_env()
-    instance = DagsterInstance.get()
-    for run_id in fail_abandoned_runs(instance):
+    instance, abandoned = open_instance()
+    for run_id in abandoned:
         print(f"run {run_id[:8]} ended without recording an end (killed, or its database stopped): failed")
     return instance
 
@@ -70,7 +68,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
-    from icon_pipeline.sources.tabler import fetch_tabler
+    from icon_pipeline.library.sources.tabler import fetch_tabler
 
     config = load_config()
     paths = get_paths()
@@ -82,10 +80,8 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from dagster import DagsterInvalidConfigError
-
     from icon_pipeline.definitions import defs
-    from icon_pipeline.runner import materialize_assets
+    from icon_pipeline.defs.runner import RunConfigError, materialize_assets
 
     load_config()  # fail on a bad config before starting any run
     instance = _instance()
@@ -94,7 +90,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     run_config = _read_run_config(args.run_config) if args.run_config else None
     try:
         summary = materialize_assets(defs, instance, selection, partitions, run_config=run_config)
-    except DagsterInvalidConfigError as exc:  # e.g. a misspelt resource field: Dagster names it
+    except RunConfigError as exc:  # e.g. a misspelt resource field: Dagster names it
         raise CliError(f"{args.run_config}: {exc}") from None
     except ValueError as exc:  # an unknown asset name: the message lists the known ones
         raise CliError(str(exc)) from None
@@ -143,7 +139,7 @@ def _read_run_config(path: Path) -> dict:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from icon_pipeline.definitions import defs
-    from icon_pipeline.runner import materialize_assets
+    from icon_pipeline.defs.runner import materialize_assets
 
     config = load_config()
     paths = get_paths()
@@ -193,7 +189,7 @@ def _print_benchmark(report_file: Path) -> None:
 
 def _print_example_search(query: str) -> None:
     """Hybrid search's answer, then keyword search's, side by side as the search app shows them."""
-    from icon_pipeline.service import NotReadyError, SearchService
+    from icon_pipeline.search.service import NotReadyError, SearchService
 
     service = SearchService.open()
     try:
@@ -230,7 +226,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_lexicon(args: argparse.Namespace) -> int:
-    from icon_pipeline.lexicon import lexicon_cli
+    from icon_pipeline.lexicon.mining import lexicon_cli
 
     return lexicon_cli(args.names_file, sys.stdout)
 
@@ -238,10 +234,10 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from icon_pipeline.index import EmbeddingIndexError
-    from icon_pipeline.search import QueryError
-    from icon_pipeline.service import NotReadyError, SearchService
-    from icon_pipeline.text_encoder import TextEncoderError
+    from icon_pipeline.model.sentence_encoder import TextEncoderError
+    from icon_pipeline.search.index import EmbeddingIndexError
+    from icon_pipeline.search.query import QueryError
+    from icon_pipeline.search.service import NotReadyError, SearchService
 
     if bool(args.query) == bool(args.image):
         raise CliError("give a text query or --image PATH (one of them)")
@@ -297,9 +293,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from icon_pipeline.evaluate import evaluate_file, format_table
-    from icon_pipeline.search import QueryError
-    from icon_pipeline.service import NotReadyError, SearchService
+    from icon_pipeline.benchmark.evaluate import evaluate_file, format_table
+    from icon_pipeline.search.query import QueryError
+    from icon_pipeline.search.service import NotReadyError, SearchService
 
     if not args.queries_file.is_file():
         raise CliError(f"{args.queries_file}: no such file")

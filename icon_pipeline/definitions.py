@@ -2,25 +2,21 @@
 
 from dagster import Definitions
 
-from icon_pipeline.assets.captions import icon_captions
-from icon_pipeline.assets.catalog import icon_catalog
-from icon_pipeline.assets.index import benchmark_report, caption_embeddings, icon_embeddings, search_fusion
-from icon_pipeline.assets.lexicon import icon_lexicon
-from icon_pipeline.assets.pairs import (
+from icon_pipeline.defs.captions import icon_captions, icon_lexicon, nightly_recaption
+from icon_pipeline.defs.dataset import (
     benchmark_queries,
     benchmark_queries_frozen_hash,
     eval_set,
     eval_set_frozen_hash,
     training_pairs,
 )
-from icon_pipeline.assets.rendering import rendered_icons
-from icon_pipeline.assets.training import base_checkpoint, finetuned_checkpoint
-from icon_pipeline.automation.schedules import nightly_recaption
-from icon_pipeline.automation.sensors import icon_automation_sensor, icon_source_sensor
-from icon_pipeline.resources.figma import FigmaResource
-from icon_pipeline.resources.gpu import TorchrunResource
-from icon_pipeline.resources.llm import CaptionerResource
-from icon_pipeline.resources.postgres import PostgresResource
+from icon_pipeline.defs.icons import icon_automation_sensor, icon_catalog, icon_source_sensor, rendered_icons
+from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
+from icon_pipeline.defs.resources.figma import FigmaResource
+from icon_pipeline.defs.resources.gpu import TorchrunResource
+from icon_pipeline.defs.resources.llm import CaptionerResource
+from icon_pipeline.defs.resources.postgres import PostgresResource
+from icon_pipeline.defs.search import benchmark_report, caption_embeddings, icon_embeddings, search_fusion
 
 defs = Definitions(
     assets=[

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from icon_pipeline.database import DatabaseInfo, start_embedded, stop_embedded
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.database import DatabaseInfo, start_embedded, stop_embedded
+from icon_pipeline.core.paths import REPO_ROOT
 
 # Embedded PostgreSQL opens the permissions of its data dir's parents when run as root: keep
 # every test server inside the project (DESIGN.md), never under /tmp or $HOME.

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from icon_pipeline.apps import AppError, RunningApp, build_app, launch, parse_auth
-from icon_pipeline.database import DatabaseInfo
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.database import DatabaseInfo
+from icon_pipeline.core.paths import REPO_ROOT
 
 NAMES = ["bell", "bell-off", "folder", "folder-plus", "trash", "user", "settings", "search", "home", "lock"]
 FILLED = ["bell", "folder", "trash"]
@@ -85,9 +85,9 @@ def demo_environment(root: Path, postgres: DatabaseInfo) -> Demo:
 def materialize(*assets: str) -> None:
     from dagster import DagsterInstance
 
-    from icon_pipeline.database import ensure_database
+    from icon_pipeline.core.database import ensure_database
     from icon_pipeline.definitions import defs
-    from icon_pipeline.runner import materialize_assets
+    from icon_pipeline.defs.runner import materialize_assets
 
     ensure_database()
     summary = materialize_assets(defs, DagsterInstance.get(), list(assets), log=lambda _: None)
@@ -102,8 +102,8 @@ def index_tiny_models(demo: Demo, model_ids: tuple[str, ...] = ("base", "finetun
     embedded in the pgvector index, as icon_embeddings will do."""
     import pandas as pd
 
-    from icon_pipeline.index import write_embeddings
-    from icon_pipeline.modeling import build_base_checkpoint, load_checkpoint
+    from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
+    from icon_pipeline.search.index import write_embeddings
 
     renders = pd.concat(pd.read_parquet(p) for p in (demo.data / "rendered" / "batches").glob("*.parquet"))
     renders = renders[renders["status"] != "failed"]

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from icon_pipeline.apps import RunningApp, launch
-from icon_pipeline.database import DatabaseInfo
-from icon_pipeline.overrides import OverrideStore
+from icon_pipeline.captions.overrides import OverrideStore
+from icon_pipeline.core.database import DatabaseInfo
 from icon_pipeline_tests.test_apps import Demo, build_demo, free_port, materialize
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -131,14 +131,13 @@ def test_one_search_in_the_browser(browser, served: dict[str, RunningApp], tmp_p
     started = time.perf_counter()
     page.goto(served["search"].url)
     page.locator("#model input").first.wait_for()
-    page.wait_for_function("document.querySelector('#model input').value === 'base'")
+    page.wait_for_function("document.querySelector('#model input').value === 'hybrid'")
     print(f"search app: ready {time.perf_counter() - started:.2f} s after navigation")
 
     page.locator("#query textarea, #query input").first.fill("turn off notifications")
     page.locator("#search-text").click()
     # The demo library has 13 icons: the default 24 asks for more than there are.
-    page.locator("#message", has_text="base: 13 icons").wait_for()
-    assert "finetuned: 13 icons" in page.inner_text("#message")
+    page.locator("#message", has_text="hybrid: 13 icons").wait_for()
     assert page.locator("#results img").count() == 13
     # Thumbnails load lazily: wait until the first rows have pixels before the screenshot.
     first_rows = "[...document.querySelectorAll('#results img')].slice(0, 8)"

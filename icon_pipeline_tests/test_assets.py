@@ -24,12 +24,12 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from icon_pipeline.assets.pairs import eval_set_frozen_hash
-from icon_pipeline.config import library_id, load_config
-from icon_pipeline.database import ensure_database
+from icon_pipeline.core.config import library_id, load_config
+from icon_pipeline.core.database import ensure_database
+from icon_pipeline.core.paths import REPO_ROOT
 from icon_pipeline.definitions import defs
-from icon_pipeline.runner import materialize_assets
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.defs.dataset import eval_set_frozen_hash
+from icon_pipeline.defs.runner import materialize_assets
 from icon_pipeline_tests.figma_server import FigmaTestServer, tabler_figma_file
 from icon_pipeline_tests.openai_server import OpenAITestServer
 
@@ -282,7 +282,7 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
 ) -> None:
     """What `make demo` does, on a small library: every asset, then the search designers use,
     then the same training asset on two processes with only the resource config changed."""
-    from icon_pipeline.service import SearchService
+    from icon_pipeline.search.service import SearchService
 
     icons = _library(pipeline_env / "icons", tabler_package, NAMES)
     _library(icons / "filled", tabler_package, ["bell", "folder", "trash", "user"], style="filled")

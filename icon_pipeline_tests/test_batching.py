@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icon_pipeline.batching import assign_batches
-from icon_pipeline.catalog import IconRecord
+from icon_pipeline.library.batching import assign_batches
+from icon_pipeline.library.records import IconRecord
 
 
 def icon(icon_id: str, source: str = "tabler", style: str = "outline", collection: str = "") -> IconRecord:

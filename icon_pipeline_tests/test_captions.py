@@ -29,8 +29,8 @@ from icon_pipeline.captions import (
 from icon_pipeline.captions.offline import ALGORITHM_VERSION, load_vocabulary
 from icon_pipeline.captions.openai_compat import UnusableAnswer, phrases_from_answer
 from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
-from icon_pipeline.lexicon import NameItem, mine_lexicon
-from icon_pipeline.settings import REPO_ROOT, get_paths
+from icon_pipeline.core.paths import REPO_ROOT, get_paths
+from icon_pipeline.lexicon.mining import NameItem, mine_lexicon
 from icon_pipeline_tests.openai_server import OpenAITestServer, decode_png_data_url
 
 # The data dir may be moved by ICON_PIPELINE_DATA; the Makefile unpacks Tabler in the repo's.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from icon_pipeline.config import ConfigError, LocalSource, load_config, parse_config
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.config import ConfigError, LocalSource, load_config, parse_config
+from icon_pipeline.core.paths import REPO_ROOT
 
 
 def test_the_shipped_config_is_valid() -> None:

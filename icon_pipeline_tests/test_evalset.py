@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from icon_pipeline.evalset import (
-    OfflineParaphraser,
-    build_eval_set,
-    load_synonyms,
-    nearest_training_caption,
-)
-from icon_pipeline.frozen import (
+from icon_pipeline.core.frozen import (
     FrozenFileError,
     read_frozen_jsonl,
     verify_frozen,
     write_frozen_jsonl,
 )
-from icon_pipeline.grouping import Group
+from icon_pipeline.dataset.evalset import (
+    OfflineParaphraser,
+    build_eval_set,
+    load_synonyms,
+    nearest_training_caption,
+)
+from icon_pipeline.dataset.grouping import Group
 
 CAPTIONS = {
     "delete": ("delete file", "remove document", "trash"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from icon_pipeline.catalog import IconRecord, SourceScan, stable_id
-from icon_pipeline.sources.figma import (
+from icon_pipeline.library.records import IconRecord, SourceScan, stable_id
+from icon_pipeline.library.sources.figma import (
     FigmaClient,
     FigmaError,
     description_tags,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icon_pipeline.grouping import (
+from icon_pipeline.core.paths import REPO_ROOT
+from icon_pipeline.dataset.grouping import (
     Group,
     IconImage,
     group_icons,
@@ -23,7 +24,6 @@ from icon_pipeline.grouping import (
     simple_base_name,
     split_groups,
 )
-from icon_pipeline.settings import REPO_ROOT
 
 TABLER = REPO_ROOT / "data" / "sources" / "tabler" / "3.51.0" / "package" / "icons"
 NAMES = {

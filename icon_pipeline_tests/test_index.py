@@ -12,8 +12,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from icon_pipeline.database import DatabaseInfo
-from icon_pipeline.index import (
+from icon_pipeline.core.database import DatabaseInfo
+from icon_pipeline.search.index import (
     DimensionMismatchError,
     EmbeddingIndexError,
     UnknownModelError,
@@ -255,7 +255,7 @@ def test_dimension_change_replaces_whole_model_and_query_mismatch_is_clear(
     conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_embeddings(conn, "m", ids(10), ids(10, "g"), unit_vectors(10, 8))
-    with caplog.at_level(logging.WARNING, logger="icon_pipeline.index"):
+    with caplog.at_level(logging.WARNING, logger="icon_pipeline.search.index"):
         stats = write_embeddings(conn, "m", ids(12), ids(12, "g"), unit_vectors(12, 16))
     assert (stats.dim, stats.replaced_dim, stats.replaced_rows) == (16, 8, 10)
     assert "dimension changed from 8 to 16" in caplog.text

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from icon_pipeline.catalog import IconRecord
-from icon_pipeline.lexicon import (
+from icon_pipeline.core.paths import get_paths
+from icon_pipeline.lexicon.mining import (
     REASON_STYLE,
     Lexicon,
     LexiconConfig,
@@ -23,7 +23,7 @@ from icon_pipeline.lexicon import (
     mine_lexicon,
     normalised_base_name,
 )
-from icon_pipeline.settings import get_paths
+from icon_pipeline.library.records import IconRecord
 
 SEED = "SDC_MarkForRedaction_18_N-SDC___Icons_Acrobat_Desktop_Web_Mobile"
 SEED_TERMS = ["mark for redaction", "mark", "for", "redaction"]

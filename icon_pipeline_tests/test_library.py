@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from icon_pipeline.automation.partitions import icon_batches
-from icon_pipeline.config import library_id, load_config
-from icon_pipeline.database import ensure_database
+from icon_pipeline.core.config import library_id, load_config
+from icon_pipeline.core.database import ensure_database
 from icon_pipeline.definitions import defs
-from icon_pipeline.runner import materialize_assets
-from icon_pipeline.service import SearchService
+from icon_pipeline.defs.partitions import icon_batches
+from icon_pipeline.defs.runner import materialize_assets
+from icon_pipeline.search.service import SearchService
 
 
 def _folder(folder: Path, tabler: Path, names: list[str]) -> Path:
@@ -192,9 +192,9 @@ def test_two_data_roots_never_share_runs_or_the_index(
     """On the embedded server each data root has a database of its own (runs, events, index)."""
     import psycopg
 
-    from icon_pipeline.database import DatabaseInfo, data_root_database
-    from icon_pipeline.index import list_models, write_embeddings
-    from icon_pipeline.settings import ENV_DAGSTER_ARTIFACTS
+    from icon_pipeline.core.database import DatabaseInfo, data_root_database
+    from icon_pipeline.core.paths import ENV_DAGSTER_ARTIFACTS
+    from icon_pipeline.search.index import list_models, write_embeddings
 
     assert isinstance(postgres, DatabaseInfo)
     monkeypatch.delenv("ICON_PIPELINE_DATABASE_URL", raising=False)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from icon_pipeline.metrics import (
+from icon_pipeline.benchmark.metrics import (
     aggregate,
     average_precision_at_k,
     exclude_from_ranking,

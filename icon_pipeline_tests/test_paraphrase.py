@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from icon_pipeline.captions.paraphrase import LLMParaphraser
-from icon_pipeline.evalset import build_eval_set
-from icon_pipeline.grouping import Group
+from icon_pipeline.dataset.evalset import build_eval_set
+from icon_pipeline.dataset.grouping import Group
 from icon_pipeline_tests.openai_server import OpenAITestServer
 
 

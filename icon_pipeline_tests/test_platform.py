@@ -12,7 +12,7 @@ import pytest
 from dagster import Definitions
 
 from icon_pipeline.cli import build_parser
-from icon_pipeline.settings import REPO_ROOT
+from icon_pipeline.core.paths import REPO_ROOT
 
 CLI = str(REPO_ROOT / ".venv" / "bin" / "icon-pipeline")
 
@@ -166,7 +166,7 @@ def test_a_database_that_dies_mid_run_is_one_line_and_the_run_is_failed_later(
     import signal
     import time
 
-    from icon_pipeline.database import _postgres_alive
+    from icon_pipeline.core.database import _postgres_alive
 
     pgdata = pipeline_env / "pgdata"
     monkeypatch.delenv("ICON_PIPELINE_DATABASE_URL")
@@ -220,3 +220,26 @@ def test_a_database_that_dies_mid_run_is_one_line_and_the_run_is_failed_later(
         assert rows_after == rows_before  # the index was swapped in whole or not at all
     finally:
         subprocess.run([CLI, "db", "stop"], capture_output=True, text=True, timeout=120)
+
+
+def test_nothing_outside_the_dagster_layer_imports_dagster() -> None:
+    """Domain code is plain Python: only icon_pipeline/defs/ (and definitions.py) import dagster
+    (the training job's dagster-pipes is another, small package)."""
+    import ast
+
+    package = REPO_ROOT / "icon_pipeline"
+    offenders = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if relative.parts[0] == "defs" or relative.name == "definitions.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{relative}: {n}" for n in names if n == "dagster" or n.startswith("dagster.")]
+    assert offenders == []

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from icon_pipeline.augment import (
+from icon_pipeline.benchmark.report import BenchmarkQuery
+from icon_pipeline.dataset.augment import (
     DEGRADATION_KINDS,
     AugmentConfig,
     augment,
     degrade,
     downsample_upsample,
 )
-from icon_pipeline.evalset import OfflineParaphraser, build_eval_set
-from icon_pipeline.grouping import Group, split_groups
-from icon_pipeline.queries import (
+from icon_pipeline.dataset.evalset import OfflineParaphraser, build_eval_set
+from icon_pipeline.dataset.grouping import Group, split_groups
+from icon_pipeline.dataset.queries import (
     IntentTemplates,
     build_benchmark_queries,
     fitting_queries,
@@ -26,7 +27,6 @@ from icon_pipeline.queries import (
     summarize_queries,
     task_counts,
 )
-from icon_pipeline.report import BenchmarkQuery
 
 CONCEPTS = {
     "delete": ("delete file", "remove item", "trash"),

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icon_pipeline.catalog import IconRecord
-from icon_pipeline.rendering import (
+from icon_pipeline.core.paths import get_paths
+from icon_pipeline.library.records import IconRecord
+from icon_pipeline.render.rasterize import (
     RenderError,
     RenderSettings,
     RenderStore,
@@ -26,7 +27,6 @@ from icon_pipeline.rendering import (
     render_batch,
     render_icon,
 )
-from icon_pipeline.settings import get_paths
 
 LIGHT = RenderSettings(theme="light")
 DARK = RenderSettings(theme="dark")

@@ -21,8 +21,21 @@ import psycopg
 import pytest
 from PIL import Image
 
-from icon_pipeline.augment import degrade
-from icon_pipeline.channels import (
+from icon_pipeline.benchmark.report import (
+    BM25_BASELINE,
+    HYBRID_UNFOLDED,
+    MODES,
+    PIXEL_BASELINE,
+    SUBSETS,
+    TASKS,
+    run_benchmark,
+)
+from icon_pipeline.core.database import DatabaseInfo
+from icon_pipeline.dataset.augment import degrade
+from icon_pipeline.model.checkpoint import EncoderBundle, build_base_checkpoint, load_checkpoint
+from icon_pipeline.model.sentence_encoder import load_sentence_encoder
+from icon_pipeline.render.rasterize import render_icon
+from icon_pipeline.search.channels import (
     CAPTIONS,
     KEYWORDS,
     PIXELS,
@@ -32,30 +45,22 @@ from icon_pipeline.channels import (
     model_channel,
     pixel_channel,
 )
-from icon_pipeline.database import DatabaseInfo
-from icon_pipeline.fusion import FittingQuery, FusionSettings, fit_fusion, fuse, fusion_kind, minmax
-from icon_pipeline.hybrid import HYBRID, HybridSearch, LibraryIndex
-from icon_pipeline.index import DimensionMismatchError, UnknownModelError, get_model_index, write_embeddings
-from icon_pipeline.lexical import BM25Index, tokenize
-from icon_pipeline.modeling import EncoderBundle, build_base_checkpoint, load_checkpoint
-from icon_pipeline.pixels import pixel_vector
-from icon_pipeline.rendering import render_icon
-from icon_pipeline.report import (
-    BM25_BASELINE,
-    HYBRID_UNFOLDED,
-    MODES,
-    PIXEL_BASELINE,
-    SUBSETS,
-    TASKS,
-    run_benchmark,
+from icon_pipeline.search.fusion import FittingQuery, FusionSettings, fit_fusion, fuse, fusion_kind, minmax
+from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
+from icon_pipeline.search.index import (
+    DimensionMismatchError,
+    UnknownModelError,
+    get_model_index,
+    write_embeddings,
 )
-from icon_pipeline.search import (
+from icon_pipeline.search.keywords import BM25Index, tokenize
+from icon_pipeline.search.pixels import pixel_vector
+from icon_pipeline.search.query import (
     MAX_QUERY_CHARS,
     QueryError,
     prepare_query_image,
     validate_text_query,
 )
-from icon_pipeline.text_encoder import load_sentence_encoder
 
 CATEGORIES = (
     "Weather",

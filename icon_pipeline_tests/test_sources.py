@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from icon_pipeline.settings import get_paths
-from icon_pipeline.sources import (
+from icon_pipeline.core.paths import get_paths
+from icon_pipeline.library.sources import (
     TablerFetchError,
     extract_package,
     fetch_tabler,
@@ -364,9 +364,9 @@ def test_scan_local_refuses_a_huge_file_by_its_size_without_reading_it(icon_fold
 
 
 def test_scan_local_uses_the_configured_svg_limit_and_the_raster_limit(icon_folder: Path) -> None:
-    from icon_pipeline.catalog import MAX_RASTER_BYTES
-    from icon_pipeline.config import PipelineConfig
-    from icon_pipeline.library import scan_library
+    from icon_pipeline.core.config import PipelineConfig
+    from icon_pipeline.library.records import MAX_RASTER_BYTES
+    from icon_pipeline.library.scanning import scan_library
 
     with (icon_folder / "big.png").open("wb") as handle:
         handle.truncate(MAX_RASTER_BYTES + 1)

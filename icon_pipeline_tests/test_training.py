@@ -34,17 +34,17 @@ from dagster import (
     materialize,
 )
 
-from icon_pipeline.augment import AugmentConfig
-from icon_pipeline.modeling import CheckpointError, build_base_checkpoint, load_checkpoint
-from icon_pipeline.resources.gpu import TorchrunResource
-from icon_pipeline.training.collator import GroupDataset, PairCollator
-from icon_pipeline.training.config import TrainConfig, TrainConfigError
-from icon_pipeline.training.data import load_training_data
-from icon_pipeline.training.evaluation import evaluate_embeddings, retrieval_metrics
-from icon_pipeline.training.launch import torchrun_command
-from icon_pipeline.training.loss import siglip_loss
-from icon_pipeline.training.reporting import Reporter
-from icon_pipeline.training.run import dataloader_workers, run_training
+from icon_pipeline.dataset.augment import AugmentConfig
+from icon_pipeline.defs.resources.gpu import TorchrunResource
+from icon_pipeline.model.checkpoint import CheckpointError, build_base_checkpoint, load_checkpoint
+from icon_pipeline.model.training.collator import GroupDataset, PairCollator
+from icon_pipeline.model.training.config import TrainConfig, TrainConfigError
+from icon_pipeline.model.training.data import load_training_data
+from icon_pipeline.model.training.evaluation import evaluate_embeddings, retrieval_metrics
+from icon_pipeline.model.training.launch import torchrun_command
+from icon_pipeline.model.training.loss import siglip_loss
+from icon_pipeline.model.training.reporting import Reporter
+from icon_pipeline.model.training.run import dataloader_workers, run_training
 from icon_pipeline_tests.test_modeling import RenderedIcon, render_tabler_subset
 
 EVAL_GROUPS = 12
@@ -153,7 +153,7 @@ def test_average_precision_matches_the_design_example() -> None:
 
 def test_vectorised_metrics_agree_with_the_project_metrics_module() -> None:
     """The training eval is vectorised numpy (it runs every N steps on a ~5k gallery); it must agree
-    with icon_pipeline.metrics, which the benchmark report uses."""
+    with icon_pipeline.benchmark.metrics, which the benchmark report uses."""
     from icon_pipeline import metrics
 
     rng = np.random.default_rng(0)
@@ -206,7 +206,7 @@ GATHER_CHECK = """
 import json, math, sys
 from pathlib import Path
 import torch, torch.distributed as dist
-from icon_pipeline.training.loss import global_siglip_loss, siglip_loss
+from icon_pipeline.model.training.loss import global_siglip_loss, siglip_loss
 rank, init_file, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
 generator = torch.Generator().manual_seed(0)
@@ -396,7 +396,7 @@ def test_final_model_reloads_with_the_base_preprocessing(
 @pytest.fixture
 def training_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The training logger's records (it does not propagate to the root logger, so attach here)."""
-    logger = logging.getLogger("icon_pipeline.training")
+    logger = logging.getLogger("icon_pipeline.model.training")
     caplog.set_level(logging.INFO, logger=logger.name)
     logger.addHandler(caplog.handler)
     try:
@@ -434,7 +434,7 @@ def test_a_truncated_latest_checkpoint_is_skipped_for_the_previous_one(
     assert [step for step, _ in report["loss_curve"]] == list(range(1, 9))
 
     # The finished run's checkpoints, damaged as other kills would leave them: the same choice.
-    from icon_pipeline.training.resume import choose_checkpoint
+    from icon_pipeline.model.training.resume import choose_checkpoint
 
     latest, previous = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[
         -1:-3:-1
@@ -578,7 +578,7 @@ def test_a_failing_rank_fails_the_dagster_run_with_its_error(inputs: dict[str, A
         materialize,
     )
 
-    from icon_pipeline.resources.gpu import TorchrunResource
+    from icon_pipeline.defs.resources.gpu import TorchrunResource
 
     output_dir = inputs["root"] / "run-dagster-bad"
     config_path = make_config(inputs, output_dir, eval_sha256="f" * 64).write(inputs["root"] / "bad.json")

@@ -99,7 +99,7 @@ def launch(
 
     block=False returns once the server is up (tests, notebooks); block=True serves until Ctrl-C.
     """
-    from icon_pipeline.settings import get_paths
+    from icon_pipeline.core.paths import get_paths
 
     auth = parse_auth(os.environ.get(auth_env), auth_env)
     blocks = build_app(name)

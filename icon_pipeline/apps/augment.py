@@ -1,7 +1,7 @@
 """Augmentation preview: pick icons and see training augmentation draws beside the original, with
 the configured probabilities and ranges (editable here to try others), re-rolled on demand.
 
-The draws come from icon_pipeline.augment.augment, the very function the training collator calls.
+The draws come from icon_pipeline.dataset.augment.augment, the very function the training collator calls.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from icon_pipeline.apps.common import (
     require_batches,
     require_file,
 )
-from icon_pipeline.augment import AugmentConfig, augment
+from icon_pipeline.dataset.augment import AugmentConfig, augment
 
 TITLE = "Augmentation preview"
 MAX_ICONS = 6
@@ -41,7 +41,7 @@ def configured() -> tuple[AugmentConfig, str]:
     `training.augmentation`); fields it does not set keep AugmentConfig's defaults.
     """
     try:
-        from icon_pipeline.config import load_config
+        from icon_pipeline.core.config import load_config
 
         training = getattr(load_config(), "training", None)
     except Exception as exc:  # show the defaults, and say why

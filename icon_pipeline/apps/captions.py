@@ -1,5 +1,5 @@
 """Caption review: browse and search icons with their image, lexicon and captions; approve, edit
-or reject them. Decisions are overrides in PostgreSQL (icon_pipeline.overrides) that the next
+or reject them. Decisions are overrides in PostgreSQL (icon_pipeline.captions.overrides) that the next
 `icon_captions` run applies.
 
 A save names the revision the reviewer started from; if someone saved in between, nothing is
@@ -36,8 +36,7 @@ from icon_pipeline.apps.common import (
     require_batches,
     require_file,
 )
-from icon_pipeline.lexicon import LexiconEntry
-from icon_pipeline.overrides import (
+from icon_pipeline.captions.overrides import (
     CaptionOverride,
     ConflictError,
     OverrideError,
@@ -47,6 +46,7 @@ from icon_pipeline.overrides import (
     clean_phrases,
     validate_override,
 )
+from icon_pipeline.lexicon.mining import LexiconEntry
 
 TITLE = "Caption review"
 FILTERS = ("all", "not reviewed", "approved", "edited", "rejected", "caption failed")
@@ -108,7 +108,7 @@ def load_lexicon() -> dict[str, dict[str, Any]]:
 def store() -> OverrideStore:
     """The override store on the pipeline's database, looked up per call so a restarted or
     reconfigured database is picked up; an unreachable one is StoreUnavailable."""
-    from icon_pipeline.database import DatabaseError, ensure_database
+    from icon_pipeline.core.database import DatabaseError, ensure_database
 
     try:
         return OverrideStore(ensure_database().libpq_url)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pyarrow.parquet as pq
 
-from icon_pipeline.settings import get_paths
+from icon_pipeline.core.paths import get_paths
 
 PER_PAGE = 48
 T = TypeVar("T")

@@ -51,7 +51,7 @@ def pairs_file() -> Path:
 def eval_file() -> Path | None:
     """The configured library's configured version of the frozen eval set, else its highest version."""
     try:
-        from icon_pipeline.config import library_id, load_config
+        from icon_pipeline.core.config import library_id, load_config
 
         config = load_config()
         folder = data_dir() / "eval" / library_id(config)
@@ -95,7 +95,7 @@ def load_eval() -> list[dict[str, Any]]:
         return []
 
     def load() -> list[dict[str, Any]]:
-        from icon_pipeline.frozen import read_frozen_jsonl
+        from icon_pipeline.core.frozen import read_frozen_jsonl
 
         return read_frozen_jsonl(path)
 

@@ -16,11 +16,11 @@ from typing import Any
 import gradio as gr
 import psycopg
 
-from icon_pipeline.index import EmbeddingIndexError
-from icon_pipeline.modeling import CheckpointError, EncoderBundle
-from icon_pipeline.search import QueryError, SearchHit
-from icon_pipeline.service import NotReadyError, SearchService
-from icon_pipeline.text_encoder import TextEncoderError
+from icon_pipeline.model.checkpoint import CheckpointError, EncoderBundle
+from icon_pipeline.model.sentence_encoder import TextEncoderError
+from icon_pipeline.search.index import EmbeddingIndexError
+from icon_pipeline.search.query import QueryError, SearchHit
+from icon_pipeline.search.service import NotReadyError, SearchService
 
 TITLE = "Icon search"
 EMBEDDINGS_ASSET = "icon_embeddings"
@@ -38,7 +38,7 @@ class SearchUnavailable(RuntimeError):
 
 
 def _service() -> SearchService:
-    from icon_pipeline.database import DatabaseError, describe_url, ensure_database
+    from icon_pipeline.core.database import DatabaseError, describe_url, ensure_database
 
     try:
         url = ensure_database().libpq_url

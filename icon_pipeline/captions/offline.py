@@ -28,7 +28,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 
 from icon_pipeline.captions.base import CaptionRequest, CaptionResult, RouteInfo
 from icon_pipeline.captions.validation import (
@@ -41,6 +40,7 @@ from icon_pipeline.captions.validation import (
     normalise_phrase,
     validate_phrases,
 )
+from icon_pipeline.core.package_data import data_file
 
 # 2: negation marks, brands and tag evidence (captions of "eye-off" no longer say "show").
 ALGORITHM_VERSION = "3"
@@ -99,7 +99,7 @@ class Vocabulary:
 
 @lru_cache(maxsize=1)
 def load_vocabulary() -> Vocabulary:
-    text = resources.files("icon_pipeline").joinpath("data", "ui_vocabulary.json").read_text("utf-8")
+    text = data_file("ui_vocabulary.json").read_text("utf-8")
     raw = json.loads(text)
     brands = raw["brands"]
     return Vocabulary(

@@ -35,7 +35,7 @@ from icon_pipeline.captions.validation import (
     normalise_phrases,
     validate_phrases,
 )
-from icon_pipeline.http_util import parse_retry_after
+from icon_pipeline.core.http import parse_retry_after
 
 logger = logging.getLogger(__name__)
 

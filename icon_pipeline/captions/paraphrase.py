@@ -5,7 +5,7 @@ from __future__ import annotations
 from icon_pipeline.captions.base import CaptionRequest
 from icon_pipeline.captions.openai_compat import OpenAICaptioner
 from icon_pipeline.captions.prompts import load_prompt
-from icon_pipeline.grouping import Group
+from icon_pipeline.dataset.grouping import Group
 
 
 class LLMParaphraser:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from importlib.resources.abc import Traversable
+from pathlib import Path
 from string import Template
+
+from icon_pipeline.core.package_data import package_file
 
 USER_SEPARATOR = "=== USER ==="
 _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.md$")
@@ -53,8 +54,8 @@ class Prompt:
         return self.system, user
 
 
-def _prompt_dir() -> Traversable:
-    return resources.files("icon_pipeline").joinpath("prompts")
+def _prompt_dir() -> Path:
+    return package_file("prompts")
 
 
 def available_prompts() -> dict[str, list[int]]:

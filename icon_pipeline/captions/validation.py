@@ -12,7 +12,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+
+from icon_pipeline.core.package_data import data_file
 
 MIN_PHRASES = 5
 MAX_PHRASES = 8
@@ -36,9 +37,7 @@ class BannedTerms:
 
 @lru_cache(maxsize=1)
 def banned_terms() -> BannedTerms:
-    raw = json.loads(
-        resources.files("icon_pipeline").joinpath("data", "banned_words.json").read_text("utf-8")
-    )
+    raw = json.loads(data_file("banned_words.json").read_text("utf-8"))
     phrases = tuple(" ".join(p.lower().split()) for p in raw["phrases"])
     alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
     return BannedTerms(

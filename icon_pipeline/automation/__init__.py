@@ -1,1 +1,0 @@
-"""Partitions, sensors and schedules: what decides when assets run."""

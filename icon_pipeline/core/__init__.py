@@ -1,0 +1,1 @@
+"""The platform's foundations: where files live, the config, the database, frozen files."""

@@ -1,0 +1,295 @@
+"""The `icon_pipeline.yaml` schema: which icon sources to read and how each stage behaves.
+
+Errors name the file, the offending key path, its line, and what is allowed, so a typo in a
+config never surfaces as a stack trace from deep inside a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from icon_pipeline.core.paths import get_paths
+from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is meant for the user as is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A source that cannot be read (a missing folder, Figma answering 429/403/500): "fail" stops
+# icon_catalog with the reason and changes nothing; "keep" goes on with the source's icons from the
+# last good scan, marked stale. Never: a catalog that silently lost the source's icons.
+OnFailure = Literal["fail", "keep"]
+
+
+class TablerSource(_Strict):
+    kind: Literal["tabler"]
+    on_failure: OnFailure = "fail"
+    name: str = "tabler"
+    version: str = "3.51.0"
+    styles: list[Literal["outline", "filled"]] = ["outline", "filled"]
+    limit: int | None = Field(default=None, ge=1, description="take only the first N icons (tests)")
+
+
+class LocalSource(_Strict):
+    kind: Literal["local"]
+    path: Path
+    name: str | None = None
+    on_failure: OnFailure = "fail"
+
+    @property
+    def source_name(self) -> str:
+        return self.name or f"local-{self.path.name}"
+
+
+class FigmaSource(_Strict):
+    kind: Literal["figma"]
+    file_keys: list[str] = Field(min_length=1)
+    name: str = "figma"
+    api_url: str = "https://api.figma.com"
+    on_failure: OnFailure = "fail"
+
+
+Source = Annotated[TablerSource | LocalSource | FigmaSource, Field(discriminator="kind")]
+
+
+class RenderConfig(_Strict):
+    size: int = Field(default=224, ge=16, le=1024)
+    theme: Literal["light", "dark"] = "light"
+    workers: int | None = Field(default=None, ge=1, description="processes; default: all cores")
+    max_svg_bytes: int = Field(default=DEFAULT_MAX_SVG_BYTES, ge=1, description="larger SVGs are refused")
+    timeout_s: float = 10.0
+    max_failure_rate: float = Field(default=0.02, ge=0, le=1)
+
+
+class CaptionsConfig(_Strict):
+    """Which captioner writes the search phrases. `openai` is any OpenAI-compatible server (vLLM)."""
+
+    captioner: Literal["offline", "openai"] = "offline"
+    base_url: str | None = Field(default=None, description="text LLM server; env ICON_PIPELINE_LLM_BASE_URL")
+    vision_base_url: str | None = Field(default=None, description="VLM server; default: base_url")
+    api_key_env: str = Field(default="ICON_PIPELINE_LLM_API_KEY", description="env var holding the key")
+    text_model: str = "openai/gpt-oss-120b"
+    vision_model: str = "Qwen/Qwen3-VL-32B-Thinking"
+    reasoning_effort: Literal["low", "medium", "high"] | None = "medium"
+    min_text_tokens: int = Field(default=3, ge=0, description="fewer useful lexicon tokens: the VLM")
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    max_regenerations: int = Field(default=2, ge=0)
+    max_vision_share: float = Field(default=0.5, ge=0, le=1, description="check: share routed to the VLM")
+    max_failure_rate: float = Field(default=0.02, ge=0, le=1)
+
+
+class PairsConfig(_Strict):
+    phash_distance: int = Field(default=4, ge=0, le=64)
+    max_pixel_diff: float = Field(default=0.0025, ge=0, le=1)
+    heldout_share: float = Field(default=0.1, ge=0, lt=1, description="whole groups never trained on")
+    seed: int = 0
+
+
+class EvalConfig(_Strict):
+    """The frozen eval set: a new `version` is the only way to change it."""
+
+    version: int = Field(default=1, ge=1)
+    n_groups: int = Field(default=500, ge=1, description="a cap: a small library gives every group it has")
+    per_group: tuple[int, int] = (3, 5)
+    threshold: float = Field(default=0.8, gt=0, le=1, description="max similarity to a training caption")
+    max_retries: int = Field(default=3, ge=0)
+    seed: int = 0
+    paraphraser: Literal["offline", "openai"] = "offline"
+
+
+class QueriesConfig(_Strict):
+    """The frozen benchmark queries. Version 2 judges text queries by source term (queries.py);
+    version 1 files stay readable."""
+
+    version: int = Field(default=2, ge=1)
+    total: int = Field(default=2968, ge=3, description="a cap: a small library gets what it has")
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    """The base encoder: a pretrained SigLIP2 (a Hugging Face id in the local cache, or a
+    directory) or, by default, one built from a config: a SigLIP2 vision tower of `size` against
+    the locked pretrained sentence encoder (`text_tower: minilm`, LiT), or a whole SigLIP2 with a
+    tokenizer trained on the captions (`text_tower: own`)."""
+
+    base_model: str | None = Field(default=None, description="e.g. google/siglip2-base-patch16-naflex")
+    size: Literal["whole-icon-32", "tiny", "small", "base"] = "whole-icon-32"
+    text_tower: Literal["minilm", "own"] = "minilm"
+    vocab_size: int = Field(default=8000, ge=100, description="text_tower own: the tokenizer's vocabulary")
+    max_num_patches: int | None = Field(
+        default=None, ge=1, description="unset: the size's own (196 = 224 px at 16 px patches)"
+    )
+    seed: int = 0
+
+
+class TrainingConfig(_Strict):
+    max_steps: int = Field(default=300, ge=1)
+    per_device_batch_size: int = Field(default=64, ge=2)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = Field(default=30, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    eval_every_steps: int = Field(default=100, ge=0)
+    save_every_steps: int = Field(default=100, ge=1)
+    gather_negatives: bool = False
+    logit_bias: Literal["auto", "keep"] | float = Field(
+        default="auto", description="auto: -ln(global batch) on an untrained model, a trained one's kept"
+    )
+    linear_probe: Literal["auto", "on", "off"] = Field(
+        default="auto", description="closed-form fit of the vision head first; auto: untrained models only"
+    )
+    linear_probe_ridge: float = Field(default=0.1, gt=0)
+    export_best: bool = Field(default=True, description="export the linear probe if fine-tuning did worse")
+    dataloader_workers: int | None = Field(
+        default=None, ge=0, description="unset: none on the CPU, up to 8 per GPU (the cores allow)"
+    )
+    p_downsample: float = Field(default=0.5, ge=0, le=1)
+    min_scale: float = Field(default=0.25, gt=0, lt=1)
+    p_blur: float = Field(default=0.3, ge=0, le=1)
+    blur_radius: tuple[float, float] = (0.5, 1.5)
+    p_crop: float = Field(default=0.3, ge=0, le=1, description="crop/shift help img2img (DESIGN.md)")
+    p_shift: float = Field(default=0.2, ge=0, le=1)
+    seed: int = 0
+
+
+class IndexConfig(_Strict):
+    extra_models: dict[str, str] = Field(default_factory=dict, description="model id -> checkpoint dir")
+    batch_size: int = Field(default=64, ge=1)
+    hnsw_m: int = Field(default=16, ge=4)
+    ef_construction: int = Field(default=64, ge=8)
+    ef_search: int = Field(default=100, ge=1)
+
+
+class BatchingConfig(_Strict):
+    icons_per_batch: int = Field(default=1000, ge=1)
+
+
+class PipelineConfig(_Strict):
+    sources: list[Source] = Field(min_length=1)
+    batching: BatchingConfig = BatchingConfig()
+    render: RenderConfig = RenderConfig()
+    captions: CaptionsConfig = CaptionsConfig()
+    pairs: PairsConfig = PairsConfig()
+    eval: EvalConfig = EvalConfig()
+    queries: QueriesConfig = QueriesConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    index: IndexConfig = IndexConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Any]) -> list[Any]:
+        names = [getattr(s, "source_name", None) or s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)} (set `name:`)")
+        return sources
+
+
+def source_name(source: TablerSource | LocalSource | FigmaSource) -> str:
+    return source.source_name if isinstance(source, LocalSource) else source.name
+
+
+def source_identity(source: TablerSource | LocalSource | FigmaSource) -> str:
+    """What makes a source the same library: where its icons come from, not how they are read."""
+    if isinstance(source, TablerSource):
+        return f"tabler:{source.name}:{source.version}:{','.join(source.styles)}:{source.limit}"
+    if isinstance(source, LocalSource):
+        return f"local:{source.source_name}:{source.path}"
+    return f"figma:{source.name}:{source.api_url}:{','.join(sorted(source.file_keys))}"
+
+
+def library_id(config: PipelineConfig) -> str:
+    """The configured library as a folder name, `<source names>-<hash of their identities>`: the
+    frozen eval and query sets of one library are never used for another."""
+    identities = sorted(source_identity(s) for s in config.sources)
+    digest = hashlib.sha256("\n".join(identities).encode()).hexdigest()[:10]
+    names = "+".join(
+        sorted(re.sub(r"[^a-z0-9]+", "-", source_name(s).lower()).strip("-") for s in config.sources)
+    )
+    return f"{names[:40]}-{digest}"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, key.value)
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text, Loader=_LineLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _describe(error: dict[str, Any], lines: dict[tuple[Any, ...], int], file: Path) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in {"tabler", "local", "figma"}))
+    line = None
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            line = lines[loc[:cut]]
+            break
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "union_tag_invalid":
+        message = f"unknown source kind {error['input'].get('kind')!r}; allowed: tabler, local, figma"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see icon_pipeline/config.py for the schema)"
+    where = f"{file}:{line}" if line else str(file)
+    return f"{where}: {key}: {message}"
+
+
+def parse_config(text: str, file: Path) -> PipelineConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping with a `sources:` list at the top level")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = _line_index(text)
+        details = "\n".join(_describe(e, lines, file) for e in exc.errors())
+        raise ConfigError(f"invalid config {file}:\n{details}") from None
+    base = file.parent
+    # Relative local paths are relative to the config file, not to the working directory.
+    sources = [
+        s.model_copy(update={"path": (base / s.path).resolve()}) if isinstance(s, LocalSource) else s
+        for s in config.sources
+    ]
+    return config.model_copy(update={"sources": sources})
+
+
+def load_config(file: Path | None = None) -> PipelineConfig:
+    file = file or get_paths().config_file
+    if not file.exists():
+        raise ConfigError(f"{file}: config file not found (set ICON_PIPELINE_CONFIG or create it)")
+    return parse_config(file.read_text(encoding="utf-8"), file)

@@ -1,0 +1,1 @@
+"""Stage 5, dataset: grouped training pairs, the frozen eval set, benchmark queries, augmentation."""

@@ -1,0 +1,155 @@
+"""Image augmentations for training and degradations for img2img benchmark queries.
+
+`augment` is the seed's training augmentation, exact logic: with probability `p_downsample`
+downsample by a scale in [min_scale, 1) with NEAREST and upsample back with BICUBIC; with
+probability `p_blur` apply GaussianBlur(radius). Crop and shift are optional extras (off by
+default) because degraded crops are hard for a model trained without them (DESIGN.md).
+
+`degrade` makes the "screenshot" copies used as img2img queries. Every random choice comes
+from the `random.Random` passed in, so a seeded caller gets identical pixels on every run.
+
+Used by the training job as well (torch-free).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from PIL import Image, ImageFilter
+
+DEGRADATION_KINDS: tuple[str, ...] = ("downsample", "blur", "crop", "aspect", "jpeg", "dark")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    p_downsample: float = 0.5
+    min_scale: float = 0.25
+    p_blur: float = 0.3
+    blur_radius: tuple[float, float] = (0.5, 1.5)
+    p_crop: float = 0.0
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # kept area share
+    p_shift: float = 0.0
+    max_shift: float = 0.1  # share of the side
+
+    def __post_init__(self) -> None:
+        for name in ("p_downsample", "p_blur", "p_crop", "p_shift"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value}")
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"AugmentConfig.min_scale must be in (0, 1], got {self.min_scale}")
+        low, high = self.blur_radius
+        if not 0.0 <= low <= high:
+            raise ValueError(
+                f"AugmentConfig.blur_radius must be (low, high) with 0 <= low <= high, got {self.blur_radius}"
+            )
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(
+                f"AugmentConfig.crop_scale must be (low, high) within (0, 1], got {self.crop_scale}"
+            )
+        if not 0.0 <= self.max_shift < 0.5:
+            raise ValueError(f"AugmentConfig.max_shift must be in [0, 0.5), got {self.max_shift}")
+
+
+def background_color(image: Image.Image) -> tuple[int, ...]:
+    """The theme background: the most common of the four corner pixels."""
+    rgb = image.convert("RGB")
+    w, h = rgb.size
+    corners = [rgb.getpixel(xy) for xy in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))]
+    return Counter(corners).most_common(1)[0][0]
+
+
+def downsample_upsample(image: Image.Image, scale: float) -> Image.Image:
+    w, h = image.size
+    small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.NEAREST)
+    return small.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def crop_resize(image: Image.Image, area: float, rng: random.Random) -> Image.Image:
+    """Keep a square-ish window of `area` share at a random place, scaled back to full size."""
+    w, h = image.size
+    side = area**0.5
+    cw, ch = max(1, round(w * side)), max(1, round(h * side))
+    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return image.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BICUBIC)
+
+
+def shift(image: Image.Image, dx: int, dy: int) -> Image.Image:
+    """Translate without wrap-around; uncovered pixels take the background colour."""
+    canvas = Image.new(image.mode, image.size, background_color(image)[: len(image.getbands())])
+    canvas.paste(image, (dx, dy))
+    return canvas
+
+
+def augment(image: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
+    """One training augmentation draw. With p_crop = p_shift = 0 the random stream is the seed's."""
+    image = image.convert("RGB")
+    # Optional geometry first; no random numbers are drawn for a disabled option.
+    if config.p_crop > 0 and rng.random() < config.p_crop:
+        image = crop_resize(image, rng.uniform(*config.crop_scale), rng)
+    if config.p_shift > 0 and rng.random() < config.p_shift:
+        w, h = image.size
+        limit_x, limit_y = round(w * config.max_shift), round(h * config.max_shift)
+        image = shift(image, rng.randint(-limit_x, limit_x), rng.randint(-limit_y, limit_y))
+    # The seed's two steps.
+    if rng.random() < config.p_downsample:
+        image = downsample_upsample(image, rng.uniform(config.min_scale, 1.0))
+    if rng.random() < config.p_blur:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*config.blur_radius)))
+    return image
+
+
+# --- screenshot degradations for img2img queries ----------------------------------------------
+
+_DARK_BACKGROUNDS = ((18, 18, 18), (30, 30, 30), (32, 33, 36), (13, 17, 23), (40, 44, 52))
+_LIGHT_FOREGROUNDS = ((255, 255, 255), (230, 230, 230), (201, 209, 217), (171, 178, 191))
+
+
+def pad_to_aspect(image: Image.Image, ratio: float, horizontal: bool, rng: random.Random) -> Image.Image:
+    """Place the icon at a random spot on a wider (or taller) canvas of the background colour."""
+    w, h = image.size
+    size = (round(w * ratio), h) if horizontal else (w, round(h * ratio))
+    canvas = Image.new("RGB", size, background_color(image))
+    offset = (rng.randint(0, size[0] - w), 0) if horizontal else (0, rng.randint(0, size[1] - h))
+    canvas.paste(image, offset)
+    return canvas
+
+
+def dark_theme(
+    image: Image.Image, background: tuple[int, int, int], foreground: tuple[int, int, int]
+) -> Image.Image:
+    """Recolour a light-theme render: ink (dark pixels) becomes `foreground` on `background`."""
+    ink = Image.eval(image.convert("L"), lambda v: 255 - v)  # 255 where the icon is drawn
+    return Image.composite(
+        Image.new("RGB", image.size, foreground), Image.new("RGB", image.size, background), ink
+    )
+
+
+def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def degrade(image: Image.Image, kind: str, rng: random.Random) -> Image.Image:
+    """A screenshot-like copy of an icon render, for img2img queries (see DEGRADATION_KINDS)."""
+    image = image.convert("RGB")
+    if kind == "downsample":
+        return downsample_upsample(image, rng.uniform(0.15, 0.4))
+    if kind == "blur":
+        return image.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 2.5)))
+    if kind == "crop":
+        return crop_resize(image, rng.uniform(0.6, 0.85), rng)
+    if kind == "aspect":
+        return pad_to_aspect(image, rng.uniform(1.5, 2.5), rng.random() < 0.5, rng)
+    if kind == "jpeg":
+        return jpeg_roundtrip(image, rng.randint(8, 25))
+    if kind == "dark":
+        return dark_theme(image, rng.choice(_DARK_BACKGROUNDS), rng.choice(_LIGHT_FOREGROUNDS))
+    raise ValueError(f"unknown degradation kind {kind!r}; known: {', '.join(DEGRADATION_KINDS)}")

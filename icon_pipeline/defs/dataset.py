@@ -1,0 +1,323 @@
+"""training_pairs, eval_set and benchmark_queries: the data every later number depends on."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    DagsterInstance,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from icon_pipeline.captions import is_valid_phrase
+from icon_pipeline.core.config import PipelineConfig, library_id, load_config
+from icon_pipeline.core.frozen import frozen_paths, read_frozen_jsonl, verify_frozen, write_frozen_jsonl
+from icon_pipeline.core.storage import (
+    eval_dir,
+    icon_images_path,
+    pairs_path,
+    read_all_batches,
+    read_catalog,
+    read_records,
+    read_table,
+    write_table,
+)
+from icon_pipeline.dataset.evalset import OfflineParaphraser, Paraphraser, build_eval_set
+from icon_pipeline.dataset.grouping import Group, group_icons, grouping_metadata, split_groups
+from icon_pipeline.dataset.queries import build_benchmark_queries, group_terms, summarize_queries
+from icon_pipeline.defs.captions import icon_captions
+from icon_pipeline.defs.metadata import image_markdown, table
+from icon_pipeline.lexicon.mining import normalised_base_name
+from icon_pipeline.model.training.data import sha256_file
+from icon_pipeline.render.rasterize import preview_grid
+
+EVAL_NAME = "eval_t2i_i2t"
+QUERIES_NAME = "benchmark_queries"
+
+
+def frozen_file(name: str, config: PipelineConfig) -> Path:
+    """The configured version of a frozen set (EVAL_NAME or QUERIES_NAME) of the configured library."""
+    version = config.eval.version if name == EVAL_NAME else config.queries.version
+    path, _ = frozen_paths(eval_dir(library_id(config)), name, version)
+    return path
+
+
+def _valid_captions(captions: list[str]) -> list[str]:
+    return [c for c in captions if is_valid_phrase(c)]
+
+
+def load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
+    records = read_records(pairs_path(), "training_pairs")
+    groups = [Group.from_row(row) for row in records]
+    split = {row["group_id"]: row["split"] for row in records}
+    images = read_table(icon_images_path(), "icon images")
+    return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
+
+
+def first_recorded_sha256(instance: DagsterInstance, asset: str, path: Path) -> str | None:
+    """The sha256 Dagster recorded when this frozen file (this library and version) was first
+    written: the sidecar beside the file can be regenerated after an edit, the event log cannot."""
+    records = instance.fetch_materializations(AssetKey(asset), limit=10_000, ascending=True).records
+    for record in records:
+        materialization = record.asset_materialization
+        metadata = materialization.metadata if materialization else {}
+        recorded_path = metadata.get("path")
+        if recorded_path is not None and Path(str(recorded_path.value)).resolve() == path.resolve():
+            sha = metadata.get("sha256")
+            return str(sha.value) if sha is not None else None
+    return None
+
+
+def check_frozen(instance: DagsterInstance, asset: str, path: Path) -> tuple[bool, str]:
+    """verify_frozen (file against its sidecar), then the file against the hash Dagster recorded."""
+    ok, message = verify_frozen(path)
+    if not ok:
+        return ok, message
+    recorded = first_recorded_sha256(instance, asset, path)
+    actual = sha256_file(path)
+    if recorded is not None and recorded != actual:
+        return False, (
+            f"{path.name}: content differs from what {asset} recorded when it was first written "
+            f"(recorded sha256 {recorded}, now {actual}); restore the file or freeze a new version "
+            "(raise its version in icon_pipeline.yaml)"
+        )
+    return True, message
+
+
+def _refuse_changed(context: AssetExecutionContext, asset: str, path: Path) -> None:
+    ok, message = check_frozen(context.instance, asset, path)
+    if not ok:
+        raise Failure(description=message)
+
+
+def _frozen_hash_check(context: AssetCheckExecutionContext, asset: str, name: str) -> AssetCheckResult:
+    config = load_config()
+    path = frozen_file(name, config)
+    ok, message = check_frozen(context.instance, asset, path)
+    return AssetCheckResult(passed=ok, description=message, metadata={"path": str(path)})
+
+
+@asset(group_name="dataset", kinds={"parquet"}, deps=[icon_captions])
+def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
+    """Icons grouped by normalised base name and near-duplicate image, so variants of one icon are
+    never each other's in-batch negatives; whole groups held out for the unseen-icon benchmark."""
+    config = load_config().pairs
+    icons = read_catalog()
+    batches = sorted({i.batch_key for i in icons})
+    captions_frame = read_all_batches("captions", batches)
+    renders = read_all_batches("rendered", batches)
+    png_of = {
+        row.icon_id: row.png_path for row in renders.itertuples() if row.status != "failed" and row.png_path
+    }
+    # Icons a reviewer rejected (captions app) are left out of training altogether.
+    rejected = (
+        set(captions_frame.loc[captions_frame["rejected"].astype(bool), "icon_id"])
+        if "rejected" in captions_frame
+        else set()
+    )
+    captions = {
+        row.icon_id: list(row.phrases)
+        for row in captions_frame.itertuples()
+        if not row.error and row.icon_id not in rejected
+    }
+    rows = [
+        {
+            "icon_id": i.icon_id,
+            "name": i.name,
+            "source": i.source,
+            "style": i.style,
+            "png_path": png_of[i.icon_id],
+        }
+        for i in icons
+        if i.icon_id in png_of and i.icon_id not in rejected
+    ]
+    if not rows:
+        raise Failure(
+            description=f"none of the catalog's {len(icons)} icons has a render to pair with captions: "
+            "materialize rendered_icons for every batch (see its failures)"
+        )
+    grouping = group_icons(
+        rows,
+        captions,
+        base_name=normalised_base_name,
+        phash_distance=config.phash_distance,
+        max_pixel_diff=config.max_pixel_diff,
+    )
+    split = split_groups(grouping, heldout_share=config.heldout_share, seed=config.seed)
+    table_rows = []
+    for group in grouping.groups:
+        row = group.to_row()
+        row["png_paths"] = [png_of[m] for m in group.members]
+        row["split"] = split[group.group_id]
+        table_rows.append(row)
+    frame = pd.DataFrame(table_rows)
+    without_captions = frame[frame["captions"].map(len) == 0]
+    if len(without_captions):
+        context.log.warning(f"{len(without_captions)} group(s) have no captions and are left out of training")
+    frame = frame[frame["captions"].map(len) > 0]
+    if frame.empty:
+        raise ValueError("no icon group has captions: check icon_captions' failures before building pairs")
+    write_table(frame, pairs_path())
+    write_table(
+        pd.DataFrame({"icon_id": list(png_of), "png_path": list(png_of.values())}), icon_images_path()
+    )
+
+    meta = grouping_metadata(grouping, captions)
+    largest = sorted(grouping.groups, key=lambda g: -g.size)[:6]
+    grid_paths = [png_of[m] for g in largest for m in g.members[:8]]
+    grid_labels = [f"{g.group_id[:7]} {m.split(':')[-1][:14]}" for g in largest for m in g.members[:8]]
+    histogram = pd.DataFrame(
+        sorted((int(k), v) for k, v in meta["size_histogram"].items()), columns=["group_size", "groups"]
+    )
+    return MaterializeResult(
+        metadata={
+            "icons": len(rows),
+            "groups": len(frame),
+            "heldout_groups": int((frame["split"] == "heldout").sum()),
+            "groups_without_captions": len(without_captions),
+            "rejected_icons": len(rejected),
+            "pairs_before_grouping": meta.get("pairs_before", 0),
+            "pairs_after_grouping": meta.get("pairs_after", 0),
+            "name_edges": meta["name_edges"],
+            "image_edges": meta["image_edges"],
+            "group_size_histogram": table(histogram),
+            "largest_groups": table(pd.DataFrame(meta["largest_groups"]).astype(str)),
+            "largest_groups_preview": image_markdown(preview_grid(grid_paths, columns=8, labels=grid_labels)),
+            "path": MetadataValue.path(str(pairs_path())),
+        }
+    )
+
+
+def _paraphraser(kind: str) -> Paraphraser:
+    if kind == "offline":
+        return OfflineParaphraser.default()
+    from icon_pipeline.captions.paraphrase import LLMParaphraser
+    from icon_pipeline.defs.resources.llm import text_server_url
+
+    captions = load_config().captions
+    base_url = text_server_url(captions, "eval.paraphraser")
+    return LLMParaphraser(base_url, os.environ.get(captions.api_key_env), captions.text_model)
+
+
+@asset(group_name="dataset", kinds={"jsonl"}, deps=[training_pairs])
+def eval_set(context: AssetExecutionContext) -> MaterializeResult:
+    """Unseen captions for a sample of training groups, frozen as versioned JSONL: written once,
+    never overwritten; a new version needs a config change."""
+    pipeline = load_config()
+    config = pipeline.eval
+    path = frozen_file(EVAL_NAME, pipeline)
+    report_meta: dict = {}
+    if path.exists():
+        _refuse_changed(context, "eval_set", path)
+        frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, read_frozen_jsonl(path))
+        context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
+    else:
+        groups, split, _ = load_groups()
+        rows, report = build_eval_set(
+            groups,
+            split,
+            _paraphraser(config.paraphraser),
+            n_groups=config.n_groups,
+            per_group=config.per_group,
+            threshold=config.threshold,
+            max_retries=config.max_retries,
+            seed=config.seed,
+            validate=_valid_captions,
+        )
+        frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, rows)
+        report_meta = {
+            k: MetadataValue.json(v) if isinstance(v, dict | list) else v
+            for k, v in report.to_metadata().items()
+        }
+        if report.shortfall_note:
+            context.log.warning(f"eval_set: {report.shortfall_note}")
+    sample = pd.DataFrame(read_frozen_jsonl(frozen.path)[:30])
+    columns = [
+        c for c in ("caption", "nearest_training_caption", "max_train_similarity", "group_id") if c in sample
+    ]
+    return MaterializeResult(
+        metadata={
+            "version": config.version,
+            "library": path.parent.name,
+            "sha256": frozen.sha256,
+            "rows": frozen.rows,
+            "reused": frozen.reused,
+            "path": MetadataValue.path(str(frozen.path)),
+            "sample": table(sample[columns]),
+            **report_meta,
+        }
+    )
+
+
+@asset_check(asset=eval_set, name="eval_set_frozen_hash")
+def eval_set_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    """The eval file on disk is byte-for-byte what was frozen: against its sidecar and against the hash
+    recorded when it was first written (a hand edit with a regenerated sidecar fails too)."""
+    return _frozen_hash_check(context, "eval_set", EVAL_NAME)
+
+
+@asset(group_name="dataset", kinds={"jsonl", "png"}, deps=[eval_set])
+def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
+    """Queries split evenly across text2img, semantic2img and img2img (degraded screenshots),
+    each naming its relevant groups; frozen and versioned like the eval set."""
+    config = load_config()
+    settings = config.queries
+    path = frozen_file(QUERIES_NAME, config)
+    if path.exists():
+        _refuse_changed(context, "benchmark_queries", path)
+        frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, read_frozen_jsonl(path))
+        context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
+    else:
+        groups, split, images = load_groups()
+        rows = build_benchmark_queries(
+            groups,
+            split,
+            read_frozen_jsonl(frozen_file(EVAL_NAME, config)),
+            images,
+            out_image_dir=path.parent / f"{QUERIES_NAME}.v{settings.version}",
+            total=settings.total,
+            seed=settings.seed,
+            paraphraser=_paraphraser(config.eval.paraphraser),
+            # Version 2 on: a text query is relevant to every group carrying its source term.
+            terms=group_terms(groups, {i.icon_id: i.tags for i in read_catalog()})
+            if settings.version >= 2
+            else None,
+        )
+        frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, rows)
+    rows = read_frozen_jsonl(frozen.path)
+    summary = summarize_queries(rows, settings.total)
+    for task, note in summary["shortfall"].items():
+        context.log.warning(f"benchmark_queries {task}: {note}")
+    examples = pd.DataFrame(rows).groupby("task").head(5)
+    img2img = [r["image_path"] for r in rows if r["task"] == "img2img" and r.get("image_path")][:20]
+    metadata = {
+        "version": settings.version,
+        "library": path.parent.name,
+        "sha256": frozen.sha256,
+        "rows": frozen.rows,
+        "reused": frozen.reused,
+        "summary": MetadataValue.json(summary),
+        "examples": table(examples[["task", "text", "degradation", "heldout"]].fillna("")),
+        "path": MetadataValue.path(str(frozen.path)),
+    }
+    if img2img:
+        metadata["img2img_preview"] = image_markdown(
+            preview_grid(
+                img2img, columns=10, labels=[r["degradation"] for r in rows if r["image_path"] in img2img]
+            )
+        )
+    return MaterializeResult(metadata=metadata)
+
+
+@asset_check(asset=benchmark_queries, name="benchmark_queries_frozen_hash")
+def benchmark_queries_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    """The queries file on disk is byte-for-byte what was frozen (sidecar and first recorded hash)."""
+    return _frozen_hash_check(context, "benchmark_queries", QUERIES_NAME)

@@ -1,0 +1,165 @@
+"""base_checkpoint and finetuned_checkpoint: the SigLIP2 encoder before and after fine-tuning."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesSubprocessClient,
+    asset,
+)
+
+from icon_pipeline.core.config import load_config
+from icon_pipeline.core.storage import (
+    checkpoint_pointer,
+    icon_images_path,
+    models_dir,
+    pairs_path,
+    read_checkpoint_pointer,
+    read_records,
+)
+from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
+from icon_pipeline.defs.resources.gpu import TorchrunResource
+from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
+from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig
+from icon_pipeline.model.training.data import sha256_file
+
+PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
+
+
+@asset(group_name="model", kinds={"pytorch"}, deps=[training_pairs])
+def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
+    """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, an untrained one built
+    from a config: a SigLIP2 vision tower against the locked packaged sentence encoder (LiT), or with
+    `model.text_tower: own` a whole SigLIP2 with a tokenizer trained on the training captions."""
+    config = load_config().model
+    if config.base_model:
+        path = config.base_model
+        model_id = config.base_model
+    else:
+        captions = [c for row in read_records(pairs_path(), "training_pairs") for c in row["captions"]]
+        out_dir = models_dir() / "base" / config.size
+        path = str(
+            build_base_checkpoint(
+                out_dir,
+                captions,
+                size=config.size,
+                seed=config.seed,
+                vocab_size=config.vocab_size,
+                max_num_patches=config.max_num_patches,
+                text_tower=config.text_tower,
+            )
+        )
+        model_id = f"base-{config.size}-{config.text_tower}"
+    # Load it back as every later stage will: a broken or unloadable checkpoint stops here.
+    bundle = load_checkpoint(path, max_num_patches=config.max_num_patches)
+    tokenizer = bundle.tokenizer
+    unknown = [c for c in PROBE_CAPTIONS if tokenizer.unk_token_id in tokenizer(c)["input_ids"]]
+    parameters = sum(p.numel() for p in bundle.model.parameters())
+    checkpoint_pointer("base").write_text(json.dumps({"path": path, "model_id": model_id}))
+    return MaterializeResult(
+        metadata={
+            "model_id": model_id,
+            "path": MetadataValue.path(path),
+            "size": config.size if not config.base_model else "pretrained",
+            "text_tower": config.text_tower if not config.base_model else "pretrained",
+            "parameters": parameters,
+            "embedding_dim": bundle.dim,
+            "vocab_size": len(tokenizer),
+            "max_num_patches": bundle.max_num_patches,
+            "probe_captions_with_unknown_tokens": MetadataValue.json(unknown),
+        }
+    )
+
+
+def _fingerprint(path: Path) -> list[tuple[str, str]]:
+    """Content hashes (not mtimes): a rebuilt but identical base or pairs table is the same input."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [
+        (str(f.relative_to(path) if path.is_dir() else f.name), sha256_file(f)) for f in files if f.exists()
+    ]
+
+
+@asset(
+    group_name="model",
+    kinds={"pytorch"},
+    deps=[base_checkpoint, training_pairs, eval_set],
+    op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
+)
+def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
+    """SigLIP2 fine-tuned on the grouped pairs by a torchrun job launched through Dagster Pipes.
+    Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
+    config = load_config()
+    base = read_checkpoint_pointer("base", "base_checkpoint")
+    eval_path = frozen_file(EVAL_NAME, config)
+    ok, message = check_frozen(context.instance, "eval_set", eval_path)
+    if not ok:
+        raise Failure(description=f"eval set not usable for training: {message}")
+    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: check_frozen just checked it
+    settings = config.training
+    train = TrainConfig(
+        base_checkpoint=base["path"],
+        pairs_path=str(pairs_path()),
+        output_dir="",  # set below, once the inputs' fingerprint is known
+        eval_path=str(eval_path),
+        eval_images_path=str(icon_images_path()),
+        eval_sha256=eval_sha256,
+        max_steps=settings.max_steps,
+        per_device_batch_size=settings.per_device_batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler=settings.lr_scheduler,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        eval_every_steps=settings.eval_every_steps,
+        save_every_steps=settings.save_every_steps,
+        max_num_patches=config.model.max_num_patches,
+        augmentation=AugmentationSettings(
+            p_downsample=settings.p_downsample,
+            min_scale=settings.min_scale,
+            p_blur=settings.p_blur,
+            blur_radius=settings.blur_radius,
+            p_crop=settings.p_crop,
+            p_shift=settings.p_shift,
+        ),
+        gather_negatives=settings.gather_negatives,
+        logit_bias=settings.logit_bias,
+        linear_probe=settings.linear_probe,
+        linear_probe_ridge=settings.linear_probe_ridge,
+        export_best=settings.export_best,
+        dataloader_workers=settings.dataloader_workers,
+        seed=settings.seed,
+    )
+    # Same inputs, settings and world size: same directory, so a killed run resumes from its last
+    # checkpoint; anything changed (another base, data set, or global batch): a fresh directory.
+    inputs = json.dumps(
+        [
+            train.to_dict(),
+            _fingerprint(Path(base["path"])),
+            _fingerprint(pairs_path()),
+            {"world_size": torchrun.world_size},
+        ],
+        default=str,
+    )
+    run_key = hashlib.sha256(inputs.encode()).hexdigest()[:12]
+    output_dir = models_dir() / "finetuned" / run_key
+    train = TrainConfig.from_dict({**train.to_dict(), "output_dir": str(output_dir)})
+    config_path = train.write(output_dir / "train_config.json")
+    context.log.info(
+        f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s), "
+        f"global batch {settings.per_device_batch_size * torchrun.world_size})"
+    )
+    result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
+    checkpoint_pointer("finetuned").write_text(
+        json.dumps(
+            {
+                "path": str(output_dir / "model"),
+                "model_id": f"finetuned-{run_key}",
+                "run_dir": str(output_dir),
+            }
+        )
+    )
+    return result

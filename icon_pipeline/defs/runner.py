@@ -1,0 +1,247 @@
+"""Materialize the asset graph in dependency order on a real Dagster instance.
+
+Unpartitioned stages run once; partitioned stages run once per `icon_batches` partition. This is
+what `icon-pipeline demo` and `icon-pipeline materialize` call; runs land in the instance's
+PostgreSQL storage exactly as UI-launched runs do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterInvalidConfigError,
+    DagsterRunStatus,
+    Definitions,
+    RunsFilter,
+    validate_run_config,
+)
+
+from icon_pipeline.core.database import DatabaseError, describe_url
+from icon_pipeline.core.paths import ENV_DAGSTER_STORAGE_URL
+from icon_pipeline.defs.partitions import icon_batches
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    """An asset check that did not pass, in words a person reads in the terminal."""
+
+    asset: str
+    check: str
+    severity: str  # ERROR or WARN
+    partition: str | None
+    description: str
+
+    def line(self) -> str:
+        where = f" [batch {self.partition}]" if self.partition else ""
+        return f"{self.severity:5} {self.asset}.{self.check}{where}: {self.description}"
+
+
+@dataclass
+class StageRun:
+    assets: list[str]
+    partition: str | None
+    run_id: str
+    success: bool
+    seconds: float
+    failed_checks: list[FailedCheck] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    runs: list[StageRun] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        """Every run succeeded (checks aside: see `failed_checks`)."""
+        return all(r.success for r in self.runs)
+
+    @property
+    def failed_checks(self) -> list[FailedCheck]:
+        return [check for run in self.runs for check in run.failed_checks]
+
+    @property
+    def error_checks(self) -> list[FailedCheck]:
+        """Failed checks of ERROR severity: the data they guard is not fit to use."""
+        return [check for check in self.failed_checks if check.severity == "ERROR"]
+
+
+def _stages(graph: Any, keys: set[AssetKey]) -> list[tuple[list[AssetKey], bool]]:
+    """Group `keys` into runnable stages: (assets, partitioned) in dependency order."""
+    done: set[AssetKey] = set()
+    stages: list[tuple[list[AssetKey], bool]] = []
+
+    def ready(key: AssetKey, also: set[AssetKey]) -> bool:
+        parents = {p for p in graph.get(key).parent_keys if p in keys}
+        return parents <= done | also
+
+    remaining = set(keys)
+    while remaining:
+        unpartitioned = {k for k in remaining if not graph.get(k).is_partitioned and ready(k, set())}
+        if unpartitioned:
+            stage = set(unpartitioned)
+        else:
+            stage = {k for k in remaining if graph.get(k).is_partitioned and ready(k, set())}
+            if not stage:
+                raise RuntimeError(f"cannot order assets: {sorted(k.to_user_string() for k in remaining)}")
+        # Pull in every asset of the same kind whose parents are done or in this stage.
+        grown = True
+        partitioned = graph.get(next(iter(stage))).is_partitioned
+        while grown:
+            extra = {
+                k for k in remaining - stage if graph.get(k).is_partitioned == partitioned and ready(k, stage)
+            }
+            grown = bool(extra)
+            stage |= extra
+        stages.append((sorted(stage, key=lambda k: k.to_user_string()), partitioned))
+        done |= stage
+        remaining -= stage
+    return stages
+
+
+# The terminal shows progress and warnings; every DEBUG event is still in the run's log.
+TERMINAL_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Which process runs a run in-process: a run whose process is gone without an end is failed later.
+PID_TAG, HOST_TAG = "icon_pipeline/pid", "icon_pipeline/host"
+UNFINISHED = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED)
+
+
+class RunConfigError(ValueError):
+    """Run config (as the launchpad takes it) that does not fit the job; Dagster's words say why."""
+
+
+def open_instance() -> tuple[DagsterInstance, list[str]]:
+    """The Dagster instance of DAGSTER_HOME, and the ids of abandoned runs it just marked failed."""
+    instance = DagsterInstance.get()
+    return instance, fail_abandoned_runs(instance)
+
+
+class DatabaseLost(DatabaseError):
+    """The database stopped answering in the middle of a run; the message says what now."""
+
+
+def _database_error(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the database connection failing."""
+    seen: BaseException | None = error
+    for _ in range(12):
+        if seen is None:
+            return False
+        if type(seen).__name__ in ("OperationalError", "InterfaceError") and (
+            type(seen).__module__.split(".")[0] in ("psycopg", "psycopg2", "sqlalchemy")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed the runs this machine started in-process whose process is gone without an end
+    (killed, or its database stopped under it): they would otherwise show STARTED forever."""
+    import psutil
+
+    host = socket.gethostname()
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=list(UNFINISHED))):
+        pid = run.tags.get(PID_TAG)
+        if run.tags.get(HOST_TAG) != host or not pid or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        instance.report_run_failed(
+            run,
+            f"the process running it (pid {pid}) ended without recording an end: it was killed, or its "
+            "database stopped answering",
+        )
+        failed.append(run.run_id)
+    return failed
+
+
+def materialize_assets(
+    defs: Definitions,
+    instance: DagsterInstance,
+    selection: Iterable[str] | None = None,
+    partitions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    run_config: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Materialize `selection` (asset key strings; all assets if None) stage by stage.
+
+    `run_config` is Dagster run config as the launchpad takes it, e.g. resource config
+    `{"resources": {"torchrun": {"config": {"nproc_per_node": 8}}}}`; it applies to every stage.
+    """
+    graph = defs.resolve_asset_graph()
+    all_keys = {k for k in graph.materializable_asset_keys}
+    if selection is None:
+        keys = all_keys
+    else:
+        keys = {AssetKey.from_user_string(s) for s in selection}
+        unknown = keys - all_keys
+        if unknown:
+            names = ", ".join(sorted(k.to_user_string() for k in all_keys))
+            raise ValueError(
+                f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
+            )
+    job = defs.resolve_implicit_global_asset_job_def()
+    run_config = {**TERMINAL_LOGGING, **(run_config or {})}
+    # Against the whole job, before any stage: a stage's subset ignores config for resources it
+    # does not use, so a misspelt `torchrun` field would otherwise pass unnoticed.
+    try:
+        validate_run_config(job, run_config)
+    except DagsterInvalidConfigError as exc:
+        raise RunConfigError(str(exc)) from None
+    summary = RunSummary()
+    for stage, partitioned in _stages(graph, keys):
+        names = [k.to_user_string() for k in stage]
+        keys_for_stage = partitions if partitioned and partitions else None
+        if partitioned and keys_for_stage is None:
+            keys_for_stage = instance.get_dynamic_partitions(icon_batches.name)
+            if not keys_for_stage:
+                log(f"no icon batches registered yet; skipping {', '.join(names)}")
+                continue
+        for partition in keys_for_stage if partitioned else [None]:
+            label = f"{', '.join(names)}" + (f" [batch {partition}]" if partition else "")
+            log(f"materializing {label}")
+            started = time.monotonic()
+            try:
+                result = job.execute_in_process(
+                    instance=instance,
+                    asset_selection=stage,
+                    partition_key=partition,
+                    raise_on_error=False,
+                    run_config=run_config,
+                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+                )
+            except Exception as exc:
+                if not _database_error(exc):
+                    raise
+                url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
+                where = f" ({describe_url(url)})" if url else ""
+                raise DatabaseLost(
+                    f"the database{where} stopped answering during {label}; the run could not record its "
+                    "end and will be marked failed the next time icon-pipeline starts (data already stored "
+                    "is unchanged: index writes are swapped in whole or not at all)"
+                ) from None
+            elapsed = time.monotonic() - started
+            failed = [
+                FailedCheck(
+                    evaluation.asset_key.to_user_string(),
+                    evaluation.check_name,
+                    evaluation.severity.value,
+                    partition,
+                    evaluation.description or "failed",
+                )
+                for evaluation in result.get_asset_check_evaluations()
+                if not evaluation.passed
+            ]
+            summary.runs.append(StageRun(names, partition, result.run_id, result.success, elapsed, failed))
+            status = "ok" if result.success else "FAILED"
+            checks = f", {len(failed)} check(s) failed" if failed else ""
+            log(f"  {status} in {elapsed:.1f}s (run {result.run_id[:8]}){checks}")
+            if not result.success:
+                return summary
+    return summary

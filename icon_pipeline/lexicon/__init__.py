@@ -1,0 +1,1 @@
+"""Stage 3, lexicon: search terms mined from names and tags."""

@@ -1,0 +1,1 @@
+"""Stage 2, rendering: theme-correct PNGs of every icon, content-addressed."""

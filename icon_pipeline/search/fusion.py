@@ -1,0 +1,355 @@
+"""Hybrid search: merge the channels' answers, and fit how much each channel counts.
+
+The merge follows Figma's production query path for icon search (a lexical and a vector index
+queried together, scores normalised, exact-name matches boosted, results merged):
+
+1. every channel that answers the query's kind returns its top `depth` icons;
+2. each channel's scores are min-max normalised over its own list (best 1, last 0; an icon a
+   channel did not return counts 0 there);
+3. the fused score is the weighted sum, plus `name_boost` for an icon whose whole name is the
+   query ("shopping cart" -> shopping-cart);
+4. with `fold_variants`, an icon concept ranks as a whole: every icon of a group (outline and
+   filled, sizes) takes its group's best fused score, so a concept's variants sit together and a
+   screenshot of one variant finds the others.
+
+Weights are kept per query kind: `words` (a few words, like a caption or a keyword search), `sentence`
+(more than four words: an intent in natural language) and `image`. Keyword matching helps the
+sentences of the eval set but not its short phrases, so one set of weights would serve one of
+them badly.
+
+The weights, then the boost and folding, are fitted per library on the frozen eval set (never on
+the benchmark queries) by `fit_fusion`: an exhaustive grid over the weight simplex maximising
+mean R@1 + R@10 without boost or folding (so every weight means the same with folding on or
+off), then the boost and folding that add most; a channel that does not help gets weight 0, and
+ties go to fewer channels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from icon_pipeline.search.channels import ChannelHit, Query
+
+KINDS = ("words", "sentence", "image")
+WORDS_MAX = 4  # captions are 1-4 words: a query this short is searched like one
+DEFAULT_DEPTH = 100  # icons asked of each channel per query
+WEIGHT_STEP = 0.1
+NAME_BOOSTS = (0.0, 0.1, 0.25, 0.5, 1.0)
+PARSIMONY = 0.005  # objective (R@1 + R@10) a weighting with one more channel must gain
+# A channel of weight 0 that was asked anyway only fills in: it orders the icons no weighted channel
+# returned (a query whose words match no name, tag or caption still gets an answer).
+FILL_WEIGHT = 1e-3
+
+
+def fusion_kind(query: Query) -> str:
+    """Which weights merge a query's channels: words, sentence or image."""
+    if not isinstance(query, str):
+        return "image"
+    return "words" if len(query.split()) <= WORDS_MAX else "sentence"
+
+
+def channel_kind(kind: str) -> str:
+    """The query kind a channel must answer for a fusion kind (text or image)."""
+    return "image" if kind == "image" else "text"
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    icon_id: str
+    score: float  # the fused score (the group's, when variants are folded)
+    own_score: float  # the icon's own fused score
+    channel_scores: dict[str, float]  # each channel's raw score for this icon (absent: not returned)
+    name_match: bool = False
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How hybrid search merges channels, per query kind."""
+
+    weights: dict[str, dict[str, float]]  # kind -> channel -> weight (summing to 1)
+    name_boost: float = 0.0
+    fold_variants: bool = True
+    fitted: dict[str, Any] = field(default_factory=dict)  # what the fit saw and scored
+
+    def channels(self, kind: str) -> dict[str, float]:
+        return {c: w for c, w in self.weights.get(kind, {}).items() if w > 0}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | Mapping[str, Any]) -> FusionSettings:
+        raw = json.loads(text) if isinstance(text, str) else dict(text)
+        return cls(
+            weights={k: {c: float(w) for c, w in v.items()} for k, v in raw["weights"].items()},
+            name_boost=float(raw.get("name_boost", 0.0)),
+            fold_variants=bool(raw.get("fold_variants", True)),
+            fitted=dict(raw.get("fitted") or {}),
+        )
+
+    @classmethod
+    def unfitted(cls, channels: Mapping[str, Collection[str]]) -> FusionSettings:
+        """Equal weights over the channels of each kind: what search uses before any fit."""
+        weights = {
+            kind: {c: round(1.0 / len(names), 6) for c in sorted(names)} if names else {}
+            for kind, names in channels.items()
+        }
+        return cls(weights=weights, name_boost=0.25, fold_variants=True, fitted={"unfitted": True})
+
+
+def minmax(hits: Sequence[ChannelHit]) -> dict[str, float]:
+    """Scores mapped to [0, 1] over the list: best 1, worst 0; one hit (or all equal): 1."""
+    if not hits:
+        return {}
+    scores = [h.score for h in hits]
+    low, high = min(scores), max(scores)
+    span = high - low
+    return {h.icon_id: (h.score - low) / span if span > 0 else 1.0 for h in hits}
+
+
+def fuse(
+    channel_hits: Mapping[str, Sequence[ChannelHit]],
+    weights: Mapping[str, float],
+    k: int,
+    *,
+    group_of: Mapping[str, str],
+    members: Mapping[str, Sequence[str]],
+    name_matches: Collection[str] = (),
+    name_boost: float = 0.0,
+    fold_variants: bool = True,
+    exclude: Collection[str] = (),
+) -> list[FusedHit]:
+    """The top k icons of the merged channels (see the module doc); `exclude` never ranks.
+
+    Channels in `channel_hits` without a weight count FILL_WEIGHT: they only order what the
+    weighted channels did not return."""
+    raw: dict[str, dict[str, float]] = {}
+    own: dict[str, float] = {}
+    for channel, hits in channel_hits.items():
+        weight = weights.get(channel) or FILL_WEIGHT
+        for icon_id, value in minmax(hits).items():
+            own[icon_id] = own.get(icon_id, 0.0) + weight * value
+        for hit in hits:
+            raw.setdefault(hit.icon_id, {})[channel] = hit.score
+    matched = set(name_matches)
+    for icon_id in matched:
+        own[icon_id] = own.get(icon_id, 0.0) + name_boost
+    final = dict(own)
+    if fold_variants:
+        best: dict[str, float] = {}
+        for icon_id, value in own.items():
+            group = group_of.get(icon_id, icon_id)
+            best[group] = max(best.get(group, float("-inf")), value)
+        for group, value in best.items():
+            for member in members.get(group, (group,)):
+                final[member] = value
+                own.setdefault(member, 0.0)
+    ranked = sorted((i for i in final if i not in exclude), key=lambda i: (-final[i], -own[i], i))[:k]
+    return [FusedHit(i, float(final[i]), float(own[i]), raw.get(i, {}), i in matched) for i in ranked]
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittingQuery:
+    """One eval-set query with every channel's answer, for `fit_fusion`."""
+
+    kind: str
+    hits: Mapping[str, Sequence[ChannelHit]]
+    relevant_groups: frozenset[str]
+    exclude: frozenset[str] = frozenset()
+    name_matches: frozenset[str] = frozenset()
+
+
+def weight_grid(channels: Sequence[str], step: float = WEIGHT_STEP) -> np.ndarray:
+    """Every weighting of `channels` on the simplex in steps of `step`: shape (len(channels), combos)."""
+    units = round(1 / step)
+    combos = [c for c in itertools.product(range(units + 1), repeat=len(channels)) if sum(c) == units]
+    return np.array(combos, dtype=np.float64).T / units if channels else np.zeros((0, 1))
+
+
+@dataclass
+class _Prepared:
+    """One fitting query as arrays: normalised channel scores per candidate, grouped for folding."""
+
+    normalised: np.ndarray  # (candidates, channels), candidates sorted by group
+    matched: np.ndarray  # (candidates,) 1.0 for an exact-name match
+    unit_starts: np.ndarray  # first candidate row of each group
+    unit_sizes: np.ndarray  # icons each group shows (its members minus excluded ones)
+    unit_relevant: np.ndarray
+    icon_sizes: np.ndarray  # 1, or 0 for an excluded icon
+    icon_relevant: np.ndarray
+
+
+def _prepare(
+    query: FittingQuery, channels: Sequence[str], group_of: Mapping[str, str], group_sizes: Mapping[str, int]
+) -> _Prepared | None:
+    candidates = {h.icon_id for hits in query.hits.values() for h in hits} | set(query.name_matches)
+    if not candidates:
+        return None
+    ordered = sorted(candidates, key=lambda i: (group_of.get(i, i), i))
+    row = {icon_id: n for n, icon_id in enumerate(ordered)}
+    normalised = np.zeros((len(ordered), len(channels)))
+    for column, channel in enumerate(channels):
+        for icon_id, value in minmax(query.hits.get(channel, ())).items():
+            normalised[row[icon_id], column] = value
+    groups = [group_of.get(i, i) for i in ordered]
+    starts = [n for n, g in enumerate(groups) if n == 0 or g != groups[n - 1]]
+    unit_ids = [groups[n] for n in starts]
+    excluded: dict[str, int] = {}
+    for icon_id in query.exclude:
+        group = group_of.get(icon_id, icon_id)
+        excluded[group] = excluded.get(group, 0) + 1
+    unit_sizes = np.array([group_sizes.get(g, 1) - excluded.get(g, 0) for g in unit_ids], dtype=np.float64)
+    return _Prepared(
+        normalised=normalised,
+        matched=np.array([1.0 if i in query.name_matches else 0.0 for i in ordered]),
+        unit_starts=np.array(starts),
+        unit_sizes=unit_sizes,
+        unit_relevant=np.array([g in query.relevant_groups for g in unit_ids]) & (unit_sizes > 0),
+        icon_sizes=np.array([0.0 if i in query.exclude else 1.0 for i in ordered]),
+        icon_relevant=np.array(
+            [
+                g in query.relevant_groups and i not in query.exclude
+                for g, i in zip(groups, ordered, strict=True)
+            ]
+        ),
+    )
+
+
+def _ranks(prepared: _Prepared | None, grid: np.ndarray, boost: float, fold: bool) -> np.ndarray:
+    """0-based rank of the first relevant icon for every weighting in `grid` (inf: not found)."""
+    if prepared is None:
+        return np.full(grid.shape[1], np.inf)
+    scores = prepared.normalised @ grid + boost * prepared.matched[:, None]
+    if fold:
+        scores = np.maximum.reduceat(scores, prepared.unit_starts, axis=0)
+        sizes, relevant = prepared.unit_sizes, prepared.unit_relevant
+    else:
+        sizes, relevant = prepared.icon_sizes, prepared.icon_relevant
+    if not relevant.any():
+        return np.full(grid.shape[1], np.inf)
+    best_relevant = scores[relevant].max(axis=0)
+    return ((scores > best_relevant[None, :]) * sizes[:, None]).sum(axis=0)
+
+
+def fit_fusion(
+    queries: Sequence[FittingQuery],
+    channels: Mapping[str, Sequence[str]],
+    group_of: Mapping[str, str],
+    *,
+    step: float = WEIGHT_STEP,
+    boosts: Sequence[float] = NAME_BOOSTS,
+) -> FusionSettings:
+    """The weights (per kind), then the name boost and folding, that maximise mean R@1 + R@10.
+
+    `channels`: fusion kind -> the channels that answered that kind. Weights are chosen without
+    boost or folding; the boost and folding are then shared by every kind, chosen on all queries.
+    """
+    group_sizes: dict[str, int] = {}
+    for group in group_of.values():
+        group_sizes[group] = group_sizes.get(group, 0) + 1
+    by_kind = {kind: [q for q in queries if q.kind == kind] for kind in KINDS}
+    prepared = {
+        kind: [_prepare(q, list(channels.get(kind, ())), group_of, group_sizes) for q in by_kind[kind]]
+        for kind in KINDS
+    }
+
+    def objective(kind: str, grid: np.ndarray, boost: float, fold: bool) -> tuple[np.ndarray, np.ndarray]:
+        r1 = np.zeros(grid.shape[1])
+        r10 = np.zeros(grid.shape[1])
+        for query in prepared[kind]:
+            ranks = _ranks(query, grid, boost, fold)
+            r1 += ranks < 1
+            r10 += ranks < 10
+        n = max(1, len(prepared[kind]))
+        return r1 / n, r10 / n
+
+    weights: dict[str, dict[str, float]] = {}
+    chosen: dict[str, np.ndarray] = {}
+    for kind in KINDS:
+        names = list(channels.get(kind, ()))
+        if not by_kind[kind] or not names:
+            continue
+        grid = weight_grid(names, step)
+        r1, r10 = objective(kind, grid, 0.0, False)
+        # Parsimony: a channel is only added when it gains more than two queries' worth (a random
+        # model otherwise picks up weight by chance on a few hundred queries); then the best
+        # objective, then the grid's (deterministic) order.
+        score = r1 + r10
+        tolerance = max(PARSIMONY, 2 / len(by_kind[kind]))
+        nonzero = (grid > 0).sum(axis=0)
+        near_best = score >= score.max() - tolerance
+        fewest = nonzero[near_best].min()
+        candidates = np.flatnonzero(near_best & (nonzero == fewest))
+        best = int(candidates[np.lexsort((candidates, -np.round(score[candidates], 9)))[0]])
+        chosen[kind] = grid[:, [best]]
+        weights[kind] = {c: round(float(w), 6) for c, w in zip(names, grid[:, best], strict=True)}
+
+    # A kind with channels but no fitting query (a small library's eval set may have no sentences)
+    # borrows the other text kind's weights, or weighs its channels equally.
+    borrowed = {}
+    for kind in KINDS:
+        names = list(channels.get(kind, ()))
+        if kind in weights or not names:
+            continue
+        other = {"words": "sentence", "sentence": "words"}.get(kind)
+        if other in weights and set(weights[other]) == set(names):
+            weights[kind], borrowed[kind] = dict(weights[other]), other
+        else:
+            weights[kind], borrowed[kind] = {c: round(1.0 / len(names), 6) for c in names}, "equal"
+
+    options = []
+    for boost in boosts:
+        for fold in (False, True):
+            per_kind = {}
+            for kind, grid in chosen.items():
+                r1, r10 = objective(kind, grid, boost, fold)
+                per_kind[kind] = {"r1": float(r1[0]), "r10": float(r10[0]), "queries": len(prepared[kind])}
+            total = sum((v["r1"] + v["r10"]) * v["queries"] for v in per_kind.values())
+            options.append((round(total, 9), -boost, not fold, boost, fold, per_kind))
+    _, _, _, boost, fold, per_kind = (
+        max(options, key=lambda o: o[:3]) if options else (0, 0, 0, 0.0, False, {})
+    )
+    unfolded = next((o[5] for o in options if o[3] == 0.0 and not o[4]), {})
+    single = {
+        kind: {
+            channel: _single_channel_score(by_kind[kind], channel, group_of, group_sizes)
+            for channel in channels.get(kind, ())
+        }
+        for kind in KINDS
+    }
+    return FusionSettings(
+        weights=weights,
+        name_boost=boost,
+        fold_variants=fold,
+        fitted={
+            "objective": "mean R@1 + R@10",
+            "per_kind": per_kind,
+            "per_kind_weights_only": unfolded,
+            "kinds_without_queries": borrowed,
+            "single_channels": single,
+            "grid_step": step,
+        },
+    )
+
+
+def _single_channel_score(
+    queries: Sequence[FittingQuery], channel: str, group_of: Mapping[str, str], group_sizes: Mapping[str, int]
+) -> dict[str, float]:
+    """R@1 and R@10 of one channel alone (no boost, no folding): what it brings by itself."""
+    if not queries:
+        return {}
+    grid = np.ones((1, 1))
+    ranks = [_ranks(_prepare(q, [channel], group_of, group_sizes), grid, 0.0, False)[0] for q in queries]
+    return {
+        "r1": float(np.mean([r < 1 for r in ranks])),
+        "r10": float(np.mean([r < 10 for r in ranks])),
+    }
