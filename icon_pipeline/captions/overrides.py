@@ -110,6 +110,16 @@ class ConflictError(OverrideError):
         )
 
 
+@dataclass
+class BulkApproval:
+    """What `OverrideStore.approve_many` did, icon by icon."""
+
+    saved: list[CaptionOverride]
+    refused: list[tuple[str, str]]  # (icon_id, why): invalid, or decided by someone meanwhile
+    unsaved: list[str]  # not stored: the database went away (see `stopped`)
+    stopped: str | None = None
+
+
 def clean_phrases(phrases: Iterable[object] | str) -> list[str]:
     """Normalised phrases from a list or from text with one phrase per line (or comma separated)."""
     if isinstance(phrases, str):
@@ -252,6 +262,27 @@ class OverrideStore:
             return saved
 
         return self._run(work)
+
+    def approve_many(self, phrases_by_icon: Mapping[str, Sequence[str]], author: str) -> BulkApproval:
+        """Approve each icon's phrases as its first decision (revision 0), each icon its own save:
+        an invalid icon, or one someone decided meanwhile, is refused with the reason and the
+        others are stored. A database that goes away stops it; the icons not stored yet are
+        returned in `unsaved` so the caller can queue them.
+        """
+        result = BulkApproval(saved=[], refused=[], unsaved=[])
+        pending = list(phrases_by_icon)
+        while pending:
+            icon_id = pending[0]
+            try:
+                result.saved.append(self.save(icon_id, phrases_by_icon[icon_id], "approved", author, 0))
+            except StoreUnavailable as exc:
+                result.unsaved = pending
+                result.stopped = str(exc)
+                break
+            except OverrideError as exc:
+                result.refused.append((icon_id, str(exc)))
+            pending.pop(0)
+        return result
 
     def get(self, icon_id: str) -> CaptionOverride | None:
         return self.load_for([icon_id]).get(icon_id)
