@@ -296,6 +296,120 @@ def test_with_basic_auth_an_edit_is_stored_under_the_signed_in_reviewer(
     assert stored == [("bo",)] and history == [("bo",)]
 
 
+def test_captions_app_bulk_approves_as_the_reviewer_at_the_time(
+    served: dict[str, RunningApp], demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from icon_pipeline.captions.overrides import OverrideStore
+
+    api = client(served["captions"])
+    gallery, _, ids, *_ = api.predict("folder", "all", 1, api_name="/list_icons")
+    folders = dict(zip(ids, [item[1] for item in gallery], strict=True))
+    assert sorted(folders.values()) == ["folder", "folder (filled)", "folder-plus"]
+    generated = {i: api.predict(i, api_name="/show_icon")[2].splitlines() for i in folders}
+    filled = next(i for i, name in folders.items() if name == "folder (filled)")
+    before = datetime.now(UTC)
+    note = api.predict([*folders, "mine:nope"], "ana", api_name="/bulk_approve")
+    assert note.startswith("**Approved 2 icon(s)** as ana: folder (`mine:folder.svg`), folder-plus (")
+    assert "- `mine:nope`: no such icon in icon_catalog" in note
+    # The offline captioner says one phrase about a bare filled folder: too few to approve.
+    refused = f"- folder (`{filled}`): not saved: expected 5-8 phrases, got 1"
+    assert refused in note
+    overrides = OverrideStore(demo.db_url)
+    for icon_id in set(folders) - {filled}:
+        (stored,) = overrides.history(icon_id)  # who, when and what, as a single approval records
+        assert (stored.status, stored.author, stored.revision) == ("approved", "ana", 1)
+        assert stored.phrases == generated[icon_id] and before <= stored.updated_at <= datetime.now(UTC)
+    assert overrides.get(filled) is None
+    # A second pass overwrites nobody's decision: each icon is named as already decided.
+    note = api.predict(list(folders), "bo", api_name="/bulk_approve")
+    assert note.startswith("**Nothing approved.**") and note.count("already approved by ana") == 2
+    assert refused in note
+    assert api.predict([], "bo", api_name="/bulk_approve") == "**Nothing approved:** select icons first."
+    gallery, *_ = api.predict("folder", "approved", 1, api_name="/list_icons")
+    assert sorted(item[1] for item in gallery) == ["folder ✓", "folder-plus ✓"]
+
+    # With the database away, the approvals are queued like single edits, and saved on retry.
+    _, _, (user,), *_ = api.predict("user", "all", 1, api_name="/list_icons")
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://reviewer:pw-secret@127.0.0.1:1/icons")
+    note = api.predict([user], "ana", api_name="/bulk_approve")
+    assert "1 approval(s) queued (not lost)" in note and "pw-secret" not in note
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", demo.env["ICON_PIPELINE_DATABASE_URL"])
+    assert api.predict(api_name="/retry_pending").startswith("Saved 1 queued edit(s).")
+    assert overrides.get(user).describe().startswith("approved by ana")
+
+
+def test_captions_app_flags_contradictions_first_and_diffs_edits(served: dict[str, RunningApp]) -> None:
+    from icon_pipeline.apps.captions import step_icon
+
+    api = client(served["captions"])
+    _, _, ids, *_ = api.predict("", "flagged", 1, api_name="/list_icons")
+    assert ids == []  # the offline captioner contradicts no icon of the demo
+    _, _, (bell_off,), *_ = api.predict("bell-off", "all", 1, api_name="/list_icons")
+    _, _, generated, revision, _ = api.predict(bell_off, api_name="/show_icon")
+    assert api.predict(bell_off, api_name="/caption_diff") == ""  # nothing edited yet
+    generated = generated.splitlines()
+    edit = ["notifications on", *generated[1:]]  # the first phrase replaced
+    note, *_ = api.predict(bell_off, "\n".join(edit), "save edit", "ana", revision, api_name="/save_caption")
+    assert note.startswith("**Saved:**")
+
+    gallery, _, ids, *_ = api.predict("", "flagged", 1, api_name="/list_icons")
+    assert ids == [bell_off] and gallery[0][1] == "bell-off ✎ ⚠"
+    _, _, all_ids, *_ = api.predict("", "all", 1, api_name="/list_icons")
+    assert all_ids[0] == bell_off  # flagged icons come first
+    _, details, *_ = api.predict(bell_off, api_name="/show_icon")
+    assert "Contradicts the icon's name or tags" in details
+    assert "notifications on&quot;: says on, but &#x27;bell-off&#x27; is switched off" in details
+
+    diff = api.predict(bell_off, api_name="/caption_diff")
+    assert "Generated → edited by ana" in diff and "1 removed, 1 added" in diff
+    assert (
+        f'<li class="removed"><del style="color:#b42318;text-decoration:line-through">− {generated[0]}<'
+        in diff
+    )
+    assert '<li class="added"><ins style="color:#067647;font-weight:600">+ notifications on</ins>' in diff
+    assert diff.count('class="kept"') == len(generated) - 1
+
+    # What the J / K keys (and the buttons they press) do on a page.
+    assert [step_icon(all_ids, all_ids[0], 1), step_icon(all_ids, all_ids[-1], 1)] == [
+        all_ids[1],
+        all_ids[-1],
+    ]
+    assert [step_icon(all_ids, all_ids[1], -1), step_icon(all_ids, all_ids[0], -1)] == [
+        all_ids[0],
+        all_ids[0],
+    ]
+    assert [step_icon(all_ids, "", 1), step_icon(all_ids, "", -1), step_icon([], "x", 1)] == [
+        all_ids[0],
+        all_ids[-1],
+        "x",
+    ]
+
+
+def test_with_basic_auth_a_bulk_approval_is_stored_under_the_signed_in_reviewer(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradio_client import Client
+
+    monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:pw-ana,bo:pw-bo")
+    app = launch("captions", port=free_port(), block=False)
+    try:
+        bo = Client(
+            app.url, auth=("bo", "pw-bo"), verbose=False, download_files=False, analytics_enabled=False
+        )
+        _, _, ids, *_ = bo.predict("settings", "all", 1, api_name="/list_icons")
+        # Bo sends Ana's name: the approval is still his.
+        assert bo.predict(ids, "ana", api_name="/bulk_approve").startswith("**Approved 1 icon(s)** as bo:")
+    finally:
+        app.close()
+    with psycopg.connect(demo.db_url) as conn:
+        stored = conn.execute(
+            "SELECT author, status FROM caption_overrides WHERE icon_id = %s", ids
+        ).fetchall()
+    assert stored == [("bo", "approved")]
+
+
 # --- dataset -------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,12 @@ A save names the revision the reviewer started from; if someone saved in between
 stored and the page shows their version and asks (a "Save over theirs" button). If the database
 is unreachable, the edit is queued in a local journal and saved by "Retry queued edits".
 
+For speed: several icons of a page can be approved at once (their generated captions, each icon
+a first decision, so nothing a reviewer already decided is overwritten); keys move between icons
+and approve or reject (J/K, arrows, A, R; never while typing); icons whose caption contradicts
+their own name or tags (icon_pipeline.captions.review) are marked and listed first; and an
+edited caption shows what the reviewer removed and added.
+
 With basic auth on (ICON_PIPELINE_APP_AUTH), a decision's author is the signed-in user, from the
 page or the API alike; without it, the name the reviewer types.
 """
@@ -13,7 +19,10 @@ page or the API alike; without it, the name the reviewer types.
 from __future__ import annotations
 
 import html
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +55,21 @@ from icon_pipeline.captions.overrides import (
     clean_phrases,
     validate_override,
 )
+from icon_pipeline.captions.review import CaptionFlag, caption_flags, phrase_diff
 from icon_pipeline.lexicon.mining import LexiconEntry
 
 TITLE = "Caption review"
-FILTERS = ("all", "not reviewed", "approved", "edited", "rejected", "caption failed")
+FILTERS = ("all", "flagged", "not reviewed", "approved", "edited", "rejected", "caption failed")
 ACTIONS = {"approve": "approved", "save edit": "edited", "reject": "rejected"}
 STATUS_MARK = {"approved": "✓", "edited": "✎", "rejected": "✗"}
+FLAG_MARK = "⚠"
+# On the page and in the key handler below: one list, so the hints cannot drift from the keys.
+KEYS = {"j": "next-icon", "arrowright": "next-icon", "k": "prev-icon", "arrowleft": "prev-icon"}
+KEYS |= {"a": "approve", "r": "reject"}
+KEY_HINTS = (
+    "**Keys:** `J` / `→` next icon · `K` / `←` previous icon · `A` approve · `R` reject "
+    "(not while typing in a box)"
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +148,32 @@ def _status_of(icon_id: str, overrides: dict[str, CaptionOverride], captions: di
     return "caption failed" if row is None or row.error else "not reviewed"
 
 
+def _current_phrases(
+    icon_id: str, overrides: dict[str, CaptionOverride], captions: dict[str, CaptionRow]
+) -> list[str]:
+    """The phrases training would use now: a reviewer's (unless rejected), else the last run's."""
+    override = overrides.get(icon_id)
+    if override and not override.rejected:
+        return override.phrases
+    row = captions.get(icon_id)
+    return row.phrases if row else []
+
+
+@lru_cache(maxsize=65536)
+def _flags(
+    name: str, tags: tuple[str, ...], category: str, phrases: tuple[str, ...]
+) -> tuple[CaptionFlag, ...]:
+    # every listing checks every matching icon: remember the answers for unchanged captions
+    return tuple(caption_flags(name, tags, phrases, category))
+
+
+def icon_flags(icon: IconInfo, phrases: Sequence[str]) -> tuple[CaptionFlag, ...]:
+    return _flags(icon.name, tuple(icon.tags), icon.category, tuple(phrases))
+
+
 def list_icons(query: str, show: str, page: float | None) -> tuple[list, str, list[str], int, str]:
-    """One page of icons matching `query` (name, tag, category, phrase or id) and `show`.
+    """One page of icons matching `query` (name, tag, category, phrase or id) and `show`; icons
+    whose caption contradicts their name or tags come first.
 
     Returns (gallery items, page label, icon ids in gallery order, page number, notes).
     """
@@ -148,22 +190,30 @@ def list_icons(query: str, show: str, page: float | None) -> tuple[list, str, li
         notes.append(f"**Overrides cannot be shown:** {exc}")
     show = show if show in FILTERS else "all"
     chosen = []
+    flagged: set[str] = set()
     for icon in icons.values():
         row = captions.get(icon.icon_id)
         if not matches(
             query or "", icon.name, icon.icon_id, icon.category, icon.tags, row.phrases if row else ()
         ):
             continue
-        if show != "all" and _status_of(icon.icon_id, overrides, captions) != show:
+        status = _status_of(icon.icon_id, overrides, captions)
+        # a rejected icon leaves training: what its caption says no longer matters
+        if status != "rejected" and icon_flags(icon, _current_phrases(icon.icon_id, overrides, captions)):
+            flagged.add(icon.icon_id)
+        if show == "flagged" and icon.icon_id not in flagged:
+            continue
+        if show not in ("all", "flagged") and status != show:
             continue
         chosen.append(icon)
-    chosen.sort(key=lambda i: (i.name, i.icon_id))
+    chosen.sort(key=lambda i: (i.icon_id not in flagged, i.name, i.icon_id))
     current = paginate(chosen, page)
 
     def label(icon: IconInfo) -> str:
         mark = STATUS_MARK.get(overrides[icon.icon_id].status, "") if icon.icon_id in overrides else ""
         variant = f" ({icon.variant})" if icon.variant else ""
-        return f"{icon.name}{variant} {mark}".strip()
+        flag = f" {FLAG_MARK}" if icon.icon_id in flagged else ""
+        return f"{icon.name}{variant} {mark}".strip() + flag
 
     items, ids = gallery_items(current.items, label)
     unrendered = [i for i in current.items if not i.png_path]
@@ -233,6 +283,12 @@ def show_icon(icon_id: str) -> tuple[str | None, str, str, int, str]:
         phrases = override.phrases
     else:
         phrases = (caption.phrases if caption else []) or (override.phrases if override else [])
+    flags = icon_flags(icon, phrases) if not (override and override.rejected) else ()
+    if flags:
+        lines.append(
+            f"**{FLAG_MARK} Contradicts the icon's name or tags:**  \n"
+            + "  \n".join(f"- {html.escape(str(f))}" for f in flags)
+        )
     image = icon.png_path if icon.png_path and Path(icon.png_path).exists() else None
     details = "\n\n".join(line for line in lines if line)  # one paragraph each
     return image, details, "\n".join(phrases), override.revision if override else 0, message
@@ -280,6 +336,116 @@ def save_caption(
     )
 
 
+def caption_diff(icon_id: str) -> str:
+    """HTML: what a reviewer's decision changed in the generated phrases; "" when nothing did
+    (no override, a rejection, or the generated phrases approved as they were)."""
+    icon_id = (icon_id or "").strip()
+    caption = load_captions().get(icon_id) if icon_id else None
+    if caption is None or missing_assets():
+        return ""
+    try:
+        override = store().get(icon_id)
+    except StoreUnavailable:
+        return ""  # show_icon already says the database is away
+    if override is None or override.rejected or override.phrases == caption.generated:
+        return ""
+    ops = phrase_diff(caption.generated, override.phrases)
+    removed = sum(op == "removed" for op, _ in ops)
+    added = sum(op == "added" for op, _ in ops)
+    style = {
+        "removed": ("−", "color:#b42318;text-decoration:line-through", "del"),
+        "added": ("+", "color:#067647;font-weight:600", "ins"),
+        "kept": ("\u00a0", "color:inherit", "span"),
+    }
+    items = []
+    for op, phrase in ops:
+        sign, css, tag = style[op]
+        items.append(f'<li class="{op}"><{tag} style="{css}">{sign} {html.escape(phrase)}</{tag}></li>')
+    return (
+        f'<div class="caption-diff"><p><b>Generated → {html.escape(override.describe())}</b>: '
+        f"{removed} removed, {added} added</p>"
+        f'<ul style="list-style:none;padding-left:0;margin:0">{"".join(items)}</ul></div>'
+    )
+
+
+def bulk_approve(icon_ids: Sequence[str] | None, author: str) -> str:
+    """Approve the generated captions of several icons, as `author`, now.
+
+    Each is the icon's first decision: an icon a reviewer already decided is skipped (open it to
+    change that), as is one without usable captions; both are named with the reason. If the
+    database is unreachable, the approvals are queued like single edits.
+    """
+    ids = list(dict.fromkeys(i.strip() for i in (icon_ids or []) if i and i.strip()))
+    author = " ".join((author or "").split())
+    if not ids:
+        return "**Nothing approved:** select icons first."
+    if not author:
+        return "**Nothing approved:** say who you are (your name is empty)."
+    missing = missing_assets()
+    if missing:
+        return missing_page(TITLE, missing)
+    icons = load_icons()
+    captions = load_captions()
+    skipped: list[str] = []
+
+    def who(icon_id: str) -> str:
+        icon = icons.get(icon_id)
+        return f"{html.escape(icon.name)} (`{icon_id}`)" if icon else f"`{html.escape(icon_id)}`"
+
+    wanted: dict[str, list[str]] = {}
+    for icon_id in ids:
+        row = captions.get(icon_id)
+        if icon_id not in icons:
+            skipped.append(f"{who(icon_id)}: no such icon in icon_catalog")
+        elif row is None or row.error or not row.generated:
+            reason = row.error if row and row.error else "icon_captions has no phrases for it"
+            skipped.append(f"{who(icon_id)}: nothing to approve ({html.escape(reason)})")
+        else:
+            wanted[icon_id] = row.generated
+    lines = []
+    try:
+        target = store()
+        decided = target.load_for(wanted)
+        for icon_id, override in decided.items():
+            skipped.append(f"{who(icon_id)}: already {html.escape(override.describe())}; open it to change")
+            del wanted[icon_id]
+        result = target.approve_many(wanted, author)
+        unsaved, stopped = result.unsaved, result.stopped
+    except StoreUnavailable as exc:
+        result, unsaved, stopped = None, list(wanted), str(exc)
+    if result and result.saved:
+        names = ", ".join(who(o.icon_id) for o in result.saved)
+        lines.append(f"**Approved {len(result.saved)} icon(s)** as {html.escape(author)}: {names}.")
+    elif not unsaved:
+        lines.append("**Nothing approved.**")
+    for icon_id, why in result.refused if result else []:
+        skipped.append(f"{who(icon_id)}: {html.escape(why.removeprefix(f'{icon_id}: '))}")
+    if unsaved:
+        journal = pending()
+        for icon_id in unsaved:
+            journal.add(icon_id, wanted[icon_id], "approved", author, 0, stopped or "database unreachable")
+        lines.append(
+            f"**Database unreachable, {len(unsaved)} approval(s) queued (not lost):** "
+            f"{html.escape(stopped or '')}. Saved by *Retry queued edits*."
+        )
+    if skipped:
+        lines.append(f"Skipped {len(skipped)}:")
+        lines += [f"- {line}" for line in skipped]
+    return "\n".join(lines)
+
+
+def step_icon(ids: Sequence[str] | None, current: str, step: int) -> str:
+    """The icon `step` places from `current` in the page's order, stopping at either end; from an
+    icon not on the page, the first (forward) or last (backward)."""
+    ids = list(ids or [])
+    current = (current or "").strip()
+    if not ids:
+        return current
+    if current not in ids:
+        return ids[0] if step > 0 else ids[-1]
+    return ids[min(max(ids.index(current) + step, 0), len(ids) - 1)]
+
+
 def retry_pending() -> str:
     """Save queued edits; says what was saved and what conflicted."""
     journal = pending()
@@ -308,6 +474,28 @@ def pending_summary() -> str:
 
 # --- the page -------------------------------------------------------------------------------------
 
+# Installed once per page. Keys are ignored while the reviewer types (text, number and dropdown
+# inputs, text areas) or holds a modifier, so Ctrl-A or a typed "r" never approves or rejects.
+KEYS_JS = """
+() => {
+  if (window.__captionKeys) return;
+  window.__captionKeys = true;
+  const targets = __TARGETS__;
+  const typing = 'textarea, select, [contenteditable=""], [contenteditable="true"], '
+    + 'input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit])';
+  document.addEventListener('keydown', (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing || event.repeat) return;
+    const target = event.target;
+    if (target && target.closest && target.closest(typing)) return;
+    const id = targets[event.key.toLowerCase()];
+    const button = id && document.getElementById(id);
+    if (!button) return;
+    event.preventDefault();
+    button.click();
+  });
+}
+""".replace("__TARGETS__", json.dumps(KEYS))
+
 
 def warm_up() -> None:
     """Read the tables once at start-up, so the first page load is as fast as the next ones."""
@@ -320,7 +508,11 @@ def warm_up() -> None:
 def build() -> gr.Blocks:
     warm_up()
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\nApprove, edit or reject captions; the next `icon_captions` run uses them.")
+        gr.Markdown(
+            f"# {TITLE}\nApprove, edit or reject captions; the next `icon_captions` run uses them. "
+            f"Icons marked {FLAG_MARK} have a caption that contradicts their name or tags; they come first."
+        )
+        gr.Markdown(KEY_HINTS, elem_id="key-hints")
         with gr.Row():
             query = gr.Textbox(label="Search (name, tag, category, phrase, id)", scale=4, elem_id="query")
             show = gr.Dropdown(list(FILTERS), value="all", label="Show", scale=1)
@@ -341,13 +533,28 @@ def build() -> gr.Blocks:
             elem_id="icons",
         )
         page_ids = gr.State([])
+        with gr.Accordion("Bulk approve (this page)", open=True):
+            bulk_pick = gr.CheckboxGroup(
+                choices=[], label="Icons whose generated captions to approve", elem_id="bulk-pick"
+            )
+            with gr.Row():
+                select_all = gr.Button("Select all on this page", size="sm", elem_id="select-all")
+                select_none = gr.Button("Clear selection", size="sm")
+                bulk_button = gr.Button(
+                    "Approve selected", variant="primary", size="sm", elem_id="bulk-approve"
+                )
+            bulk_message = gr.Markdown(elem_id="bulk-message")
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Icon", interactive=False, height=240, type="filepath")
                 icon_id = gr.Textbox(label="Icon id", elem_id="icon-id")
                 open_button = gr.Button("Open", size="sm")
+                with gr.Row():
+                    prev_icon = gr.Button("◀ Previous icon (K)", size="sm", elem_id="prev-icon")
+                    next_icon = gr.Button("Next icon (J) ▶", size="sm", elem_id="next-icon")
             with gr.Column(scale=3):
                 details = gr.Markdown(elem_id="details")
+                diff = gr.HTML(elem_id="diff")
                 phrases = gr.Textbox(label="Phrases, one per line", lines=8, elem_id="phrases")
                 with gr.Row():
                     author = gr.Textbox(label="Your name", elem_id="author", scale=2)
@@ -355,9 +562,9 @@ def build() -> gr.Blocks:
                         label="Editing from revision", precision=0, value=0, interactive=False, scale=1
                     )
                 with gr.Row():
-                    approve = gr.Button("Approve")
+                    approve = gr.Button("Approve (A)", elem_id="approve")
                     edit = gr.Button("Save edit", variant="primary", elem_id="save-edit")
-                    reject = gr.Button("Reject", variant="stop")
+                    reject = gr.Button("Reject (R)", variant="stop", elem_id="reject")
                 overwrite = gr.Button("Save over theirs", visible=False, elem_id="overwrite")
                 message = gr.Markdown(elem_id="message")
                 last_action = gr.State("save edit")
@@ -368,9 +575,12 @@ def build() -> gr.Blocks:
 
         def refresh(q: str, s: str, p: float) -> tuple:
             items, label, ids, number, note = list_icons(q, s, p)
-            return items, label, ids, number, note, pending_summary()
+            # the gallery's labels (status and flag marks) name the checkboxes, in the same order
+            choices = [(caption, i) for (_, caption), i in zip(items, ids, strict=True)]
+            picker = gr.update(choices=choices, value=[])
+            return items, label, ids, number, note, pending_summary(), picker
 
-        listing = [gallery, page_label, page_ids, page, notes, queued]
+        listing = [gallery, page_label, page_ids, page, notes, queued, bulk_pick]
         demo.load(refresh, [query, show, page], listing, api_visibility="private")
         for trigger in (search.click, query.submit, show.change):
             trigger(lambda q, s: refresh(q, s, 1), [query, show], listing, api_visibility="private")
@@ -394,13 +604,23 @@ def build() -> gr.Blocks:
             return ids[event.index] if 0 <= event.index < len(ids) else ""
 
         def open_icon(i: str) -> tuple:
-            return (*show_icon(i), gr.update(visible=False))
+            return (*show_icon(i), gr.update(visible=False), caption_diff(i))
 
+        shown = [*opened, overwrite, diff]
         gallery.select(pick, [page_ids], [icon_id], api_visibility="private").then(
-            open_icon, [icon_id], [*opened, overwrite], api_visibility="private"
+            open_icon, [icon_id], shown, api_visibility="private"
         )
-        open_button.click(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
-        icon_id.submit(open_icon, [icon_id], [*opened, overwrite], api_visibility="private")
+        open_button.click(open_icon, [icon_id], shown, api_visibility="private")
+        icon_id.submit(open_icon, [icon_id], shown, api_visibility="private")
+        for button, step in ((prev_icon, -1), (next_icon, 1)):
+            button.click(
+                lambda ids, i, step=step: step_icon(ids, i, step),
+                [page_ids, icon_id],
+                [icon_id],
+                api_visibility="private",
+            ).then(open_icon, [icon_id], shown, api_visibility="private")
+        # Keys click the buttons above, so a key does exactly what its button does.
+        demo.load(None, None, None, js=KEYS_JS, api_visibility="private")
 
         def save_as_reviewer(
             icon_id: str, phrases: str, action: str, author: str, revision: float | None, request: gr.Request
@@ -439,6 +659,22 @@ def build() -> gr.Blocks:
         def overwrite_theirs(i: str, text: str, who: str, action: str, theirs: int, request: gr.Request):
             return act(action)(i, text, who, theirs, request)
 
+        def approve_selected(ids: list[str], who: str, request: gr.Request) -> str:
+            """bulk_approve; with basic auth on, as the signed-in user (like single saves)."""
+            try:
+                who = signed_in_user(demo, request) or who
+            except AppError as exc:
+                return f"**Nothing approved:** {html.escape(str(exc))}"
+            return bulk_approve(ids, who)
+
+        select_all.click(
+            lambda ids: gr.update(value=list(ids)), [page_ids], [bulk_pick], api_visibility="private"
+        )
+        select_none.click(lambda: gr.update(value=[]), None, [bulk_pick], api_visibility="private")
+        bulk_button.click(
+            approve_selected, [bulk_pick, author], [bulk_message], api_visibility="private"
+        ).then(refresh, [query, show, page], listing, api_visibility="private")
+
         overwrite.click(
             overwrite_theirs,
             [icon_id, phrases, author, last_action, conflict_revision],
@@ -455,4 +691,6 @@ def build() -> gr.Blocks:
         gr.api(show_icon, api_name="show_icon", **api)
         gr.api(save_as_reviewer, api_name="save_caption", **api)
         gr.api(retry_pending, api_name="retry_pending", **api)
+        gr.api(approve_selected, api_name="bulk_approve", **api)
+        gr.api(caption_diff, api_name="caption_diff", **api)
     return demo
