@@ -147,3 +147,62 @@ def test_one_search_in_the_browser(browser, served: dict[str, RunningApp], tmp_p
     assert screenshot.stat().st_size > 20_000
     print(f"search screenshot: {screenshot}")
     page.close()
+
+
+def test_keys_step_through_icons_and_a_bulk_approval_lands(
+    browser, served: dict[str, RunningApp], demo: Demo, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    store = OverrideStore(demo.db_url)
+    bell_off = _captions(demo).set_index("name").loc["bell-off", "icon_id"]
+    current = store.get(bell_off)
+    contradicting = ["notifications on", "ring for attention", "alarm clock", "remind me later", "doorbell"]
+    store.save(bell_off, contradicting, "edited", "ana", current.revision if current else 0)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(served["captions"].url)
+    page.locator("#icons img").first.wait_for()
+    hints = page.inner_text("#key-hints")
+    assert "J / → next icon" in hints and "A approve" in hints and "R reject" in hints
+    query = page.locator("#query textarea, #query input").first
+    query.fill("folder")
+    query.press("Enter")
+    page.locator("#page-label", has_text="(3 icons)").wait_for()
+    icon_id = page.locator("#icon-id textarea, #icon-id input").first
+    page.locator("#icons button.thumbnail-item").first.click()
+    page.locator("#details", has_text="folder").wait_for()
+    first = icon_id.input_value()
+
+    query.press("j")  # typing in a box is typing, not a key command
+    page.wait_for_timeout(500)
+    assert icon_id.input_value() == first and query.input_value() == "folderj"
+    page.locator("#key-hints").click()  # out of the box
+    page.keyboard.press("j")
+    expect(icon_id).not_to_have_value(first)
+    second = icon_id.input_value()
+    page.locator("#details", has_text=second).wait_for()
+    page.keyboard.press("k")
+    expect(icon_id).to_have_value(first)
+
+    page.locator("#author textarea, #author input").first.fill("cy")
+    page.locator("#select-all").click()
+    expect(page.locator("#bulk-pick input[type=checkbox]:checked")).to_have_count(3)
+    page.locator("#bulk-approve").click()
+    page.locator("#bulk-message", has_text="Approved 2 icon(s)").wait_for()  # the filled one: 1 phrase
+    approved = {o.icon_id for o in store.load_all().values() if o.author == "cy" and o.status == "approved"}
+    assert approved == {"mine:folder.svg", "mine:folder-plus.svg"}
+
+    # The flagged icon comes first; opened, it shows why and what the edit changed.
+    query.fill("")
+    query.press("Enter")
+    page.locator("#page-label", has_text="(13 icons)").wait_for()
+    page.locator("#icons button.thumbnail-item").first.click()
+    page.locator("#details", has_text="Contradicts the icon's name or tags").wait_for()
+    assert "says on, but 'bell-off' is switched off" in page.inner_text("#details")
+    assert "+ notifications on" in page.inner_text("#diff")
+    screenshot = tmp_path / "captions-app.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"captions screenshot: {screenshot}")
+    page.close()

@@ -429,7 +429,7 @@ def bulk_approve(icon_ids: Sequence[str] | None, author: str) -> str:
             f"{html.escape(stopped or '')}. Saved by *Retry queued edits*."
         )
     if skipped:
-        lines.append(f"Skipped {len(skipped)}:")
+        lines.append(f"\nSkipped {len(skipped)}:")  # its own paragraph in Markdown
         lines += [f"- {line}" for line in skipped]
     return "\n".join(lines)
 
