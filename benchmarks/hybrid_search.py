@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from icon_pipeline.core.config import load_config  # noqa: E402
 from icon_pipeline.core.frozen import read_frozen_jsonl  # noqa: E402
+from icon_pipeline.core.storage import resolved_rows  # noqa: E402
 from icon_pipeline.defs.dataset import QUERIES_NAME, frozen_file  # noqa: E402
 from icon_pipeline.search.service import SearchService  # noqa: E402
 
@@ -46,7 +47,7 @@ def main() -> None:
 
     config = load_config()
     path = frozen_file(QUERIES_NAME, config)
-    rows = read_frozen_jsonl(path)
+    rows = resolved_rows(read_frozen_jsonl(path))  # image paths are stored relative to the data root
     texts = [r["text"] for r in rows if r["text"]][: args.queries]
     images = [r["image_path"] for r in rows if r["task"] == "img2img"][: args.queries]
     service = SearchService.open()

@@ -19,6 +19,7 @@ from icon_pipeline.core.database import (
     validate_url,
 )
 from icon_pipeline.core.paths import ENV_DATABASE_URL, get_paths
+from icon_pipeline.core.storage import asset_path
 
 
 class CliError(RuntimeError):
@@ -71,10 +72,9 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     from icon_pipeline.library.sources.tabler import fetch_tabler
 
     config = load_config()
-    paths = get_paths()
     for source in config.sources:
         if source.kind == "tabler":
-            package = fetch_tabler(paths.sources_dir / "tabler", source.version)
+            package = fetch_tabler(asset_path("tabler_versions"), source.version)
             print(f"tabler {source.version}: {package}")
     return 0
 
@@ -149,7 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = materialize_assets(defs, instance)
     _print_summary(summary)
     if summary.success:
-        _print_benchmark(paths.reports_dir / "benchmark.json")
+        _print_benchmark(asset_path("benchmark_json"))
         _print_example_search("hide layer")
     print(f"\nArtifacts are under {paths.data_dir}; runs and metadata are in PostgreSQL.")
     print("Look at them with:  icon-pipeline ui   (then open http://127.0.0.1:3000)")

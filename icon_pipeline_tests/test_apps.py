@@ -111,7 +111,8 @@ def index_tiny_models(demo: Demo, model_ids: tuple[str, ...] = ("base", "finetun
     group_of = {m: row.group_id for row in pairs.itertuples() for m in row.members}
     captions = [c for row in pairs.itertuples() for c in row.captions]
     icon_ids = list(renders["icon_id"])
-    images = [Image.open(p).convert("RGB") for p in renders["png_path"]]
+    # png_path is stored relative to the data root (core/storage).
+    images = [Image.open(demo.data / p).convert("RGB") for p in renders["png_path"]]
     checkpoints = {}
     for seed, model_id in enumerate(model_ids):
         path = build_base_checkpoint(demo.root / f"ckpt-{model_id}", captions, size="tiny", seed=seed)
@@ -490,7 +491,8 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     import pandas as pd
 
     renders = pd.concat(pd.read_parquet(p) for p in (demo.data / "rendered" / "batches").glob("*.parquet"))
-    render = renders.loc[renders["icon_id"].str.endswith("folder-plus.svg"), "png_path"].iloc[0]
+    stored = renders.loc[renders["icon_id"].str.endswith("folder-plus.svg"), "png_path"].iloc[0]
+    render = str(demo.data / stored)  # stored relative to the data root
     first, second, message = api.predict(
         "base", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
     )

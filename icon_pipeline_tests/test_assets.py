@@ -278,10 +278,12 @@ def test_pairs_eval_set_and_queries_are_frozen_and_checked(pipeline_env: Path, t
 
 
 def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
-    pipeline_env: Path, tabler_package: Path
+    pipeline_env: Path, tabler_package: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `make demo` does, on a small library: every asset, then the search designers use,
-    then the same training asset on two processes with only the resource config changed."""
+    then the data root moved elsewhere (search, apps and evaluate still work, nothing re-run),
+    then the same training asset, on the moved root, on two processes with only the resource
+    config changed."""
     from icon_pipeline.search.service import SearchService
 
     icons = _library(pipeline_env / "icons", tabler_package, NAMES)
@@ -374,6 +376,8 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     assert {("hybrid", "text"), ("hybrid", "image"), ("bm25", "text"), ("pixels", "image")} <= channels
     assert all(0 <= r["recall@10"] <= 1 for r in scores["results"])
 
+    _move_the_data_root_and_search_again(pipeline_env, monkeypatch, queries)
+
     # Scale out as a data engineer would in the launchpad: only the `torchrun` resource changes
     # (gloo on this CPU, NCCL where GPUs are). The global batch doubles, so it is a new run dir.
     two_processes = pipeline_env / "two_processes.yaml"
@@ -390,6 +394,80 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     assert scaled["world_size"] == 2 and scaled["global_batch_size"] == 8 and scaled["steps"] == 4
     assert scaled["checkpoint_path"] != training["checkpoint_path"]
     assert "eval/image2text/R@1" in scaled  # rank 0 alone reported, through Pipes
+
+
+def _move_the_data_root_and_search_again(
+    env: Path, monkeypatch: pytest.MonkeyPatch, user_queries: Path
+) -> None:
+    """Copy the data root, point ICON_PIPELINE_DATA at the copy (same database), rename the
+    original away; every persisted path is relative, so search works without re-running anything."""
+    from icon_pipeline.apps import search as search_app
+    from icon_pipeline.benchmark.evaluate import evaluate_file
+    from icon_pipeline.core.frozen import read_frozen_jsonl
+    from icon_pipeline.core.storage import (
+        EVAL_NAME,
+        QUERIES_NAME,
+        asset_path,
+        read_checkpoint_pointer,
+        resolved_rows,
+    )
+    from icon_pipeline.defs.dataset import frozen_file
+    from icon_pipeline.defs.model import finetune_run_key, finetune_train_config
+    from icon_pipeline.model.training.data import sha256_file
+    from icon_pipeline.search.service import SearchService, model_checkpoint
+
+    def run_key() -> str:
+        config = load_config()
+        eval_path = frozen_file(EVAL_NAME, config)
+        base = read_checkpoint_pointer("base", "base_checkpoint")["path"]
+        return finetune_run_key(finetune_train_config(config, base, eval_path, sha256_file(eval_path)), 1)
+
+    old, new = env / "data", env / "moved" / "root"
+    key_before = run_key()
+    shutil.copytree(old, new, symlinks=True)
+    old.rename(env / "data.gone")  # nothing may still read the old root
+    monkeypatch.setenv("ICON_PIPELINE_DATA", str(new))
+
+    # What is on disk is relative: no file names the old root.
+    for table in (asset_path("training_pairs"), asset_path("icon_images"), *new.glob("rendered/batches/*")):
+        assert str(old) not in pd.read_parquet(table).to_json(), table
+    for pointer in new.glob("models/*.json"):
+        assert str(old) not in pointer.read_text(), pointer
+    queries_file = frozen_file(QUERIES_NAME, load_config())
+    frozen = read_frozen_jsonl(queries_file)
+    assert str(old) not in queries_file.read_text()
+    img2img = [row for row in resolved_rows(frozen) if row["task"] == "img2img"]
+    assert img2img and all(Path(row["image_path"]).is_file() for row in img2img)
+    # The fine-tune run key hashes relative values: a re-run would resume the same run directory.
+    assert run_key() == key_before == Path(read_checkpoint_pointer("finetuned", "f")["run_dir"]).name
+
+    screenshot = new.parent / "shot.png"
+    shutil.copy(env / "shot.png", screenshot)
+    service = SearchService.open()
+    try:
+        assert model_checkpoint(service.conn, "finetuned").startswith(str(new))
+        hits = service.text("notification bell", k=5)
+        assert hits and all(h.png_path and Path(h.png_path).is_file() for h in hits)
+        assert str(new) in hits[0].png_path
+        for model in ("hybrid", "finetuned", "pixels"):
+            hits = service.image(screenshot, model, k=3)
+            assert len(hits) == 3 and all(Path(h.png_path).is_file() for h in hits), model
+        frozen_query = service.image(Path(img2img[0]["image_path"]), "finetuned", k=3)
+        assert frozen_query
+        # The benchmark's evaluate path, on the copied query file (its image is relative to it).
+        moved_queries = new.parent / user_queries.name
+        moved_queries.write_text(user_queries.read_text())  # its image line names shot.png, beside it
+        scores = evaluate_file(moved_queries, service, k=30)
+        assert scores.scored == 2 and {("hybrid", "text"), ("hybrid", "image")} <= set(scores.scores)
+    finally:
+        service.close()
+
+    # The search app (same service, its own connection and model cache).
+    gallery, compared, message = search_app.search_by_text("hybrid", "finetuned", "bell", 5)
+    assert gallery and compared and "Error" not in message, message
+    assert all(Path(path).is_file() and str(new) in path for path, _ in gallery + compared)
+    gallery, _, message = search_app.search_by_image("finetuned", None, str(screenshot), None, 3)
+    assert len(gallery) == 3 and "Error" not in message, message
 
 
 def _screenshot(path: Path, data_dir: Path) -> Path:

@@ -35,7 +35,6 @@ from icon_pipeline.apps.common import (
     batch_files,
     cached,
     catalog_file,
-    data_dir,
     gallery_items,
     load_icons,
     matches,
@@ -56,6 +55,7 @@ from icon_pipeline.captions.overrides import (
     validate_override,
 )
 from icon_pipeline.captions.review import CaptionFlag, caption_flags, phrase_diff
+from icon_pipeline.core.storage import asset_path, lexicon_path
 from icon_pipeline.lexicon.mining import LexiconEntry
 
 TITLE = "Caption review"
@@ -93,7 +93,7 @@ def missing_assets() -> list[MissingAsset]:
 
 
 def lexicon_file() -> Path:
-    return data_dir() / "lexicon" / "icon_lexicon.parquet"
+    return lexicon_path()
 
 
 def load_captions() -> dict[str, CaptionRow]:
@@ -135,7 +135,7 @@ def store() -> OverrideStore:
 
 
 def pending() -> PendingEdits:
-    return PendingEdits(data_dir() / "overrides" / "pending.jsonl")
+    return PendingEdits(asset_path("pending_overrides"))
 
 
 # --- plain functions behind the page (also its API) ----------------------------------------------

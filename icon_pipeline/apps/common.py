@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pyarrow.parquet as pq
 
-from icon_pipeline.core.paths import get_paths
+from icon_pipeline.core.storage import asset_path, data_root, resolved_rows
 
 PER_PAGE = 48
 T = TypeVar("T")
@@ -53,11 +53,11 @@ def missing_page(app_title: str, missing: Sequence[MissingAsset]) -> str:
 
 
 def data_dir() -> Path:
-    return get_paths().data_dir
+    return data_root()
 
 
 def stage_dir(stage: str) -> Path:
-    return data_dir() / stage / "batches"
+    return asset_path("batch_dir", stage=stage)
 
 
 def batch_files(stage: str) -> list[Path]:
@@ -72,7 +72,9 @@ def require_file(path: Path, asset: str, why: str = "") -> MissingAsset | None:
 def require_batches(stage: str, asset: str) -> MissingAsset | None:
     if batch_files(stage):
         return None
-    return MissingAsset(asset, stage_dir(stage) / "<batch>.parquet", "no batch has been materialized")
+    return MissingAsset(
+        asset, asset_path("batch_table", stage=stage, batch="<batch>"), "no batch has been materialized"
+    )
 
 
 # --- cached reads ------------------------------------------------------------------------------
@@ -106,10 +108,11 @@ def cached(name: str, paths: Sequence[Path], load: Callable[[], T]) -> T:
 
 
 def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Parquet rows as plain Python (lists, not numpy arrays); only the columns asked for that exist."""
+    """Parquet rows as plain Python (lists, not numpy arrays); only the columns asked for that exist.
+    Path columns come back resolved against the current data root (they are stored relative)."""
     schema = pq.read_schema(path)
     wanted = [c for c in columns if c in schema.names] if columns else None
-    return pq.read_table(path, columns=wanted).to_pylist()
+    return resolved_rows(pq.read_table(path, columns=wanted).to_pylist())
 
 
 # --- icons ------------------------------------------------------------------------------------
@@ -135,7 +138,7 @@ class IconInfo:
 
 
 def catalog_file() -> Path:
-    return data_dir() / "catalog" / "icon_catalog.parquet"
+    return asset_path("icon_catalog")
 
 
 def load_icons() -> dict[str, IconInfo]:

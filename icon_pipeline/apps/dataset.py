@@ -14,7 +14,6 @@ import gradio as gr
 from icon_pipeline.apps.common import (
     MissingAsset,
     cached,
-    data_dir,
     load_icons,
     matches,
     missing_page,
@@ -22,9 +21,9 @@ from icon_pipeline.apps.common import (
     read_rows,
     require_file,
 )
+from icon_pipeline.core.storage import EVAL_NAME, asset_path, eval_dir, frozen_set_path
 
 TITLE = "Dataset check"
-EVAL_NAME = "eval_t2i_i2t"  # the eval_set asset's frozen file name (assets/pairs.py EVAL_NAME)
 SPLITS = ("all", "train", "heldout")
 EVAL_ORDERS = ("most similar first", "least similar first", "by group")
 ROWS_PER_PAGE = 48
@@ -45,7 +44,7 @@ class GroupRow:
 
 
 def pairs_file() -> Path:
-    return data_dir() / "pairs" / "training_pairs.parquet"
+    return asset_path("training_pairs")
 
 
 def eval_file() -> Path | None:
@@ -54,12 +53,12 @@ def eval_file() -> Path | None:
         from icon_pipeline.core.config import library_id, load_config
 
         config = load_config()
-        folder = data_dir() / "eval" / library_id(config)
-        configured = folder / f"{EVAL_NAME}.v{config.eval.version}.jsonl"
+        folder = eval_dir(library_id(config))
+        configured = frozen_set_path(EVAL_NAME, library_id(config), config.eval.version)
         if configured.exists():
             return configured
     except Exception:  # a broken config must not hide the data that is there
-        folder = data_dir() / "eval"
+        folder = asset_path("eval_root")
     found = sorted(folder.rglob(f"{EVAL_NAME}.v*.jsonl")) if folder.is_dir() else []
     return found[-1] if found else None
 
@@ -119,7 +118,7 @@ def summary() -> str:
     if path is None:
         lines.append(
             "The eval set has not been materialized yet: `icon-pipeline materialize eval_set` "
-            f"(expected `{data_dir() / 'eval' / (EVAL_NAME + '.v1.jsonl')}`)."
+            f"(expected under `{asset_path('eval_root')}`)."
         )
     elif rows:
         sims = sorted(float(r.get("max_train_similarity") or 0) for r in rows)

@@ -26,6 +26,7 @@ from icon_pipeline.core.paths import (
     ENV_DATABASE_URL,
     get_paths,
 )
+from icon_pipeline.core.storage import asset_path
 
 START_TIMEOUT_S = 60
 
@@ -340,5 +341,5 @@ def ensure_database(start: bool = True) -> DatabaseInfo:
         info = _in_database(server, data_root_database(get_paths().data_dir))
     os.environ[ENV_DAGSTER_STORAGE_URL] = info.dagster_url
     # Dagster's files (compute logs) belong to the data root too.
-    os.environ[ENV_DAGSTER_ARTIFACTS] = str(get_paths().data_dir / "dagster")
+    os.environ[ENV_DAGSTER_ARTIFACTS] = str(asset_path("dagster_artifacts"))
     return info

@@ -1,90 +1,238 @@
-"""Where each asset's tables live under the data dir, and how they are read and written.
+"""The one owner of where things live under the data root, and of how paths are persisted.
 
-Assets write plain files (Parquet, PNG, JSONL) so that domain code, apps and analysts can read
-them without Dagster; writes are atomic so a crash never leaves a half-written table.
+Layout: `LAYOUT` maps every asset file or folder (with its keys: batch, stage, library, ...) to a
+path relative to the data root; `relative_path` gives that, `asset_path` the absolute path under the
+current root (ICON_PIPELINE_DATA, read at call time). Asking for a path never creates anything:
+only the write helpers (`write_table`, `write_checkpoint_pointer`, `for_writing`) create folders.
+No other module joins file names onto the data dir.
+
+The rule for persisted paths: a path that points inside the data root is stored relative to the
+data root, in POSIX form (`rendered/store/<settings>/ab/ab12....png`). That holds for the path
+columns (`PATH_COLUMNS`) of every table written with `write_table` (catalog, render, pairs, icon
+images), the `models/*.json` pointers, the checkpoint the index registry records in PostgreSQL,
+the values the fine-tune run key hashes, and new frozen versions of benchmark_queries. A path
+outside the data root (a configured local folder, a pretrained checkpoint, a Hub id) is stored as
+given. Readers resolve against the current data root (`resolve_path`): a relative path joins the
+root; an absolute one (written before this rule, or outside the root) is used as is when it exists,
+else, when the data root has moved, the same file under the current root (found by the longest
+tail of the path that exists there). So a data root can be copied or moved as a whole.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from pathlib import Path
-
-import pandas as pd
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from icon_pipeline.core.paths import get_paths
-from icon_pipeline.library.records import IconRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from icon_pipeline.library.records import IconRecord
+
+# item -> its path relative to the data root; {keys} are filled by relative_path.
+LAYOUT: dict[str, str] = {
+    "icon_catalog": "catalog/icon_catalog.parquet",
+    "catalog_failures": "catalog/failures.parquet",
+    "batch_history": "catalog/batch_history.parquet",
+    "batch_dir": "{stage}/batches",
+    "batch_table": "{stage}/batches/{batch}.parquet",
+    "retired_batch": "{stage}/retired/{batch}.parquet",
+    "render_store": "rendered/store",
+    "render_preview": "rendered/previews/{batch}.png",
+    "icon_lexicon": "lexicon/icon_lexicon.parquet",
+    "lexicon_boilerplate": "lexicon/boilerplate.parquet",
+    "caption_cache": "captions/cache.sqlite",
+    "pending_overrides": "overrides/pending.jsonl",
+    "training_pairs": "pairs/training_pairs.parquet",
+    "icon_images": "pairs/icon_images.parquet",
+    "eval_root": "eval",
+    "eval_dir": "eval/{library}",
+    "frozen_images": "eval/{library}/{name}.v{version}",  # a frozen set's own images (img2img)
+    "models": "models",
+    "checkpoint_pointer": "models/{name}.json",
+    "base_checkpoint": "models/base/{size}",
+    "finetune_run": "models/finetuned/{run_key}",
+    "caption_vectors": "index/caption_vectors.npz",
+    "reports": "reports",
+    "benchmark_json": "reports/benchmark.json",
+    "benchmark_markdown": "reports/benchmark.md",
+    "sources": "sources",
+    "tabler_versions": "sources/tabler",
+    "tabler_package": "sources/tabler/{version}/package",
+    "figma_downloads": "sources/figma/{name}",
+    "dagster_artifacts": "dagster",
+}
+
+# Table columns that hold file paths (a list of paths for png_paths): stored relative.
+PATH_COLUMNS = frozenset({"file_path", "png_path", "png_paths", "image_path"})
+# Keys of a models/*.json pointer that hold paths.
+POINTER_PATH_KEYS = ("path", "run_dir")
+
+BATCH_STAGES = ("rendered", "captions")  # the partitioned stages that write a table per batch
+
+# The frozen sets' names (core/frozen.py versions them): eval_set's and benchmark_queries'.
+EVAL_NAME = "eval_t2i_i2t"
+QUERIES_NAME = "benchmark_queries"
 
 
-def data_path(*parts: str) -> Path:
-    path = get_paths().data_dir.joinpath(*parts)
+# --- the layout ---------------------------------------------------------------------------------
+
+
+def data_root() -> Path:
+    """The current data root (absolute, resolved); it need not exist yet."""
+    return get_paths().data_dir
+
+
+def relative_path(item: str, **keys: object) -> PurePosixPath:
+    """Where `item` lives, relative to the data root; ValueError naming the item for an unknown
+    item, a missing key or a key value that would leave its folder."""
+    template = LAYOUT.get(item)
+    if template is None:
+        raise ValueError(f"unknown storage item {item!r}; known: {', '.join(sorted(LAYOUT))}")
+    for key, value in keys.items():
+        text = str(value)
+        if not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text:
+            raise ValueError(f"storage item {item!r}: {key}={text!r} is not a usable file name")
+    try:
+        return PurePosixPath(template.format(**keys))
+    except KeyError as exc:
+        raise ValueError(f"storage item {item!r} needs the key {exc.args[0]!r}") from None
+
+
+def asset_path(item: str, **keys: object) -> Path:
+    """The absolute path of `item` under the current data root; creates nothing."""
+    return data_root() / relative_path(item, **keys)
+
+
+def for_writing(path: Path) -> Path:
+    """`path` with its folder created: what a writer calls right before writing a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def catalog_path() -> Path:
-    return data_path("catalog", "icon_catalog.parquet")
+# --- relative <-> absolute ----------------------------------------------------------------------
 
 
-def render_root() -> Path:
-    return data_path("rendered", "store")
+def to_relative(path: str | os.PathLike[str], root: Path | None = None) -> str:
+    """The persisted form of `path`: relative to the data root (POSIX) when inside it, else as given.
+    `root`: the data root when the caller already has it (tables convert many paths)."""
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        return candidate.as_posix() if str(path) else ""
+    root = root or data_root()
+    # Lexically first (a symlink inside the root stays inside), then through symlinks.
+    for form in (Path(os.path.abspath(candidate)), candidate.resolve()):
+        try:
+            return form.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return str(candidate)
 
 
-def batch_table_path(stage: str, batch_key: str) -> Path:
-    return data_path(stage, "batches", f"{batch_key}.parquet")
+# Old roots found by relocation: (current root, old prefix) -> True, so later paths skip the search.
+_moved_prefixes: dict[tuple[str, tuple[str, ...]], bool] = {}
 
 
-BATCH_STAGES = ("rendered", "captions")  # the partitioned stages that write a table per batch
+def resolve_path(stored: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """A persisted path as an absolute path under the current data root (see the module docstring)."""
+    path = Path(stored)
+    root = root or data_root()
+    if not path.is_absolute():
+        return root / path
+    if path.is_relative_to(root) or path.exists():
+        return path
+    # Written under another data root: the same file under this one, found by its longest tail.
+    parts = path.parts
+    for cut in range(1, len(parts) - 1):
+        if _moved_prefixes.get((str(root), parts[:cut])):
+            return root.joinpath(*parts[cut:])
+    for cut in range(1, len(parts) - 1):
+        candidate = root.joinpath(*parts[cut:])
+        if candidate.exists():
+            _moved_prefixes[(str(root), parts[:cut])] = True
+            return candidate
+    return path  # not found anywhere: the reader reports the path it was given
 
 
-def retired_batch_path(stage: str, batch_key: str) -> Path:
-    """Where a retired batch's table is kept aside (its source was removed from the config)."""
-    return data_path(stage, "retired", f"{batch_key}.parquet")
+def resolve_checkpoint(stored: str) -> str:
+    """A persisted checkpoint: a path (relative to the data root, or absolute) or a Hub id
+    ("owner/name") or a path relative to the working directory, both kept as given."""
+    if not stored:
+        return stored
+    if Path(stored).is_absolute():
+        return str(resolve_path(stored))
+    under_root = data_root() / stored
+    return str(under_root) if under_root.exists() else stored
 
 
-def retire_batch(batch_key: str) -> list[str]:
-    """Move a batch's tables aside (retired/); returns the stages that had one."""
-    moved = []
-    for stage in BATCH_STAGES:
-        live = batch_table_path(stage, batch_key)
-        if live.exists():
-            os.replace(live, retired_batch_path(stage, batch_key))
-            moved.append(stage)
-    return moved
+def same_location(recorded: str, path: Path) -> bool:
+    """Whether a path recorded earlier (maybe under another data root) names the file at `path`."""
+    if resolve_path(recorded).resolve() == path.resolve():
+        return True
+    relative = PurePosixPath(to_relative(path))
+    if relative.is_absolute():
+        return False
+    tail, recorded_parts = relative.parts, Path(recorded).parts
+    return len(recorded_parts) > len(tail) and recorded_parts[-len(tail) :] == tail
 
 
-def restore_batch(batch_key: str) -> list[str]:
-    """Bring a retired batch's tables back (its source is configured again, with the same icons)."""
-    moved = []
-    for stage in BATCH_STAGES:
-        aside = retired_batch_path(stage, batch_key)
-        if aside.exists() and not batch_table_path(stage, batch_key).exists():
-            os.replace(aside, batch_table_path(stage, batch_key))
-            moved.append(stage)
-    return moved
+def _map_path_value(value: Any, convert: Any) -> Any:
+    """`convert` applied to a path cell: a string, or a list of them (png_paths); empty kept."""
+    if isinstance(value, str):
+        return convert(value) if value else value
+    if isinstance(value, list | tuple) or (hasattr(value, "tolist") and hasattr(value, "__len__")):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return [convert(v) if isinstance(v, str) and v else v for v in items]
+    return value  # None, NaN
 
 
-def read_batch_history() -> dict[str, str]:
-    path = batch_history_path()
-    if not path.exists():
-        return {}
-    frame = pd.read_parquet(path)
-    return dict(zip(frame["icon_id"], frame["batch_key"], strict=True))
+def _relative_str() -> Any:
+    root = data_root()  # once per table, not once per cell
+    return lambda value: to_relative(value, root)
 
 
-def write_batch_history(history: dict[str, str]) -> Path:
-    ordered = sorted(history.items())
-    frame = pd.DataFrame({"icon_id": [i for i, _ in ordered], "batch_key": [k for _, k in ordered]})
-    return write_table(frame, batch_history_path())
+def _resolved_str() -> Any:
+    root = data_root()
+    return lambda value: str(resolve_path(value, root))
 
 
-def batch_history_path() -> Path:
-    """icon_id -> batch key for every icon ever assigned one: keys stay stable across config switches."""
-    return data_path("catalog", "batch_history.parquet")
+def relative_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with their path columns in persisted (relative) form."""
+    convert = _relative_str()
+    return [
+        {k: _map_path_value(v, convert) if k in PATH_COLUMNS else v for k, v in row.items()} for row in rows
+    ]
+
+
+def resolved_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with their path columns resolved against the current data root."""
+    convert = _resolved_str()
+    return [
+        {k: _map_path_value(v, convert) if k in PATH_COLUMNS else v for k, v in row.items()} for row in rows
+    ]
+
+
+def _frame_paths(frame: pd.DataFrame, convert: Any) -> pd.DataFrame:
+    columns = [c for c in frame.columns if c in PATH_COLUMNS]
+    if not columns or frame.empty:
+        return frame
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = [_map_path_value(v, convert) for v in frame[column]]
+    return frame
+
+
+# --- tables -------------------------------------------------------------------------------------
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write Parquet atomically: a temp file in the same dir, then a rename."""
+    """Write Parquet atomically (a temp file in the same dir, then a rename), path columns relative."""
+    frame = _frame_paths(frame, _relative_str())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -98,27 +246,107 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A table written by write_table, its path columns resolved against the current data root."""
+    import pandas as pd
+
     if not path.exists():
         raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
-    return pd.read_parquet(path)
+    return _frame_paths(pd.read_parquet(path), _resolved_str())
+
+
+def read_records(path: Path, what: str) -> list[dict]:
+    """Rows as plain Python (lists, not numpy arrays), path columns resolved, for domain code."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
+    return resolved_rows(pq.read_table(path).to_pylist())
+
+
+def catalog_path() -> Path:
+    return asset_path("icon_catalog")
+
+
+def render_root() -> Path:
+    return asset_path("render_store")
+
+
+def batch_table_path(stage: str, batch_key: str) -> Path:
+    return asset_path("batch_table", stage=stage, batch=batch_key)
+
+
+def retired_batch_path(stage: str, batch_key: str) -> Path:
+    """Where a retired batch's table is kept aside (its source was removed from the config)."""
+    return asset_path("retired_batch", stage=stage, batch=batch_key)
+
+
+def retire_batch(batch_key: str) -> list[str]:
+    """Move a batch's tables aside (retired/); returns the stages that had one."""
+    moved = []
+    for stage in BATCH_STAGES:
+        live = batch_table_path(stage, batch_key)
+        if live.exists():
+            os.replace(live, for_writing(retired_batch_path(stage, batch_key)))
+            moved.append(stage)
+    return moved
+
+
+def restore_batch(batch_key: str) -> list[str]:
+    """Bring a retired batch's tables back (its source is configured again, with the same icons)."""
+    moved = []
+    for stage in BATCH_STAGES:
+        aside = retired_batch_path(stage, batch_key)
+        if aside.exists() and not batch_table_path(stage, batch_key).exists():
+            os.replace(aside, for_writing(batch_table_path(stage, batch_key)))
+            moved.append(stage)
+    return moved
+
+
+def batch_history_path() -> Path:
+    """icon_id -> batch key for every icon ever assigned one: keys stay stable across config switches."""
+    return asset_path("batch_history")
+
+
+def read_batch_history() -> dict[str, str]:
+    import pandas as pd
+
+    path = batch_history_path()
+    if not path.exists():
+        return {}
+    frame = pd.read_parquet(path)
+    return dict(zip(frame["icon_id"], frame["batch_key"], strict=True))
+
+
+def write_batch_history(history: dict[str, str]) -> Path:
+    import pandas as pd
+
+    ordered = sorted(history.items())
+    frame = pd.DataFrame({"icon_id": [i for i, _ in ordered], "batch_key": [k for _, k in ordered]})
+    return write_table(frame, batch_history_path())
 
 
 def read_catalog() -> list[IconRecord]:
+    from icon_pipeline.library.records import IconRecord
+
     frame = read_table(catalog_path(), "icon_catalog")
     return [IconRecord.from_row(row) for row in frame.to_dict("records")]
 
 
 def write_catalog(icons: list[IconRecord]) -> Path:
+    import pandas as pd
+
+    from icon_pipeline.library.records import IconRecord
+
     frame = pd.DataFrame([icon.to_row() for icon in icons], columns=list(IconRecord.__dataclass_fields__))
     return write_table(frame, catalog_path())
 
 
 def lexicon_path() -> Path:
-    return data_path("lexicon", "icon_lexicon.parquet")
+    return asset_path("icon_lexicon")
 
 
 def caption_cache_path() -> Path:
-    return data_path("captions", "cache.sqlite")
+    return asset_path("caption_cache")
 
 
 def read_batch_table(stage: str, batch_key: str) -> pd.DataFrame:
@@ -126,58 +354,73 @@ def read_batch_table(stage: str, batch_key: str) -> pd.DataFrame:
 
 
 def pairs_path() -> Path:
-    return data_path("pairs", "training_pairs.parquet")
+    return asset_path("training_pairs")
 
 
 def icon_images_path() -> Path:
     """icon_id -> rendered PNG for every icon that rendered: what training and eval read."""
-    return data_path("pairs", "icon_images.parquet")
+    return asset_path("icon_images")
 
 
 def eval_dir(library: str) -> Path:
     """The frozen eval and query sets of one library (config.library_id): another library's are
-    never read."""
-    path = get_paths().data_dir / "eval" / library
-    path.mkdir(parents=True, exist_ok=True)
+    never read. Not created here: the frozen-set writer creates it."""
+    return asset_path("eval_dir", library=library)
+
+
+def frozen_set_path(name: str, library: str, version: int | str) -> Path:
+    """Version `version` of frozen set `name` (EVAL_NAME, QUERIES_NAME) of one library."""
+    from icon_pipeline.core.frozen import frozen_paths
+
+    path, _ = frozen_paths(eval_dir(library), name, version)
     return path
 
 
 def read_all_batches(stage: str, batch_keys: list[str]) -> pd.DataFrame:
     """Every batch's table of a partitioned stage; a batch not yet materialized is an error."""
+    import pandas as pd
+
     missing = [b for b in batch_keys if not batch_table_path(stage, b).exists()]
     if missing:
         raise FileNotFoundError(
             f"{stage} is missing for {len(missing)} batch(es) ({', '.join(missing[:5])}): "
             "materialize them first"
         )
-    frames = [pd.read_parquet(batch_table_path(stage, b)) for b in batch_keys]
+    frames = [read_table(batch_table_path(stage, b), f"{stage} for batch {b}") for b in batch_keys]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_records(path: Path, what: str) -> list[dict]:
-    """Rows as plain Python (lists, not numpy arrays), for domain code that reads them."""
-    import pyarrow.parquet as pq
-
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
-    return pq.read_table(path).to_pylist()
+# --- model pointers -----------------------------------------------------------------------------
 
 
 def models_dir() -> Path:
-    path = get_paths().data_dir / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return asset_path("models")
 
 
 def checkpoint_pointer(name: str) -> Path:
     """A small JSON naming the current checkpoint of `name` (base, finetuned)."""
-    return models_dir() / f"{name}.json"
+    return asset_path("checkpoint_pointer", name=name)
+
+
+def write_checkpoint_pointer(name: str, **fields: str) -> Path:
+    """Write models/<name>.json atomically; its path fields (POINTER_PATH_KEYS) stored relative."""
+    stored = {k: to_relative(v) if k in POINTER_PATH_KEYS and v else v for k, v in fields.items()}
+    path = for_writing(checkpoint_pointer(name))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(stored))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def read_checkpoint_pointer(name: str, asset: str) -> dict:
-    import json
-
+    """models/<name>.json with its path fields resolved against the current data root."""
     path = checkpoint_pointer(name)
     if not path.exists():
         raise FileNotFoundError(f"no {name} checkpoint yet ({path}): materialize {asset} first")
-    return json.loads(path.read_text())
+    raw = json.loads(path.read_text())
+    return {k: resolve_checkpoint(v) if k in POINTER_PATH_KEYS and v else v for k, v in raw.items()}

@@ -31,9 +31,9 @@ from icon_pipeline.captions.overrides import OverrideStore, apply_overrides
 from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
+    asset_path,
     batch_table_path,
     caption_cache_path,
-    data_path,
     lexicon_path,
     read_batch_table,
     read_catalog,
@@ -63,7 +63,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     boilerplate = pd.DataFrame(
         sorted(lexicon.boilerplate.items(), key=lambda kv: -kv[1]), columns=["word", "share_of_names"]
     )
-    write_table(boilerplate, data_path("lexicon", "boilerplate.parquet"))
+    write_table(boilerplate, asset_path("lexicon_boilerplate"))
     for key, reason in list(lexicon.failures.items())[:20]:
         context.log.warning(f"lexicon: {key}: {reason}")
 

@@ -19,15 +19,22 @@ from dagster import (
 
 from icon_pipeline.captions import is_valid_phrase
 from icon_pipeline.core.config import PipelineConfig, library_id, load_config
-from icon_pipeline.core.frozen import frozen_paths, read_frozen_jsonl, verify_frozen, write_frozen_jsonl
+from icon_pipeline.core.frozen import read_frozen_jsonl, verify_frozen, write_frozen_jsonl
 from icon_pipeline.core.storage import (
-    eval_dir,
+    EVAL_NAME,
+    QUERIES_NAME,
+    asset_path,
+    for_writing,
+    frozen_set_path,
     icon_images_path,
     pairs_path,
     read_all_batches,
     read_catalog,
     read_records,
     read_table,
+    relative_rows,
+    resolved_rows,
+    same_location,
     write_table,
 )
 from icon_pipeline.dataset.evalset import OfflineParaphraser, Paraphraser, build_eval_set
@@ -39,15 +46,11 @@ from icon_pipeline.lexicon.mining import normalised_base_name
 from icon_pipeline.model.training.data import sha256_file
 from icon_pipeline.render.rasterize import preview_grid
 
-EVAL_NAME = "eval_t2i_i2t"
-QUERIES_NAME = "benchmark_queries"
-
 
 def frozen_file(name: str, config: PipelineConfig) -> Path:
     """The configured version of a frozen set (EVAL_NAME or QUERIES_NAME) of the configured library."""
     version = config.eval.version if name == EVAL_NAME else config.queries.version
-    path, _ = frozen_paths(eval_dir(library_id(config)), name, version)
-    return path
+    return frozen_set_path(name, library_id(config), version)
 
 
 def _valid_captions(captions: list[str]) -> list[str]:
@@ -70,7 +73,8 @@ def first_recorded_sha256(instance: DagsterInstance, asset: str, path: Path) -> 
         materialization = record.asset_materialization
         metadata = materialization.metadata if materialization else {}
         recorded_path = metadata.get("path")
-        if recorded_path is not None and Path(str(recorded_path.value)).resolve() == path.resolve():
+        # The recorded path may be from before the data root moved: compare where it points.
+        if recorded_path is not None and same_location(str(recorded_path.value), path):
             sha = metadata.get("sha256")
             return str(sha.value) if sha is not None else None
     return None
@@ -220,6 +224,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
         frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, read_frozen_jsonl(path))
         context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
     else:
+        for_writing(path)
         groups, split, _ = load_groups()
         rows, report = build_eval_set(
             groups,
@@ -282,7 +287,9 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
             split,
             read_frozen_jsonl(frozen_file(EVAL_NAME, config)),
             images,
-            out_image_dir=path.parent / f"{QUERIES_NAME}.v{settings.version}",
+            out_image_dir=asset_path(
+                "frozen_images", library=library_id(config), name=QUERIES_NAME, version=settings.version
+            ),
             total=settings.total,
             seed=settings.seed,
             paraphraser=_paraphraser(config.eval.paraphraser),
@@ -291,8 +298,10 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
             if settings.version >= 2
             else None,
         )
-        frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, rows)
-    rows = read_frozen_jsonl(frozen.path)
+        # Image paths frozen relative to the data root, so the set survives a moved root.
+        folder = for_writing(path).parent
+        frozen = write_frozen_jsonl(folder, QUERIES_NAME, settings.version, relative_rows(rows))
+    rows = resolved_rows(read_frozen_jsonl(frozen.path))
     summary = summarize_queries(rows, settings.total)
     for task, note in summary["shortfall"].items():
         context.log.warning(f"benchmark_queries {task}: {note}")

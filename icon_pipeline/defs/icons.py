@@ -26,9 +26,10 @@ from dagster import (
 
 from icon_pipeline.core.config import FigmaSource, load_config, source_name
 from icon_pipeline.core.storage import (
+    asset_path,
     batch_table_path,
     catalog_path,
-    data_path,
+    for_writing,
     read_batch_history,
     read_catalog,
     render_root,
@@ -86,7 +87,7 @@ def icon_catalog(context: AssetExecutionContext, figma: FigmaResource) -> Materi
     write_batch_history(update.history)
     write_catalog(icons)
     failure_frame = pd.DataFrame([f.__dict__ for f in update.failures], columns=["source", "item", "reason"])
-    write_table(failure_frame, data_path("catalog", "failures.parquet"))
+    write_table(failure_frame, asset_path("catalog_failures"))
     for failure in update.failures[:20]:
         context.log.warning(f"{failure.source}: {failure.item}: {failure.reason}")
     for source, why in update.stale.items():
@@ -176,8 +177,8 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
         grid = preview_grid(
             [p for p in sample["png_path"]], columns=10, labels=[names.get(i, i) for i in sample["icon_id"]]
         )
-        preview_path = data_path("rendered", "previews", f"{batch}.png")
-        grid.save(preview_path)
+        preview_path = asset_path("render_preview", batch=batch)
+        grid.save(for_writing(preview_path))
         metadata["preview"] = image_markdown(grid, f"batch {batch}")
         metadata["preview_path"] = MetadataValue.path(str(preview_path))
 

@@ -13,14 +13,16 @@ from dagster import (
     asset,
 )
 
-from icon_pipeline.core.config import load_config
+from icon_pipeline.core.config import PipelineConfig, load_config
 from icon_pipeline.core.storage import (
-    checkpoint_pointer,
+    asset_path,
+    data_root,
     icon_images_path,
-    models_dir,
     pairs_path,
     read_checkpoint_pointer,
     read_records,
+    to_relative,
+    write_checkpoint_pointer,
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
 from icon_pipeline.defs.resources.gpu import TorchrunResource
@@ -42,7 +44,7 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
         model_id = config.base_model
     else:
         captions = [c for row in read_records(pairs_path(), "training_pairs") for c in row["captions"]]
-        out_dir = models_dir() / "base" / config.size
+        out_dir = asset_path("base_checkpoint", size=config.size)
         path = str(
             build_base_checkpoint(
                 out_dir,
@@ -60,7 +62,7 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     tokenizer = bundle.tokenizer
     unknown = [c for c in PROBE_CAPTIONS if tokenizer.unk_token_id in tokenizer(c)["input_ids"]]
     parameters = sum(p.numel() for p in bundle.model.parameters())
-    checkpoint_pointer("base").write_text(json.dumps({"path": path, "model_id": model_id}))
+    write_checkpoint_pointer("base", path=path, model_id=model_id)
     return MaterializeResult(
         metadata={
             "model_id": model_id,
@@ -84,29 +86,24 @@ def _fingerprint(path: Path) -> list[tuple[str, str]]:
     ]
 
 
-@asset(
-    group_name="model",
-    kinds={"pytorch"},
-    deps=[base_checkpoint, training_pairs, eval_set],
-    op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
-)
-def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
-    """SigLIP2 fine-tuned on the grouped pairs by a torchrun job launched through Dagster Pipes.
-    Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
-    config = load_config()
-    base = read_checkpoint_pointer("base", "base_checkpoint")
-    eval_path = frozen_file(EVAL_NAME, config)
-    ok, message = check_frozen(context.instance, "eval_set", eval_path)
-    if not ok:
-        raise Failure(description=f"eval set not usable for training: {message}")
-    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: check_frozen just checked it
+# TrainConfig fields that hold paths: hashed in their persisted (data-root-relative) form.
+TRAIN_PATH_FIELDS = ("base_checkpoint", "pairs_path", "eval_path", "eval_images_path", "images_root")
+
+
+def finetune_train_config(
+    config: PipelineConfig, base_checkpoint: str, eval_path: Path, eval_sha256: str
+) -> TrainConfig:
+    """The training job's config for this pipeline config, without its output dir (see
+    finetune_run_key). Paths are absolute under the current data root; the pairs' and eval image
+    table's relative PNG paths resolve against `images_root`, the data root."""
     settings = config.training
-    train = TrainConfig(
-        base_checkpoint=base["path"],
+    return TrainConfig(
+        base_checkpoint=base_checkpoint,
         pairs_path=str(pairs_path()),
-        output_dir="",  # set below, once the inputs' fingerprint is known
+        output_dir="",  # set once the inputs' fingerprint is known
         eval_path=str(eval_path),
         eval_images_path=str(icon_images_path()),
+        images_root=str(data_root()),
         eval_sha256=eval_sha256,
         max_steps=settings.max_steps,
         per_device_batch_size=settings.per_device_batch_size,
@@ -133,33 +130,59 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         dataloader_workers=settings.dataloader_workers,
         seed=settings.seed,
     )
-    # Same inputs, settings and world size: same directory, so a killed run resumes from its last
-    # checkpoint; anything changed (another base, data set, or global batch): a fresh directory.
+
+
+def finetune_run_key(train: TrainConfig, world_size: int) -> str:
+    """Same inputs, settings and world size: same key (so a killed run resumes from its last
+    checkpoint); anything changed (another base, data set, or global batch): a fresh key. Paths
+    enter relative to the data root, so moving the data root keeps the key."""
+    settings = train.to_dict()
+    settings.pop("output_dir", None)
+    for name in TRAIN_PATH_FIELDS:
+        if settings.get(name):
+            settings[name] = to_relative(settings[name])
     inputs = json.dumps(
         [
-            train.to_dict(),
-            _fingerprint(Path(base["path"])),
-            _fingerprint(pairs_path()),
-            {"world_size": torchrun.world_size},
+            settings,
+            _fingerprint(Path(train.base_checkpoint)),
+            _fingerprint(Path(train.pairs_path)),
+            {"world_size": world_size},
         ],
         default=str,
     )
-    run_key = hashlib.sha256(inputs.encode()).hexdigest()[:12]
-    output_dir = models_dir() / "finetuned" / run_key
+    return hashlib.sha256(inputs.encode()).hexdigest()[:12]
+
+
+@asset(
+    group_name="model",
+    kinds={"pytorch"},
+    deps=[base_checkpoint, training_pairs, eval_set],
+    op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
+)
+def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
+    """SigLIP2 fine-tuned on the grouped pairs by a torchrun job launched through Dagster Pipes.
+    Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
+    config = load_config()
+    base = read_checkpoint_pointer("base", "base_checkpoint")
+    eval_path = frozen_file(EVAL_NAME, config)
+    ok, message = check_frozen(context.instance, "eval_set", eval_path)
+    if not ok:
+        raise Failure(description=f"eval set not usable for training: {message}")
+    eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: check_frozen just checked it
+    train = finetune_train_config(config, base["path"], eval_path, eval_sha256)
+    run_key = finetune_run_key(train, torchrun.world_size)
+    output_dir = asset_path("finetune_run", run_key=run_key)
     train = TrainConfig.from_dict({**train.to_dict(), "output_dir": str(output_dir)})
     config_path = train.write(output_dir / "train_config.json")
     context.log.info(
         f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s), "
-        f"global batch {settings.per_device_batch_size * torchrun.world_size})"
+        f"global batch {config.training.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
-    checkpoint_pointer("finetuned").write_text(
-        json.dumps(
-            {
-                "path": str(output_dir / "model"),
-                "model_id": f"finetuned-{run_key}",
-                "run_dir": str(output_dir),
-            }
-        )
+    write_checkpoint_pointer(
+        "finetuned",
+        path=str(output_dir / "model"),
+        model_id=f"finetuned-{run_key}",
+        run_dir=str(output_dir),
     )
     return result

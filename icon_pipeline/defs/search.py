@@ -26,15 +26,17 @@ from PIL import Image
 from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE, TASKS, run_benchmark
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.frozen import read_frozen_jsonl
-from icon_pipeline.core.paths import get_paths
 from icon_pipeline.core.storage import (
-    data_path,
+    asset_path,
+    for_writing,
     icon_images_path,
     pairs_path,
     read_all_batches,
     read_catalog,
     read_checkpoint_pointer,
     read_records,
+    resolved_rows,
+    to_relative,
 )
 from icon_pipeline.dataset.queries import fitting_queries, group_terms
 from icon_pipeline.defs.captions import icon_captions
@@ -126,7 +128,8 @@ def icon_embeddings(context: AssetExecutionContext, postgres: PostgresResource) 
                 embeddings,
                 hnsw_m=settings.hnsw_m,
                 ef_construction=settings.ef_construction,
-                embedder_info={"checkpoint": str(checkpoint), "dim": bundle.dim},
+                # Relative to the data root: the registry outlives a moved data root.
+                embedder_info={"checkpoint": to_relative(checkpoint), "dim": bundle.dim},
             )
             rows.append(
                 {
@@ -230,7 +233,7 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
     icon_ids, group_ids, texts = icon_texts()
     if not texts:
         raise ValueError("no icon has a name, tag or caption to embed: materialize icon_captions first")
-    cache = data_path("index", "caption_vectors.npz")
+    cache = for_writing(asset_path("caption_vectors"))
     vectors = _cached_text_vectors(texts, cache, context)
     with postgres.connect(autocommit=True) as conn:
         stats = write_embeddings(
@@ -370,17 +373,18 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     seen and held-out icons, BM25 and raw-pixel baselines, paired significance tests; as metadata
     and as files under data/reports/."""
     config = load_config()
-    queries = read_frozen_jsonl(frozen_file(QUERIES_NAME, config))
+    queries = resolved_rows(read_frozen_jsonl(frozen_file(QUERIES_NAME, config)))
     images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
     with postgres.connect(autocommit=True) as conn, _search_connections(postgres) as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)
         search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
         report = run_benchmark(queries, search, _icon_groups(), icon_images=images, connections=connections)
-    out_dir = get_paths().reports_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(out_dir / "benchmark.json")
+    out_dir = asset_path("reports")
+    json_path = for_writing(asset_path("benchmark_json"))
+    markdown_path = asset_path("benchmark_markdown")
+    report.write_json(json_path)
     markdown = report.to_markdown()
-    (out_dir / "benchmark.md").write_text(markdown)
+    markdown_path.write_text(markdown)
     plots = report.plots(out_dir)
     flat = pd.DataFrame(report.to_json()["rows"])
     headline = flat[flat["subset"] == "all"] if "subset" in flat else flat
@@ -390,8 +394,8 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
         "report": MetadataValue.md(markdown),
         "results": table(headline, max_rows=80),
         "comparisons": table(pd.DataFrame([c.as_dict() for c in report.comparisons])),
-        "json": MetadataValue.path(str(out_dir / "benchmark.json")),
-        "markdown": MetadataValue.path(str(out_dir / "benchmark.md")),
+        "json": MetadataValue.path(str(json_path)),
+        "markdown": MetadataValue.path(str(markdown_path)),
         "failures": len(report.failures),
         "warnings": MetadataValue.json(report.warnings),
     }

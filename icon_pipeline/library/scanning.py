@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from icon_pipeline.core.config import FigmaSource, LocalSource, PipelineConfig, TablerSource, source_name
-from icon_pipeline.core.paths import get_paths
+from icon_pipeline.core.storage import asset_path
 from icon_pipeline.library.batching import assign_batches
 from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES, IconRecord, SourceFailure, SourceScan
 
@@ -20,7 +20,7 @@ FigmaClientFactory = Callable[[str, list[str]], object]
 
 
 def tabler_package_dir(source: TablerSource) -> Path:
-    return get_paths().sources_dir / "tabler" / source.version / "package"
+    return asset_path("tabler_package", version=source.version)
 
 
 def scan_source(
@@ -54,7 +54,7 @@ def scan_source(
 
     if figma_client is None:
         raise ValueError(f"source {name!r} is a Figma source but no Figma client was given")
-    download_dir = get_paths().sources_dir / "figma" / name
+    download_dir = asset_path("figma_downloads", name=name)
     try:
         with figma_client(source.api_url, list(source.file_keys)) as client:
             scan, files_info = scan_figma(client, list(source.file_keys), download_dir, source_name=name)

@@ -15,7 +15,13 @@ from typing import Any
 import psycopg
 
 from icon_pipeline.core.database import ensure_database
-from icon_pipeline.core.storage import catalog_path, icon_images_path, read_catalog, read_records
+from icon_pipeline.core.storage import (
+    catalog_path,
+    icon_images_path,
+    read_catalog,
+    read_records,
+    resolve_checkpoint,
+)
 from icon_pipeline.model.checkpoint import EncoderBundle, load_checkpoint
 from icon_pipeline.search.channels import (
     CAPTIONS,
@@ -57,7 +63,7 @@ def model_checkpoint(conn: psycopg.Connection, model_id: str) -> str:
     checkpoint = embedder_info(conn, model_id).get("checkpoint")
     if not checkpoint:
         raise NotReadyError(f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings")
-    return str(checkpoint)
+    return resolve_checkpoint(str(checkpoint))  # recorded relative to the data root (or, before, absolute)
 
 
 def stored_fusion(conn: psycopg.Connection) -> FusionSettings | None:

@@ -56,6 +56,9 @@ class TrainConfig:
     )
     eval_images_path: str | None = None  # icon_id -> png: parquet (icon_id, png_path) or JSON object
     eval_sha256: str | None = None  # the eval set version this run must evaluate on
+    # Where relative PNG paths in the pairs and eval image tables start (the pipeline's data root);
+    # None: each table's own directory.
+    images_root: str | None = None
     max_steps: int = -1  # > 0 wins over num_epochs
     num_epochs: float = 1.0
     per_device_batch_size: int = 64
@@ -120,7 +123,8 @@ class TrainConfig:
             report_to = values["report_to"]
             values["report_to"] = (report_to,) if isinstance(report_to, str) else tuple(report_to)
         if base_dir is not None:
-            for key in ("pairs_path", "output_dir", "eval_path", "eval_images_path", "cache_dir"):
+            paths = ("pairs_path", "output_dir", "eval_path", "eval_images_path", "images_root", "cache_dir")
+            for key in paths:
                 if values.get(key):
                     values[key] = str((base_dir / values[key]).resolve())
             # A relative base checkpoint is a local directory; "owner/name" stays a Hub id.

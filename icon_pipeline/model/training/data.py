@@ -66,8 +66,11 @@ def _resolve(path: str, base: Path) -> str:
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
-def read_pairs(path: str | Path) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """The train split of the grouped pairs: (group_id, captions, png paths) per group."""
+def read_pairs(
+    path: str | Path, images_root: str | Path | None = None
+) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The train split of the grouped pairs: (group_id, captions, png paths) per group; relative
+    png paths start at `images_root` (default: the file's directory)."""
     path = Path(path)
     if not path.is_file():
         raise TrainConfigError(f"training pairs file {path} does not exist")
@@ -81,7 +84,7 @@ def read_pairs(path: str | Path) -> list[tuple[str, tuple[str, ...], tuple[str, 
             f"training pairs file {path} lacks columns {', '.join(missing)} "
             f"(has {', '.join(table.column_names)})"
         )
-    base = path.resolve().parent
+    base = Path(images_root) if images_root else path.resolve().parent
     groups = []
     columns = {name: table.column(name).to_pylist() for name in PAIR_COLUMNS}
     for group_id, captions, pngs, split in zip(*(columns[name] for name in PAIR_COLUMNS), strict=True):
@@ -132,12 +135,13 @@ def read_eval_set(path: str | Path, expected_sha256: str | None) -> tuple[list[E
     return rows, actual
 
 
-def read_icon_paths(path: str | Path) -> dict[str, str]:
-    """icon_id -> png path from a parquet (icon_id, png_path) or a JSON object."""
+def read_icon_paths(path: str | Path, images_root: str | Path | None = None) -> dict[str, str]:
+    """icon_id -> png path from a parquet (icon_id, png_path) or a JSON object; relative png paths
+    start at `images_root` (default: the file's directory)."""
     path = Path(path)
     if not path.is_file():
         raise TrainConfigError(f"eval image map {path} does not exist")
-    base = path.resolve().parent
+    base = Path(images_root) if images_root else path.resolve().parent
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text())
@@ -238,8 +242,10 @@ class TrainingData:
         return self.images.failures
 
 
-def load_training_data(pairs_path: str | Path, size: int, cache_dir: Path) -> TrainingData:
-    raw_groups = read_pairs(pairs_path)
+def load_training_data(
+    pairs_path: str | Path, size: int, cache_dir: Path, images_root: str | Path | None = None
+) -> TrainingData:
+    raw_groups = read_pairs(pairs_path, images_root)
     unique_paths = sorted({p for _, _, pngs in raw_groups for p in pngs})
     row_of = {p: i for i, p in enumerate(unique_paths)}
     images = decode_images(unique_paths, size, cache_dir)
@@ -270,10 +276,15 @@ class EvalData:
 
 
 def load_eval_data(
-    eval_path: str | Path, icon_map_path: str | Path, expected_sha256: str | None, size: int, cache_dir: Path
+    eval_path: str | Path,
+    icon_map_path: str | Path,
+    expected_sha256: str | None,
+    size: int,
+    cache_dir: Path,
+    images_root: str | Path | None = None,
 ) -> EvalData:
     rows, digest = read_eval_set(eval_path, expected_sha256)
-    icon_paths = read_icon_paths(icon_map_path)
+    icon_paths = read_icon_paths(icon_map_path, images_root)
     wanted = sorted({i for row in rows for i in (*row.icon_ids, row.representative_icon_id)})
     missing = [i for i in wanted if i not in icon_paths]
     all_ids = sorted(icon_paths)

@@ -196,9 +196,12 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
                 config.eval_sha256,
                 config.image_size,
                 config.cache_path,
+                images_root=config.images_root,
             )
     with args.main_process_first(desc="decode training images"):
-        data: TrainingData = load_training_data(config.pairs_path, config.image_size, config.cache_path)
+        data: TrainingData = load_training_data(
+            config.pairs_path, config.image_size, config.cache_path, images_root=config.images_root
+        )
     reporter.info(
         f"{len(data.groups)} training groups, {data.images.array.shape[0]} images "
         f"({len(data.image_failures)} unreadable, {len(data.dropped_groups)} groups dropped); "
