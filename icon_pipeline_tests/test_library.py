@@ -213,3 +213,10 @@ def test_two_data_roots_never_share_runs_or_the_index(
         assert list_models(conn) == []  # the other data root's index is not here
     with psycopg.connect(urls["first"], autocommit=True) as conn:
         assert [m.model_id for m in list_models(conn)] == ["m"]
+
+    # A copy of a data root is the same root moved: it carries its id, so its database (index and
+    # run history) comes along and search keeps working there without re-running anything.
+    shutil.copytree(project_tmp / "root-first" / "data", project_tmp / "root-copy" / "data")
+    monkeypatch.setenv("ICON_PIPELINE_DATA", str(project_tmp / "root-copy" / "data"))
+    with psycopg.connect(ensure_database().libpq_url, autocommit=True) as conn:
+        assert [m.model_id for m in list_models(conn)] == ["m"]

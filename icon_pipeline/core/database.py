@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from icon_pipeline.core.paths import (
     ENV_DATABASE_URL,
     get_paths,
 )
-from icon_pipeline.core.storage import asset_path
+from icon_pipeline.core.storage import asset_path, for_writing, relative_path
 
 START_TIMEOUT_S = 60
 
@@ -304,9 +305,21 @@ def check_connection(url: str) -> None:
 
 def data_root_database(data_dir: Path) -> str:
     """The embedded server's database for one data root: runs, event logs and the index of two data
-    roots never mix (the UI would describe files that are not on disk)."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    return f"icons_{digest}"
+    roots never mix (the UI would describe files that are not on disk).
+
+    The name comes from an id stored in the root itself (`.data_root_id`), written on first use,
+    so a data root copied or moved elsewhere keeps its database, runs and index. The first id is
+    the digest of the root's path, which is what roots created before the id file already used.
+    """
+    id_file = data_dir / relative_path("data_root_id")
+    try:
+        root_id = id_file.read_text().strip()
+    except FileNotFoundError:
+        root_id = ""
+    if not re.fullmatch(r"[0-9a-f]{12}", root_id):
+        root_id = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+        for_writing(id_file).write_text(root_id + "\n")
+    return f"icons_{root_id}"
 
 
 def _in_database(info: DatabaseInfo, database: str) -> DatabaseInfo:

@@ -66,6 +66,7 @@ LAYOUT: dict[str, str] = {
     "tabler_package": "sources/tabler/{version}/package",
     "figma_downloads": "sources/figma/{name}",
     "dagster_artifacts": "dagster",
+    "data_root_id": ".data_root_id",  # names this root's database; a copy of the root carries it
 }
 
 # Table columns that hold file paths (a list of paths for png_paths): stored relative.
