@@ -46,7 +46,7 @@ PER_PAGE = 24
 MAX_PAGES = 40  # PER_PAGE * MAX_PAGES stays under the service's 1000-icon ranking depth
 PNG_SIZES = [16, 24, 32, 48, 64, 128, 256, 512, 1024]
 DEFAULT_PNG_SIZE = 256
-PREVIEW_SIZE = 384
+PREVIEW_SIZE = 512
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".svgz"]
 SEARCH_ERRORS = (QueryError, NotReadyError, EmbeddingIndexError, CheckpointError, TextEncoderError)
 
@@ -114,7 +114,7 @@ def describe_channel(model: str) -> str:
         "bm25": "Keywords only (BM25 over names, tags and captions)",
         "captions": "Caption embeddings only (sentence encoder over the captions)",
         "pixels": "Pixels only (visual near-duplicates; images)",
-    }.get(model, f"Image-text model `{model}` only")
+    }.get(model, f"Image-text model {model} only")
 
 
 # --- results as HTML ----------------------------------------------------------------------------
@@ -222,7 +222,13 @@ def _search(
     """(first panel, second panel, message, more-button update, shown icons) for `pages` pages."""
     query = _query_of(state)
     if query is None:
-        return "", "", "Type a few words or choose an image, then search.", gr.update(visible=False), {}
+        return (
+            "",
+            gr.update(value="", visible=False),
+            "Type a few words or choose an image, then search.",
+            gr.update(visible=False),
+            {},
+        )
     models = [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
     options = {
         "k": PER_PAGE * pages,
@@ -250,12 +256,18 @@ def _search(
                 )
                 notes.append(f"**{html.escape(page.model)}**: {what}")
     except (*SEARCH_ERRORS, SearchUnavailable) as exc:
-        return "", "", f"**Error:** {html.escape(str(exc))}", gr.update(visible=False), {}
+        return (
+            "",
+            gr.update(value="", visible=False),
+            f"**Error:** {html.escape(str(exc))}",
+            gr.update(visible=False),
+            {},
+        )
     more = bool(panels[0] and panels[0].has_more) and pages < MAX_PAGES
     shown = {**_remember(panels[1]), **_remember(panels[0])}
     return (
         results_html(panels[0], 0),
-        results_html(panels[1], 1, errors[1]),
+        gr.update(value=results_html(panels[1], 1, errors[1]), visible=len(models) > 1),
         "  \n".join(notes),
         gr.update(visible=more),
         shown,
@@ -303,8 +315,8 @@ def render_png(file_path: str, fmt: str, size: int, name: str) -> Path:
     """The icon drawn at `size` px by the project's renderer, as a file named after the icon."""
     from icon_pipeline.render.rasterize import RenderError, RenderSettings, render_icon
 
-    if size not in PNG_SIZES:
-        raise QueryError(f"PNG size must be one of {', '.join(map(str, PNG_SIZES))}, got {size}")
+    if not PNG_SIZES[0] <= size <= PNG_SIZES[-1]:
+        raise QueryError(f"PNG size must be {PNG_SIZES[0]} to {PNG_SIZES[-1]} px, got {size}")
     try:
         image = render_icon(Path(file_path), RenderSettings(size=max(size, 16)), fmt=fmt)  # type: ignore[arg-type]
     except RenderError as exc:
@@ -359,10 +371,9 @@ def detail(icon_id: str, shown: dict[str, dict[str, Any]]) -> dict[str, Any]:
         f"**Category:** {html.escape(record.category or '-')} · **Source:** {html.escape(record.source)}",
         f"**Captions:** {html.escape('; '.join(captions)) if captions else '(none yet)'}",
         f"**Tags:** {html.escape(', '.join(record.tags)) if record.tags else '-'}",
-        "",
         "**Why it matched.** " + why_matched(info),
     ]
-    return {"record": record, "name": record.name, "markdown": "\n".join(lines)}
+    return {"record": record, "name": record.name, "markdown": "\n\n".join(lines)}
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -399,6 +410,12 @@ def models_api() -> list[str]:
 
 
 def build() -> gr.Blocks:
+    from icon_pipeline.search.service import catalog_facets
+
+    try:  # the choices API clients are checked against; refreshed on every page load
+        style_choices, category_choices = catalog_facets()
+    except NotReadyError:
+        style_choices, category_choices = [], []
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nDescribe what the icon is for, or drop a screenshot or an SVG of one.")
         status = gr.Markdown(elem_id="status")
@@ -449,15 +466,24 @@ def build() -> gr.Blocks:
                     value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
                 )
             with gr.Row():
-                styles = gr.CheckboxGroup(label="Style", choices=[], elem_id="styles", scale=1)
+                styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
                 categories = gr.Dropdown(
-                    label="Category", choices=[], multiselect=True, elem_id="categories", scale=2
+                    label="Category",
+                    choices=category_choices,
+                    multiselect=True,
+                    allow_custom_value=True,  # catalogs change between page loads
+                    elem_id="categories",
+                    scale=2,
                 )
             message = gr.Markdown(elem_id="message")
             with gr.Row():
                 first = gr.HTML(elem_id="results", js_on_load=GRID_JS, css_template=GRID_CSS, padding=False)
                 second = gr.HTML(
-                    elem_id="compare-results", js_on_load=GRID_JS, css_template=GRID_CSS, padding=False
+                    elem_id="compare-results",
+                    js_on_load=GRID_JS,
+                    css_template=GRID_CSS,
+                    padding=False,
+                    visible=False,
                 )
             more = gr.Button("More results", visible=False, elem_id="more")
             with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
@@ -484,8 +510,8 @@ def build() -> gr.Blocks:
                         )
                         png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
                     with gr.Row():
-                        up = gr.Button("👍 Relevant", elem_id="thumbs-up")
-                        down = gr.Button("👎 Not relevant", elem_id="thumbs-down")
+                        up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
+                        down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
                         close = gr.Button("Close", elem_id="detail-close")
                     judged = gr.Markdown(elem_id="judge-message")
 

@@ -57,6 +57,21 @@ def style_of(record: IconRecord) -> str:
     return record.style or record.context
 
 
+def facets(records: Collection[IconRecord], known: Collection[str]) -> tuple[list[str], list[str]]:
+    """(styles, categories) of the icons of `records` whose ids are in `known` (the library's)."""
+    icons = [r for r in records if r.icon_id in known]
+    return sorted({style_of(r) for r in icons} - {""}), sorted({r.category for r in icons} - {""})
+
+
+def catalog_facets() -> tuple[list[str], list[str]]:
+    """facets() from the files alone (no database); NotReadyError before the catalog and pairs exist."""
+    try:
+        known = library_keywords().groups
+        return facets(read_catalog(), known)
+    except FileNotFoundError as exc:
+        raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ResultGroup:
     """One result: an icon concept's best-ranked icon, with its other variants in the results."""
@@ -253,9 +268,7 @@ class SearchService:
 
     def facets(self) -> tuple[list[str], list[str]]:
         """(styles, categories) of the configured library's icons, for the filters people pick from."""
-        known = self.channel_set.keywords().groups
-        icons = [r for i, r in self.records.items() if i in known]
-        return sorted({style_of(r) for r in icons} - {""}), sorted({r.category for r in icons} - {""})
+        return facets(self.records.values(), self.channel_set.keywords().groups)
 
     def _hits(self, query: Any, model: str, k: int) -> list[SearchHit]:
         kind = query_kind(query)
