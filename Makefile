@@ -48,7 +48,7 @@ $(CHROMIUM):
 
 # pytest exits 5 when it collects no test: that is not a failure of the set-up.
 test: setup lint $(CHROMIUM)
-	$(BIN)/pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/pytest -ra --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 ui: setup
 	$(BIN)/icon-pipeline ui

@@ -231,28 +231,51 @@ def cmd_lexicon(args: argparse.Namespace) -> int:
     return lexicon_cli(args.names_file, sys.stdout)
 
 
+def quiet_model_loading() -> None:
+    """No weight-loading progress bars or load reports on every search: one line of answer is the point."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the CLI works without transformers for keyword search
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from icon_pipeline.model.sentence_encoder import TextEncoderError
     from icon_pipeline.search.index import EmbeddingIndexError
-    from icon_pipeline.search.query import QueryError
-    from icon_pipeline.search.service import NotReadyError, SearchService
+    from icon_pipeline.search.query import QueryError, check_k, prepare_query_image, validate_text_query
 
     if bool(args.query) == bool(args.image):
         raise CliError("give a text query or --image PATH (one of them)")
+    # Every check on the input before the database is opened or any model is loaded.
+    try:
+        check_k(args.k)
+        query = (
+            prepare_query_image(args.image, label=f"--image {args.image}")
+            if args.image
+            else validate_text_query(args.query)
+        )
+    except QueryError as exc:
+        raise CliError(str(exc)) from None
+    quiet_model_loading()
+    from icon_pipeline.search.service import NotReadyError, SearchService
+
     service = SearchService.open()
     try:
         model = service.resolve(args.model)
-        hits = (
-            service.image(args.image, model, args.k)
-            if args.image
-            else service.text(args.query, model, args.k)
-        )
+        page = service.search(query, model, k=args.k, fold=not args.all_variants)
     except (QueryError, NotReadyError, EmbeddingIndexError, TextEncoderError, LookupError) as exc:
         raise CliError(str(exc)) from None
     finally:
         service.close()
+    hits = [group.hit for group in page.results]
     what = f"image {args.image}" if args.image else repr(args.query)
     if args.json:
         print(
@@ -264,14 +287,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                     "hits": [
                         {
                             "rank": rank,
-                            "icon_id": hit.icon_id,
-                            "name": hit.name,
-                            "group_id": hit.group_id,
-                            "score": round(hit.score, 6),
-                            "png_path": hit.png_path,
-                            "channels": {c: round(v, 6) for c, v in hit.channel_scores.items()},
+                            "icon_id": group.hit.icon_id,
+                            "name": group.hit.name,
+                            "group_id": group.hit.group_id,
+                            "score": round(group.hit.score, 6),
+                            "file_path": group.hit.file_path,
+                            "png_path": group.hit.png_path,
+                            "channels": {c: round(v, 6) for c, v in group.hit.channel_scores.items()},
+                            "variants": [v.icon_id for v in group.variants],
                         }
-                        for rank, hit in enumerate(hits, 1)
+                        for rank, group in enumerate(page.results, 1)
                     ],
                 },
                 indent=2,
@@ -285,23 +310,44 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"no icon's name, tags or captions share a word with {what} ({how})")
         return 0
     print(f"top {len(hits)} for {what} ({how}):")
-    for rank, hit in enumerate(hits, 1):
-        print(f"{rank:3}. {hit.score:6.3f}  {hit.name:40} {hit.icon_id}  [{hit.group_id}]")
+    for rank, group in enumerate(page.results, 1):
+        hit = group.hit
+        variants = f"  (+ {', '.join(v.style or v.name for v in group.variants)})" if group.variants else ""
+        print(f"{rank:3}. {hit.score:6.3f}  {hit.name:32} {hit.file_path or hit.icon_id}{variants}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from icon_pipeline.apps import AppError
+    from icon_pipeline.apps.api import serve
+
+    quiet_model_loading()
+    try:
+        serve(args.host, args.port)
+    except AppError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from icon_pipeline.benchmark.evaluate import evaluate_file, format_table
+    from icon_pipeline.benchmark.evaluate import evaluate_file, evaluate_judgements, format_table
     from icon_pipeline.search.query import QueryError
     from icon_pipeline.search.service import NotReadyError, SearchService
 
-    if not args.queries_file.is_file():
+    if args.queries_file is None and not args.judgements:
+        raise CliError("give a queries file, --judgements, or both")
+    if args.queries_file is not None and not args.queries_file.is_file():
         raise CliError(f"{args.queries_file}: no such file")
+    quiet_model_loading()
     service = SearchService.open()
+    results = []
     try:
-        result = evaluate_file(args.queries_file, service, k=args.k)
+        if args.queries_file is not None:
+            results.append(evaluate_file(args.queries_file, service, k=args.k))
+        if args.judgements:
+            results.append(evaluate_judgements(service, k=args.k))
     except OSError as exc:
         raise CliError(f"{args.queries_file}: cannot read: {exc.strerror or exc}") from None
     except (QueryError, NotReadyError) as exc:
@@ -309,12 +355,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         service.close()
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        body = [r.to_json() for r in results]
+        print(json.dumps(body[0] if len(body) == 1 else body, indent=2))
     else:
-        for problem in result.skipped:
-            print(f"{args.queries_file}:{problem.line}: skipped: {problem.reason}", file=sys.stderr)
-        print(format_table(result))
-    return 0 if result.scored else 1
+        for result in results:
+            for problem in result.skipped:
+                print(f"{result.file}:{problem.line}: skipped: {problem.reason}", file=sys.stderr)
+            print(format_table(result) + "\n")
+    return 0 if all(r.scored for r in results) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,9 +422,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="one channel instead of hybrid search (any case): bm25, captions, finetuned, base, pixels "
         "or another model id in the index; an unknown name lists the choices",
     )
-    p.add_argument("-k", type=int, default=10, help="how many icons (default 10)")
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument(
+        "--all-variants",
+        action="store_true",
+        help="every icon on its own line (default: one per concept, variants folded in)",
+    )
     p.add_argument("--json", action="store_true", help="hits as JSON, with every channel's score")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("api", help="serve search as HTTP JSON (GET/POST /api/search); auth as the apps")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=7865, help="default 7865")
+    p.set_defaults(func=cmd_api)
 
     p = sub.add_parser(
         "evaluate", help="score your own queries (JSON lines) with the benchmark's metrics, for every channel"
@@ -384,8 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "queries_file",
         type=Path,
+        nargs="?",
         help='one JSON object a line: {"text": "..."} or {"image": "path"}, '
         'plus "relevant": [icon ids or names]',
+    )
+    p.add_argument(
+        "--judgements",
+        action="store_true",
+        help="also score the queries designers judged in the search app (thumbs up = relevant), "
+        "reported separately",
     )
     p.add_argument("-k", type=int, default=30, help="ranking depth (R@1/5/10/30 and mAP@k; default 30)")
     p.add_argument("--json", action="store_true", help="the scores as JSON")

@@ -475,6 +475,18 @@ def test_augment_app_draws_beside_the_original_and_rerolls(served: dict[str, Run
 # --- search --------------------------------------------------------------------------------------
 
 
+def _html(panel: str | dict) -> str:
+    """A panel's HTML, whether sent as a value or as an update (the compare panel shows and hides)."""
+    return panel["value"] if isinstance(panel, dict) else panel
+
+
+def _cards(panel: str | dict) -> list[tuple[str, str]]:
+    """(icon id, name) of each result card in a panel's HTML, in order."""
+    import re
+
+    return re.findall(r"data-icon-id='([^']+)'[^>]*>.*?<span class='icon-name'>([^<]*)</span>", _html(panel))
+
+
 def test_search_app_answers_text_and_image_queries_for_two_models(
     served: dict[str, RunningApp], demo: Demo, tmp_path: Path
 ) -> None:
@@ -482,54 +494,178 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
 
     api = client(served["search"])
     assert api.predict(api_name="/available_models") == ["hybrid", "bm25", "finetuned", "base"]
-    first, second, message = api.predict("base", "finetuned", "ring a bell", 5, api_name="/search_by_text")
-    assert len(first) == len(second) == 5
-    assert all(" · " in item["caption"] for item in first) and "**base**: 5 icons" in message
-    scores = [float(item["caption"].rsplit(" · ", 1)[1]) for item in first]
-    assert scores == sorted(scores, reverse=True)
+    first, second, message, _ = api.predict(
+        "ring a bell", "base", "finetuned", True, [], [], api_name="/search_by_text"
+    )
+    assert "Image-text model base only" in first and "Image-text model finetuned only" in _html(second)
+    # Variants folded: 10 concepts of 13 icons, each once; bell's filled variant rides along.
+    assert len(_cards(first)) == 10 and "**base**: 10 results (13 icons)" in message
+    assert len({name for _, name in _cards(first)}) == 10 and first.count("class='icon-variants'") == 3
+    unfolded, _, message, _ = api.predict(
+        "ring a bell", "hybrid", "(none)", False, [], [], api_name="/search_by_text"
+    )
+    assert len(_cards(unfolded)) == 13 and "**hybrid**: 13 results" in message
+    assert "Hybrid search (default)" in unfolded
+    filled, _, _, _ = api.predict(
+        "bell", "hybrid", "(none)", False, ["filled"], [], api_name="/search_by_text"
+    )
+    assert sorted(name for _, name in _cards(filled)) == ["bell", "folder", "trash"]
+    docs, _, _, _ = api.predict(
+        "folder", "bm25", "(none)", True, [], ["Document"], api_name="/search_by_text"
+    )
+    assert {name for _, name in _cards(docs)} == {"folder", "folder-plus"}
 
     import pandas as pd
 
     renders = pd.concat(pd.read_parquet(p) for p in (demo.data / "rendered" / "batches").glob("*.parquet"))
     stored = renders.loc[renders["icon_id"].str.endswith("folder-plus.svg"), "png_path"].iloc[0]
     render = str(demo.data / stored)  # stored relative to the data root
-    first, second, message = api.predict(
-        "base", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
+    first, second, message, shown = api.predict(
+        handle_file(render), None, "base", "(none)", True, [], [], api_name="/search_by_image"
     )
-    assert len(first) == 3 and second == [] and first[0]["caption"] == "folder-plus · 1.000"
-
-    # Keyword search beside a model: names, tags and captions that share a word, by BM25 score.
-    first, keyword, message = api.predict("base", "bm25", "bell", 5, api_name="/search_by_text")
-    assert len(first) == 5 and keyword and "**bm25**:" in message
-    assert all("bell" in item["caption"].split(" · ")[0] for item in keyword[:2])
-    _, keyword, message = api.predict(
-        "base", "bm25", None, handle_file(render), 3, api_name="/search_by_image"
+    assert _cards(first)[0][1] == "folder-plus" and "1.000" in first and shown  # the query, as a picture
+    _, keyword, message, _ = api.predict(
+        handle_file(render), None, "base", "bm25", True, [], [], api_name="/search_by_image"
     )
-    assert keyword == [] and "bm25 takes words, not an image" in message
+    assert _cards(keyword) == [] and "bm25 takes words, not an image" in message
 
-    _, _, message = api.predict("base", "(none)", "   ", 5, api_name="/search_by_text")
+    _, _, message, _ = api.predict("   ", "base", "(none)", True, [], [], api_name="/search_by_text")
     assert message == "**Error:** text query is empty: type a few words, e.g. &#x27;delete file&#x27;"
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is not an image")
-    _, _, message = api.predict(
-        "base", "(none)", handle_file(str(not_image)), None, 3, api_name="/search_by_image"
+    _, _, message, _ = api.predict(
+        handle_file(str(not_image)), None, "base", "(none)", True, [], [], api_name="/search_by_image"
     )
-    assert message.startswith("**Error:**") and "not an image PIL can read" in message
+    # The upload's own name, never the server's temporary folder.
+    assert message.startswith("**Error:** notes.png: not an image PIL can read")
+    assert "/tmp" not in message and "gradio" not in message
     huge = tmp_path / "huge.png"
     Image.new("1", (7000, 7000)).save(huge)  # 49 Mpx, a few kB on disk
-    _, _, message = api.predict(
-        "base", "(none)", handle_file(str(huge)), None, 3, api_name="/search_by_image"
+    _, _, message, _ = api.predict(
+        handle_file(str(huge)), None, "base", "(none)", True, [], [], api_name="/search_by_image"
     )
     assert "7000x7000 = 49000000 pixels is over the 40000000-pixel limit" in message
-    _, _, message = api.predict("base", "(none)", None, None, 3, api_name="/search_by_image")
-    assert message == "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP)"
-    _, _, message = api.predict("nope", "(none)", "bell", 3, api_name="/search_by_text")
+    _, _, message, _ = api.predict(None, None, "base", "(none)", True, [], [], api_name="/search_by_image")
+    assert message == "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP or SVG)"
+    _, _, message, _ = api.predict("bell", "nope", "(none)", True, [], [], api_name="/search_by_text")
     assert "unknown model &#x27;nope&#x27;; choose one of: hybrid, bm25, finetuned, base" in message
-    # Hybrid search is the default and answers images too.
-    hybrid, _, message = api.predict(
-        "hybrid", "(none)", None, handle_file(render), 3, api_name="/search_by_image"
-    )
-    assert hybrid[0]["caption"].startswith("folder-plus") and "**hybrid**: 3 icons" in message
+
+
+# --- HTTP API ------------------------------------------------------------------------------------
+
+
+def test_http_api_answers_text_and_image_and_pages(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    import httpx
+
+    from icon_pipeline.apps.api import serve
+
+    monkeypatch.delenv("ICON_PIPELINE_APP_AUTH", raising=False)
+    api = serve(port=free_port(), block=False)
+    try:
+        assert api.url.startswith("http://127.0.0.1:")
+        search = api.url + "api/search"
+        assert httpx.get(api.url + "api/models", timeout=30).json()["models"][0] == "hybrid"
+        page = httpx.get(search, params={"q": "ring a bell", "k": 4}, timeout=60).json()
+        assert page["model"] == "hybrid" and page["has_more"] and len(page["results"]) == 4
+        bell = page["results"][0]
+        assert bell["name"] == "bell" and bell["channels"] and bell["file_path"].endswith("bell.svg")
+        assert [v["style"] for v in bell["variants"]] == ["filled"]
+        rest = httpx.get(search, params={"q": "ring a bell", "k": 4, "offset": 8}, timeout=60).json()
+        assert [r["rank"] for r in rest["results"]] == [9, 10] and not rest["has_more"]
+        svg = (demo.root / "icons" / "folder-plus.svg").read_bytes()
+        by_body = httpx.post(search + "/image", content=svg, params={"k": 2, "model": "BASE"}, timeout=60)
+        assert by_body.status_code == 200 and by_body.json()["results"][0]["name"] == "folder-plus"
+        by_json = httpx.post(search, json={"image": base64.b64encode(svg).decode(), "k": 1}, timeout=60)
+        assert by_json.json()["results"][0]["name"] == "folder-plus"
+        bad = httpx.post(search, json={"text": "bell", "model": "nope"}, timeout=30)
+        assert (
+            bad.status_code == 400 and "choose one of: hybrid, bm25, finetuned, base" in bad.json()["detail"]
+        )
+        assert httpx.post(search, json={}, timeout=30).status_code == 400
+    finally:
+        api.close()
+
+    monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:let-me-in")
+    api = serve(port=free_port(), block=False)
+    try:
+        search = api.url + "api/search"
+        refused = httpx.get(search, params={"q": "bell"}, timeout=30)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Basic"
+        wrong = httpx.get(search, params={"q": "bell"}, auth=("ana", "nope"), timeout=30)
+        assert wrong.status_code == 401 and "let-me-in" not in wrong.text
+        signed = httpx.get(search, params={"q": "bell", "k": 1}, auth=("ana", "let-me-in"), timeout=60)
+        assert signed.status_code == 200 and signed.json()["results"][0]["name"] == "bell"
+    finally:
+        api.close()
+
+
+# --- CLI and judgements ----------------------------------------------------------------------------
+
+
+def test_cli_search_checks_input_first_and_lists_models(
+    demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icon_pipeline.cli import main
+
+    assert main(["search", "bell", "--model", "NOPE"]) == 2
+    assert "unknown model 'NOPE'; choose one of: hybrid, bm25, finetuned, base" in capsys.readouterr().err
+    assert main(["search", "ring a bell", "--model", "Base", "-k", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "(base channel, cosine)" in out and str(demo.root / "icons") in out  # the file path
+    assert "%|" not in err and "Loading" not in err  # no weight-loading progress bars
+    assert main(["search", "--image", str(demo.root / "icons" / "folder-plus.svg"), "-k", "1"]) == 0
+    assert "folder-plus" in capsys.readouterr().out
+
+    # Bad input fails before the database or any model is touched: here there is no database at all.
+    monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://designer:pw@127.0.0.1:1/icons")
+    broken = tmp_path / "broken.svg"
+    broken.write_text("<svg xmlns='http://www.w3.org/2000/svg'><path d=")
+    for argv, expected in [
+        (["search", "  "], "text query is empty"),
+        (["search", "bell", "-k", "0"], "k must be between 1 and 1000, got 0"),
+        (["search", "--image", str(tmp_path / "missing.png")], "missing.png: cannot read file"),
+        (["search", "--image", str(broken)], "broken.svg: cannot render this SVG"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "127.0.0.1:1" not in err, argv
+
+
+def test_judgements_are_stored_and_evaluated_as_real_queries(
+    demo: Demo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from icon_pipeline.cli import main
+    from icon_pipeline.search.judgements import ensure_table, read_judgements, record_judgement
+    from icon_pipeline.search.query import prepare_query_image
+
+    with psycopg.connect(demo.db_url, autocommit=True) as conn:
+        ensure_table(conn)
+        ensure_table(conn)  # idempotent
+        record_judgement(conn, "ring a bell", "mine:bell.svg", True, model="hybrid", judged_by="ana")
+        record_judgement(conn, "ring a bell", "mine:trash.svg", True)
+        record_judgement(conn, "ring a bell", "mine:trash.svg", False, judged_by="bo")  # outvoted
+        image = prepare_query_image(demo.root / "icons" / "folder-plus.svg")
+        record_judgement(conn, image, "mine:folder-plus.svg", True)
+        record_judgement(conn, "nothing good", "mine:home.svg", False)
+        stored = read_judgements(conn)
+    assert [(j.query_kind, j.icon_id, j.relevant, j.judged_by) for j in stored[:3]] == [
+        ("text", "mine:bell.svg", True, "ana"),
+        ("text", "mine:trash.svg", True, None),
+        ("text", "mine:trash.svg", False, "bo"),
+    ]
+    assert stored[3].query_image_sha256 and stored[3].query_text is None
+
+    assert main(["evaluate", "--judgements", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 2 and "judgements" in report["file"]
+    assert report["skipped"][0]["reason"].startswith("1 judged quer")
+    rows = {(r["channel"], r["kind"]): r for r in report["results"]}
+    assert rows[("hybrid", "text")]["n_queries"] == 1 and rows[("hybrid", "image")]["n_queries"] == 1
+    assert rows[("hybrid", "text")]["recall@1"] == 1.0  # bell first for "ring a bell"
+    assert main(["evaluate"]) == 2
+    assert "give a queries file, --judgements, or both" in capsys.readouterr().err
 
 
 def test_search_app_says_when_the_index_is_unreachable(
@@ -537,8 +673,10 @@ def test_search_app_says_when_the_index_is_unreachable(
 ) -> None:
     api = client(served["search"])
     monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://designer:pw-secret@127.0.0.1:1/icons")
-    first, second, message = api.predict("base", "(none)", "bell", 3, api_name="/search_by_text")
-    assert first == second == [] and message.startswith("**Error:** the search index is unreachable")
+    first, second, message, _ = api.predict(
+        "bell", "base", "(none)", True, [], [], api_name="/search_by_text"
+    )
+    assert first == _html(second) == "" and message.startswith("**Error:** the search index is unreachable")
     assert "pw-secret" not in message
 
 
@@ -564,7 +702,7 @@ def test_apps_started_before_their_assets_say_what_to_materialize(
     assert (
         "`rendered_icons` has not been materialized yet" in augment.augment_preview("", 1, 0, *[0.5] * 10)[1]
     )
-    _, _, note, ready = search.page_state()
+    *_, note, ready = search.page_state()
     assert not ready and "materialize `icon_embeddings`" in note
 
 

@@ -125,27 +125,78 @@ def test_a_caption_edited_in_the_browser_is_used_by_the_next_run(
     page.close()
 
 
-def test_one_search_in_the_browser(browser, served: dict[str, RunningApp], tmp_path: Path) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
+    browser, served: dict[str, RunningApp], demo: Demo, tmp_path: Path
+) -> None:
+    import psycopg
+    from PIL import Image
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.set_default_timeout(TIMEOUT_MS)
     started = time.perf_counter()
     page.goto(served["search"].url)
     page.locator("#model input").first.wait_for()
+    # Opens on the product's default: hybrid search.
     page.wait_for_function("document.querySelector('#model input').value === 'hybrid'")
     print(f"search app: ready {time.perf_counter() - started:.2f} s after navigation")
 
     page.locator("#query textarea, #query input").first.fill("turn off notifications")
     page.locator("#search-text").click()
-    # The demo library has 13 icons: the default 24 asks for more than there are.
-    page.locator("#message", has_text="hybrid: 13 icons").wait_for()
-    assert page.locator("#results img").count() == 13
-    # Thumbnails load lazily: wait until the first rows have pixels before the screenshot.
-    first_rows = "[...document.querySelectorAll('#results img')].slice(0, 8)"
-    page.wait_for_function(f"{first_rows}.every(i => i.complete && i.naturalWidth > 0)")
-    screenshot = tmp_path / "search.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 20_000
-    print(f"search screenshot: {screenshot}")
+    # 13 icons, 10 concepts: one result per concept, variants folded in.
+    page.locator("#message", has_text="hybrid: 10 results (13 icons)").wait_for()
+    assert "Hybrid search (default)" in page.inner_text("#results .panel-title")
+    cards = page.locator("#results .icon-card")
+    assert cards.count() == 10 and page.locator("#results img").count() == 10
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    # Labels sit below the icon, whole: never over it, never cut.
+    for i in range(cards.count()):
+        image = cards.nth(i).locator("img").bounding_box()
+        label = cards.nth(i).locator(".icon-name")
+        box = label.bounding_box()
+        assert image and box and box["y"] >= image["y"] + image["height"]
+        assert label.evaluate("e => e.scrollWidth <= e.clientWidth")
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+
+    bell = page.locator("#results .icon-card", has=page.locator(".icon-name", has_text="bell")).first
+    icon_id = bell.get_attribute("data-icon-id")
+    bell.click()
+    page.locator("#detail-info", has_text="Why it matched").wait_for()
+    info = page.inner_text("#detail-info")
+    assert "Captions:" in info and "Group:" in info
+    assert page.locator("#detail-image img").count() == 1
+    name = page.locator("#detail-name textarea, #detail-name input").first.input_value()
+    assert name in ("bell", "bell-off")
+    with page.expect_download() as svg_download:
+        page.locator("#download-svg").click()
+    svg = tmp_path / svg_download.value.suggested_filename
+    svg_download.value.save_as(svg)
+    assert svg.name == f"{name}.svg" and svg.read_text().lstrip().startswith("<svg")
+    page.locator("#png-size input").first.click()
+    page.get_by_role("option", name="64", exact=True).click()
+    page.wait_for_timeout(500)  # the PNG is re-rendered at the new size
+    with page.expect_download() as png_download:
+        page.locator("#download-png").click()
+    png = tmp_path / png_download.value.suggested_filename
+    png_download.value.save_as(png)
+    assert png.name == f"{name}-64px.png" and Image.open(png).size == (64, 64)
+
+    page.locator("#thumbs-up").click()
+    page.locator("#judge-message", has_text="Saved:").wait_for()
+    with psycopg.connect(demo.db_url) as conn:
+        rows = conn.execute(
+            "SELECT query_kind, query_text, icon_id, relevant, model FROM icon_search_judgements"
+        ).fetchall()
+    assert rows == [("text", "turn off notifications", icon_id, True, "hybrid")]
+
+    # An SVG file as the query: drawn by the renderer, shown as a picture, searched.
+    page.locator("#upload input[type=file]").set_input_files(str(demo.root / "icons" / "folder-plus.svg"))
+    page.locator("#search-image").click()
+    page.locator("#query-image img").wait_for()
+    page.locator("#results .icon-name", has_text="folder-plus").first.wait_for()
+    assert page.locator("#results .icon-name").first.inner_text() == "folder-plus"
+    assert "/tmp" not in page.inner_text("#message")
     page.close()
 
 

@@ -1,36 +1,60 @@
-"""Icon search for designers: a text box or an image (upload or paste) -> a grid of icons with names
-and scores. Hybrid search (every channel merged, as the benchmark's `hybrid` row) by default; any
-single channel can be picked instead, and a second one shown beside it to compare by eye.
+"""Icon search for designers: words or an image (upload, SVG included, or paste) -> icons.
 
-Built on `service.SearchService`, the same code as `icon-pipeline search`: each request opens its
-own database connection; loaded checkpoints are shared by all requests.
+Opens on hybrid search (every channel fused, the benchmark's `hybrid` row). Results are one per
+icon concept, its variants (outline/filled, sizes) folded in, unless unfolded; style and category
+filters come from the catalog; "More results" pages on. A second channel can be shown beside the
+first to compare by eye; each panel says what it shows.
+
+Results are an HTML grid of our own, with the name under each icon: a Gallery draws captions over
+the image, where Tabler puts its modifier badges, and cuts long names. Clicking a result opens its
+detail: a large preview, name (copyable), captions, group, why it matched (each channel's score),
+SVG and PNG downloads (any size, drawn by the project's renderer), and a thumbs up / down that is
+stored in PostgreSQL (search/judgements.py) for `icon-pipeline evaluate --judgements`.
+
+Built on `service.SearchService`, the same code as `icon-pipeline search` and `icon-pipeline api`:
+each request opens its own database connection; loaded checkpoints are shared by all requests.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import re
+import tempfile
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import psycopg
+from PIL import Image
 
+from icon_pipeline.apps.common import batch_files, cached, read_rows
 from icon_pipeline.model.checkpoint import CheckpointError, EncoderBundle
 from icon_pipeline.model.sentence_encoder import TextEncoderError
 from icon_pipeline.search.index import EmbeddingIndexError
-from icon_pipeline.search.query import QueryError, SearchHit
-from icon_pipeline.search.service import NotReadyError, SearchService
+from icon_pipeline.search.query import QueryError, SearchHit, prepare_query_image, validate_text_query
+from icon_pipeline.search.service import NotReadyError, SearchPage, SearchService
 
 TITLE = "Icon search"
 EMBEDDINGS_ASSET = "icon_embeddings"
 NO_COMPARE = "(none)"
-DEFAULT_K = 24
-MAX_K = 96
+PER_PAGE = 24
+MAX_PAGES = 40  # PER_PAGE * MAX_PAGES stays under the service's 1000-icon ranking depth
+PNG_SIZES = [16, 24, 32, 48, 64, 128, 256, 512, 1024]
+DEFAULT_PNG_SIZE = 256
+PREVIEW_SIZE = 512
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".svgz"]
+SEARCH_ERRORS = (QueryError, NotReadyError, EmbeddingIndexError, CheckpointError, TextEncoderError)
 
 # Loaded checkpoints, shared by every request (each request has its own connection).
 _bundles: dict[str, EncoderBundle] = {}
 _bundles_lock = threading.Lock()
+# Downloads and previews: files of our own, under a name that is the icon's (what the browser saves).
+_files = Path(tempfile.mkdtemp(prefix="icon-search-"))
 
 
 class SearchUnavailable(RuntimeError):
@@ -53,13 +77,28 @@ def _service() -> SearchService:
     return SearchService(conn, bundles=_bundles)  # the checkpoints this process has loaded already
 
 
-def available_models() -> list[str]:
-    """hybrid, then every single channel; SearchUnavailable if the index is empty or down."""
+@contextmanager
+def open_search() -> Iterator[SearchService]:
+    """A service on its own connection; SearchUnavailable when the database goes away meanwhile."""
     service = _service()
     try:
-        models = service.models()
+        yield service
+    except psycopg.OperationalError:
+        raise SearchUnavailable("the search index became unreachable during the query; try again") from None
     finally:
         service.close()
+
+
+def locked_search(service: SearchService, query: Any, model: str | None, **options: Any) -> SearchPage:
+    """service.search with model loads one at a time (searching itself runs per connection)."""
+    with _bundles_lock:
+        return service.search(query, model, **options)
+
+
+def available_models() -> list[str]:
+    """hybrid, then every single channel; SearchUnavailable if the index is empty or down."""
+    with open_search() as service:
+        models = service.models()
     if "hybrid" not in models:
         raise SearchUnavailable(
             f"the search index has no models yet: materialize `{EMBEDDINGS_ASSET}` "
@@ -68,72 +107,301 @@ def available_models() -> list[str]:
     return models
 
 
-def _gallery(hits: list[SearchHit]) -> list[tuple[str, str]]:
-    return [(h.png_path, f"{h.name} · {h.score:.3f}") for h in hits if h.png_path]
+def describe_channel(model: str) -> str:
+    """A panel's title: what the results in it come from."""
+    return {
+        "hybrid": "Hybrid search (default): keywords, captions and image-text models fused",
+        "bm25": "Keywords only (BM25 over names, tags and captions)",
+        "captions": "Caption embeddings only (sentence encoder over the captions)",
+        "pixels": "Pixels only (visual near-duplicates; images)",
+    }.get(model, f"Image-text model {model} only")
 
 
-def _run(
-    models: list[str], k: float | None, do: Callable[[SearchService, str, int], list[SearchHit]]
-) -> tuple:
-    """Run `do` for each chosen model: (first gallery, second gallery, message)."""
-    k_int = int(k or DEFAULT_K)
-    if not 1 <= k_int <= MAX_K:
-        return [], [], f"**Error:** show between 1 and {MAX_K} icons, got {k_int}"
-    galleries: list[list] = [[], []]
-    notes = []
+# --- results as HTML ----------------------------------------------------------------------------
+
+GRID_CSS = """
+.panel-title { font-size: 1.05rem; margin: 0 0 .5rem; }
+.icon-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(136px, 1fr)); gap: 10px; }
+.icon-card { display: flex; flex-direction: column; align-items: center; gap: 4px; padding: 8px;
+  border: 1px solid var(--border-color-primary); border-radius: 8px; cursor: pointer;
+  background: var(--background-fill-primary); text-align: center; font: inherit; color: inherit; }
+.icon-card:hover, .icon-card:focus { border-color: var(--color-accent); outline: none; }
+.icon-card img { width: 96px; height: 96px; object-fit: contain; }
+.icon-card .icon-name { font-weight: 600; overflow-wrap: anywhere; white-space: normal; }
+.icon-card .icon-meta, .icon-card .icon-variants { font-size: .8rem; opacity: .75; overflow-wrap: anywhere; }
+.icon-card .no-render { width: 96px; height: 96px; display: flex; align-items: center;
+  justify-content: center; font-size: .75rem; opacity: .6; }
+"""
+# Delegated: the grid is re-rendered on each search, the listener on its element stays.
+GRID_JS = """
+element.addEventListener('click', (event) => {
+  const card = event.target.closest('[data-icon-id]');
+  if (card) trigger('click', {icon_id: card.dataset.iconId, panel: card.dataset.panel});
+});
+"""
+
+
+def _thumbnail(png_path: str | None) -> str | None:
+    """The render inline (data URI): no file route, no server path in the page."""
+    if not png_path:
+        return None
     try:
-        service = _service()
-        try:
-            for slot, model in enumerate(models[:2]):
+        data = Path(png_path).read_bytes()
+    except OSError:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _variant_label(hit: SearchHit) -> str:
+    return hit.style or hit.name
+
+
+def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
+    if page is None:
+        return f"<p class='panel-note'>{html.escape(note)}</p>" if note else ""
+    title = f"<h3 class='panel-title'>{html.escape(describe_channel(page.model))}</h3>"
+    if not page.results:
+        return title + "<p>No icon matches (try other words, or fewer filters).</p>"
+    cards = []
+    for group in page.results:
+        hit = group.hit
+        thumb = _thumbnail(hit.png_path)
+        picture = (
+            f"<img src='{thumb}' alt='{html.escape(hit.name)}'>"
+            if thumb
+            else "<span class='no-render'>no render</span>"
+        )
+        meta = " · ".join(x for x in (hit.style, f"{hit.score:.3f}") if x)
+        folded = ", ".join(_variant_label(v) for v in group.variants)
+        variants = f"<span class='icon-variants'>+ {html.escape(folded)}</span>" if folded else ""
+        cards.append(
+            f"<button type='button' class='icon-card' data-icon-id='{html.escape(hit.icon_id)}' "
+            f"data-panel='{panel}' title='{html.escape(hit.name)}'>{picture}"
+            f"<span class='icon-name'>{html.escape(hit.name)}</span>"
+            f"<span class='icon-meta'>{html.escape(meta)}</span>{variants}</button>"
+        )
+    return title + "<div class='icon-grid'>" + "".join(cards) + "</div>"
+
+
+def _remember(page: SearchPage | None) -> dict[str, dict[str, Any]]:
+    """What the detail view needs of each shown icon (variants included), by icon id."""
+    seen: dict[str, dict[str, Any]] = {}
+    for group in page.results if page else []:
+        for hit in (group.hit, *group.variants):
+            seen[hit.icon_id] = {
+                "score": hit.score,
+                "channels": dict(hit.channel_scores),
+                "group": hit.group_id,
+                "png_path": hit.png_path,
+                "model": page.model,  # type: ignore[union-attr]
+                "variants": [v.icon_id for v in (group.hit, *group.variants) if v.icon_id != hit.icon_id],
+            }
+    return seen
+
+
+# --- searching -----------------------------------------------------------------------------------
+
+
+def _query_of(state: dict[str, Any] | None) -> str | Image.Image | None:
+    if not state:
+        return None
+    if state["kind"] == "text":
+        return state["text"]
+    return Image.open(Path(state["image"])).convert("RGB")
+
+
+def _search(
+    state: dict[str, Any] | None,
+    model: str | None,
+    compare: str | None,
+    fold: bool,
+    styles: list[str] | None,
+    categories: list[str] | None,
+    pages: int,
+) -> tuple[str, str, str, Any, dict]:
+    """(first panel, second panel, message, more-button update, shown icons) for `pages` pages."""
+    query = _query_of(state)
+    if query is None:
+        return (
+            "",
+            gr.update(value="", visible=False),
+            "Type a few words or choose an image, then search.",
+            gr.update(visible=False),
+            {},
+        )
+    models = [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
+    options = {
+        "k": PER_PAGE * pages,
+        "fold": bool(fold),
+        "styles": tuple(styles or ()),
+        "categories": tuple(categories or ()),
+    }
+    panels: list[SearchPage | None] = [None, None]
+    notes, errors = [], ["", ""]
+    try:
+        with open_search() as service:
+            for slot, name in enumerate(models):
                 try:
-                    with _bundles_lock:  # one model load at a time; searching itself is per connection
-                        model = service.resolve(model)
-                        hits = do(service, model, k_int)
+                    page = locked_search(service, query, name, **options)
                 except QueryError as exc:
                     if slot == 0:
                         raise
-                    notes.append(f"**{html.escape(model)}**: {html.escape(str(exc))}")
+                    errors[1] = f"{name}: {exc}"
+                    notes.append(f"**{html.escape(name)}**: {html.escape(str(exc))}")
                     continue
-                galleries[slot] = _gallery(hits)
-                top = f"{hits[0].name} ({hits[0].score:.3f})" if hits else "nothing"
-                note = f"**{html.escape(model)}**: {len(hits)} icons, best {html.escape(top)}"
-                missing = [h for h in hits if not h.png_path]
-                if missing:
-                    note += f"; {len(missing)} without a render: " + ", ".join(h.icon_id for h in missing[:5])
-                notes.append(note)
-        finally:
-            service.close()
-    except (
-        QueryError,
-        SearchUnavailable,
-        NotReadyError,
-        EmbeddingIndexError,
-        CheckpointError,
-        TextEncoderError,
-    ) as exc:
-        return [], [], f"**Error:** {html.escape(str(exc))}"
-    except psycopg.OperationalError:
-        return [], [], "**Error:** the search index became unreachable during the query; try again"
-    return galleries[0], galleries[1], "  \n".join(notes)
+                panels[slot] = page
+                icons = sum(1 + len(g.variants) for g in page.results)
+                what = f"{len(page.results)} results" + (
+                    f" ({icons} icons)" if icons != len(page.results) else ""
+                )
+                notes.append(f"**{html.escape(page.model)}**: {what}")
+    except (*SEARCH_ERRORS, SearchUnavailable) as exc:
+        return (
+            "",
+            gr.update(value="", visible=False),
+            f"**Error:** {html.escape(str(exc))}",
+            gr.update(visible=False),
+            {},
+        )
+    more = bool(panels[0] and panels[0].has_more) and pages < MAX_PAGES
+    shown = {**_remember(panels[1]), **_remember(panels[0])}
+    return (
+        results_html(panels[0], 0),
+        gr.update(value=results_html(panels[1], 1, errors[1]), visible=len(models) > 1),
+        "  \n".join(notes),
+        gr.update(visible=more),
+        shown,
+    )
 
 
-def _models(model: str | None, compare: str | None) -> list[str]:
-    return [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
+def _label(path: str) -> str:
+    """An upload's own file name: never the server's temporary folder."""
+    return Path(path).name or "uploaded image"
 
 
-def search_by_text(model: str, compare: str | None, query: str, k: float | None) -> tuple[list, list, str]:
-    """(gallery of `model`, gallery of `compare`, message) for a text query."""
-    return _run(_models(model, compare), k, lambda service, m, n: service.text(query or "", m, n))
-
-
-def search_by_image(
-    model: str, compare: str | None, upload: str | None, pasted: str | None, k: float | None
-) -> tuple[list, list, str]:
-    """Like search_by_text for an image: a pasted one wins over an uploaded file."""
+def prepare_image(upload: str | None, pasted: str | None) -> tuple[Image.Image, dict[str, Any]]:
+    """The image query (a pasted one wins over a file) as searched, and its state; QueryError."""
     source = pasted or upload
     if not source:
-        return [], [], "**Error:** upload or paste an image first (PNG, JPEG, GIF, WebP, BMP)"
-    return _run(_models(model, compare), k, lambda service, m, n: service.image(source, m, n))
+        raise QueryError("upload or paste an image first (PNG, JPEG, GIF, WebP, BMP or SVG)")
+    label = "pasted image" if pasted else _label(source)
+    image = prepare_query_image(source, label=label)
+    path = _files / f"query-{uuid.uuid4().hex}.png"
+    image.save(path)
+    return image, {"kind": "image", "image": str(path), "label": label}
+
+
+# --- detail view --------------------------------------------------------------------------------
+
+
+def _captions() -> dict[str, list[str]]:
+    paths = batch_files("captions")
+
+    def load() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for path in paths:
+            for row in read_rows(path, ["icon_id", "phrases"]):
+                out[row["icon_id"]] = list(row.get("phrases") or [])
+        return out
+
+    return cached("search-captions", paths, load)
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "icon"
+
+
+def render_png(file_path: str, fmt: str, size: int, name: str) -> Path:
+    """The icon drawn at `size` px by the project's renderer, as a file named after the icon."""
+    from icon_pipeline.render.rasterize import RenderError, RenderSettings, render_icon
+
+    if not PNG_SIZES[0] <= size <= PNG_SIZES[-1]:
+        raise QueryError(f"PNG size must be {PNG_SIZES[0]} to {PNG_SIZES[-1]} px, got {size}")
+    try:
+        image = render_icon(Path(file_path), RenderSettings(size=max(size, 16)), fmt=fmt)  # type: ignore[arg-type]
+    except RenderError as exc:
+        raise QueryError(f"{name}: cannot render ({exc.reason})") from None
+    folder = _files / uuid.uuid4().hex
+    folder.mkdir()
+    path = folder / f"{_file_stem(name)}-{size}px.png"
+    image.save(path)
+    return path
+
+
+def svg_copy(file_path: str, name: str) -> Path | None:
+    """The source SVG under the icon's name, or None when the source is not an SVG."""
+    source = Path(file_path)
+    if source.suffix.lower() != ".svg" or not source.is_file():
+        return None
+    folder = _files / uuid.uuid4().hex
+    folder.mkdir()
+    path = folder / f"{_file_stem(name)}.svg"
+    path.write_bytes(source.read_bytes())
+    return path
+
+
+def why_matched(info: dict[str, Any]) -> str:
+    channels = info.get("channels") or {}
+    if not channels:
+        if info.get("variants"):
+            return "Ranked with its concept: another variant of it matched."
+        return "Filled in after the matching channels (no channel ranked it in its top results)."
+    rows = [f"| {html.escape(c)} | {v:.3f} |" for c, v in sorted(channels.items(), key=lambda kv: -kv[1])]
+    lead = f"Score {info['score']:.3f} ({html.escape(str(info['model']))}). Channels that returned it:"
+    return "\n".join([lead, "", "| channel | its own score |", "|---|---|", *rows])
+
+
+def detail(icon_id: str, shown: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything the detail view shows of one result; QueryError naming an unknown icon."""
+    with open_search() as service:
+        record = service.icon(icon_id)
+        others = {
+            v: service.records[v].name
+            for v in shown.get(icon_id, {}).get("variants", [])
+            if v in service.records
+        }
+    info = shown.get(icon_id, {"score": 0.0, "channels": {}, "group": icon_id, "model": "", "variants": []})
+    full_name = f"{record.name} ({record.style})" if record.style else record.name
+    captions = _captions().get(icon_id, [])
+    lines = [
+        f"### {html.escape(full_name)}",
+        f"**Group:** `{html.escape(str(info['group']))}`"
+        + (f" (also: {html.escape(', '.join(others.values()))})" if others else ""),
+        f"**Style:** {html.escape(record.style or record.context or '-')} · "
+        f"**Category:** {html.escape(record.category or '-')} · **Source:** {html.escape(record.source)}",
+        f"**Captions:** {html.escape('; '.join(captions)) if captions else '(none yet)'}",
+        f"**Tags:** {html.escape(', '.join(record.tags)) if record.tags else '-'}",
+        "**Why it matched.** " + why_matched(info),
+    ]
+    return {"record": record, "name": record.name, "markdown": "\n\n".join(lines)}
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+def page_state() -> tuple[Any, Any, Any, Any, str, bool]:
+    """(model, compare, styles, categories updates, message, whether search is usable)."""
+    try:
+        models = available_models()
+        with open_search() as service:
+            styles, categories = service.facets()
+    except (SearchUnavailable, NotReadyError) as exc:
+        return (
+            gr.update(choices=[], value=None),
+            gr.update(choices=[NO_COMPARE], value=NO_COMPARE),
+            gr.update(choices=[]),
+            gr.update(choices=[]),
+            f"## {TITLE}: not ready\n\n{html.escape(str(exc))}",
+            False,
+        )
+    return (
+        gr.update(choices=models, value="hybrid"),
+        gr.update(choices=[NO_COMPARE, *models], value=NO_COMPARE),
+        gr.update(choices=styles, value=[]),
+        gr.update(choices=categories, value=[]),
+        "",
+        True,
+    )
 
 
 def models_api() -> list[str]:
@@ -141,33 +409,48 @@ def models_api() -> list[str]:
     return available_models()
 
 
-def page_state() -> tuple[Any, Any, str, bool]:
-    """(model dropdown update, compare dropdown update, message, whether search is usable)."""
-    try:
-        models = available_models()
-    except SearchUnavailable as exc:
-        return (
-            gr.update(choices=[], value=None),
-            gr.update(choices=[NO_COMPARE], value=NO_COMPARE),
-            f"## {TITLE}: not ready\n\n{html.escape(str(exc))}",
-            False,
-        )
-    return (
-        gr.update(choices=models, value="hybrid"),
-        gr.update(choices=[NO_COMPARE, *models], value=NO_COMPARE),
-        "",
-        True,
-    )
-
-
 def build() -> gr.Blocks:
+    from icon_pipeline.search.service import catalog_facets
+
+    try:  # the choices API clients are checked against; refreshed on every page load
+        style_choices, category_choices = catalog_facets()
+    except NotReadyError:
+        style_choices, category_choices = [], []
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\nDescribe what the icon is for, or drop a screenshot of one.")
+        gr.Markdown(f"# {TITLE}\nDescribe what the icon is for, or drop a screenshot or an SVG of one.")
         status = gr.Markdown(elem_id="status")
+        query_state = gr.State(None)  # {"kind": "text", "text"} or {"kind": "image", "image", "label"}
+        pages = gr.State(1)
+        shown = gr.State({})  # icon id -> what the detail view needs
+        selected = gr.State(None)  # icon id in the detail view
         with gr.Column(visible=True) as main:
             with gr.Row():
-                # Choices are refreshed on every page load (models come and go with icon_embeddings);
-                # any value is accepted and an unknown one is answered with the list of known ones.
+                query = gr.Textbox(
+                    label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query"
+                )
+                text_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-text")
+            with gr.Row():
+                upload = gr.File(
+                    label="Image file (PNG, JPEG, GIF, WebP, BMP, SVG)",
+                    type="filepath",
+                    file_types=IMAGE_TYPES,
+                    height=120,
+                    elem_id="upload",
+                )
+                pasted = gr.Image(
+                    label="or paste a screenshot",
+                    sources=["clipboard"],  # files go through the upload box and its checks
+                    type="filepath",
+                    image_mode=None,  # passed on as is: the size checks run before any decoding
+                    height=160,
+                )
+                query_image = gr.Image(
+                    label="Searched image", interactive=False, type="pil", height=160, elem_id="query-image"
+                )
+                image_button = gr.Button("Search image", scale=0, elem_id="search-image")
+            with gr.Row():
+                # Choices come on page load (models come and go with icon_embeddings); an unknown
+                # value is answered with the list of known ones.
                 model = gr.Dropdown(
                     label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
                 )
@@ -179,51 +462,227 @@ def build() -> gr.Blocks:
                     allow_custom_value=True,
                     elem_id="compare",
                 )
-                k = gr.Slider(1, MAX_K, value=DEFAULT_K, step=1, label="Icons to show", scale=1)
-            with gr.Row():
-                query = gr.Textbox(
-                    label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query"
+                fold = gr.Checkbox(
+                    value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
                 )
-                text_button = gr.Button("Search text", variant="primary", scale=1, elem_id="search-text")
             with gr.Row():
-                upload = gr.File(label="Image file (PNG, JPEG, GIF, WebP, BMP)", type="filepath", height=120)
-                pasted = gr.Image(
-                    label="or paste a screenshot",
-                    sources=["clipboard"],  # files go through the upload box and its checks
-                    type="filepath",
-                    image_mode=None,  # passed on as is: the size checks run before any decoding
-                    height=160,
+                styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
+                categories = gr.Dropdown(
+                    label="Category",
+                    choices=category_choices,
+                    multiselect=True,
+                    allow_custom_value=True,  # catalogs change between page loads
+                    elem_id="categories",
+                    scale=2,
                 )
-                image_button = gr.Button("Search image", scale=0)
             message = gr.Markdown(elem_id="message")
             with gr.Row():
-                first = gr.Gallery(
-                    label="Results",
-                    columns=4,
-                    height=560,
-                    allow_preview=False,
-                    fit_columns=False,
-                    elem_id="results",
+                first = gr.HTML(elem_id="results", js_on_load=GRID_JS, css_template=GRID_CSS, padding=False)
+                second = gr.HTML(
+                    elem_id="compare-results",
+                    js_on_load=GRID_JS,
+                    css_template=GRID_CSS,
+                    padding=False,
+                    visible=False,
                 )
-                second = gr.Gallery(
-                    label="Compare with", columns=4, height=560, allow_preview=False, fit_columns=False
+            more = gr.Button("More results", visible=False, elem_id="more")
+            with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
+                preview = gr.Image(
+                    label="Preview",
+                    interactive=False,
+                    type="filepath",
+                    height=PREVIEW_SIZE,
+                    scale=1,
+                    elem_id="detail-image",
                 )
+                with gr.Column(scale=2):
+                    info = gr.Markdown(elem_id="detail-info")
+                    name = gr.Textbox(
+                        label="Name", interactive=False, buttons=["copy"], elem_id="detail-name"
+                    )
+                    with gr.Row():
+                        svg_button = gr.DownloadButton("Download SVG", elem_id="download-svg")
+                        png_size = gr.Dropdown(
+                            label="PNG size (px)",
+                            choices=PNG_SIZES,
+                            value=DEFAULT_PNG_SIZE,
+                            elem_id="png-size",
+                        )
+                        png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
+                    with gr.Row():
+                        up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
+                        down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
+                        close = gr.Button("Close", elem_id="detail-close")
+                    judged = gr.Markdown(elem_id="judge-message")
 
         def refresh() -> tuple:
-            model_update, compare_update, note, ready = page_state()
-            return model_update, compare_update, note, gr.update(visible=ready)
+            *updates, note, ready = page_state()
+            return (*updates, note, gr.update(visible=ready))
 
-        demo.load(refresh, None, [model, compare, status, main], api_visibility="private")
-        outputs = [first, second, message]
+        demo.load(refresh, None, [model, compare, styles, categories, status, main], api_visibility="private")
+
+        search_inputs = [model, compare, fold, styles, categories]
+        search_outputs = [first, second, message, more, shown]
+
+        def by_text(text: str, *options: Any) -> tuple:
+            try:
+                state = {"kind": "text", "text": validate_text_query(text or "")}
+            except QueryError as exc:
+                return (
+                    "",
+                    "",
+                    f"**Error:** {html.escape(str(exc))}",
+                    gr.update(visible=False),
+                    {},
+                    None,
+                    1,
+                    None,
+                )
+            return (*_search(state, *options, 1), state, 1, None)
+
+        def by_image(upload_path: str | None, pasted_path: str | None, *options: Any) -> tuple:
+            try:
+                image, state = prepare_image(upload_path, pasted_path)
+            except QueryError as exc:
+                return (
+                    "",
+                    "",
+                    f"**Error:** {html.escape(str(exc))}",
+                    gr.update(visible=False),
+                    {},
+                    None,
+                    1,
+                    None,
+                )
+            return (*_search(state, *options, 1), state, 1, image)
+
+        def again(state: dict | None, *options: Any) -> tuple:
+            return _search(state, *options, 1)
+
+        def next_page(state: dict | None, page_count: int, *options: Any) -> tuple:
+            count = min(MAX_PAGES, int(page_count or 1) + 1)
+            return (*_search(state, *options, count), count)
+
+        text_outputs = [*search_outputs, query_state, pages, query_image]
         gr.on(
             [text_button.click, query.submit],
-            search_by_text,
-            [model, compare, query, k],
-            outputs,
+            by_text,
+            [query, *search_inputs],
+            text_outputs,
             api_name="search_by_text",
         )
         image_button.click(
-            search_by_image, [model, compare, upload, pasted, k], outputs, api_name="search_by_image"
+            by_image, [upload, pasted, *search_inputs], text_outputs, api_name="search_by_image"
         )
+        gr.on(
+            [model.input, compare.input, fold.input, styles.input, categories.input],
+            again,
+            [query_state, *search_inputs],
+            search_outputs,
+            api_visibility="private",
+        )
+        more.click(
+            next_page,
+            [query_state, pages, *search_inputs],
+            [*search_outputs, pages],
+            api_visibility="private",
+        )
+
+        def open_detail(evt: gr.EventData, known: dict, size: int) -> tuple:
+            icon_id = getattr(evt, "icon_id", None) or ""
+            try:
+                shown_detail = detail(icon_id, known)
+                record = shown_detail["record"]
+                preview_path = render_png(record.file_path, record.format, PREVIEW_SIZE, record.name)
+                png_path = render_png(
+                    record.file_path, record.format, int(size or DEFAULT_PNG_SIZE), record.name
+                )
+                svg_path = svg_copy(record.file_path, record.name)
+            except (QueryError, SearchUnavailable) as exc:
+                return (
+                    gr.update(visible=True),
+                    None,
+                    f"**Error:** {html.escape(str(exc))}",
+                    "",
+                    gr.update(value=None, visible=False),
+                    gr.update(value=None),
+                    None,
+                    "",
+                )
+            return (
+                gr.update(visible=True),
+                str(preview_path),
+                shown_detail["markdown"],
+                shown_detail["name"],
+                gr.update(value=str(svg_path) if svg_path else None, visible=svg_path is not None),
+                gr.update(value=str(png_path)),
+                icon_id,
+                "",
+            )
+
+        detail_outputs = [detail_box, preview, info, name, svg_button, png_button, selected, judged]
+        for panel in (first, second):
+            panel.click(open_detail, [shown, png_size], detail_outputs, api_visibility="private")
+
+        def png_at(size: int, icon_id: str | None) -> Any:
+            if not icon_id:
+                return gr.update()
+            try:
+                with open_search() as service:
+                    record = service.icon(icon_id)
+                return gr.update(
+                    value=str(render_png(record.file_path, record.format, int(size), record.name))
+                )
+            except (QueryError, SearchUnavailable):
+                return gr.update(value=None)
+
+        png_size.change(png_at, [png_size, selected], png_button, api_visibility="private")
+        close.click(lambda: (gr.update(visible=False), None), None, [detail_box, selected])
+
+        def judge(relevant: bool) -> Callable[..., str]:
+            def store(icon_id: str | None, state: dict | None, known: dict, request: gr.Request) -> str:
+                return record_judgement(demo, request, icon_id, state, known, relevant)
+
+            return store
+
+        judge_inputs = [selected, query_state, shown]
+        up.click(judge(True), judge_inputs, judged, api_visibility="private")
+        down.click(judge(False), judge_inputs, judged, api_visibility="private")
         gr.api(models_api, api_name="available_models", api_visibility="undocumented")
     return demo
+
+
+def record_judgement(
+    blocks: gr.Blocks,
+    request: gr.Request | None,
+    icon_id: str | None,
+    state: dict | None,
+    known: dict,
+    relevant: bool,
+) -> str:
+    """Store a thumbs up / down on the result in the detail view; the message says what was kept."""
+    from icon_pipeline.apps import AppError, signed_in_user
+    from icon_pipeline.search.judgements import record_judgement as store
+
+    query = _query_of(state)
+    if not icon_id or query is None:
+        return "**Error:** search, then open a result, before judging it"
+    try:
+        user = signed_in_user(blocks, request)
+        with open_search() as service:
+            service.icon(icon_id)  # only icons of the catalog are judged
+            stored = store(
+                service.conn,
+                query,
+                icon_id,
+                relevant,
+                model=str(known.get(icon_id, {}).get("model", "")),
+                judged_by=user,
+            )
+    except (AppError, QueryError, SearchUnavailable) as exc:
+        return f"**Error:** {html.escape(str(exc))}"
+    verdict = "relevant" if relevant else "not relevant"
+    who = f" by {html.escape(user)}" if user else ""
+    return (
+        f"Saved: {html.escape(icon_id)} is {verdict} for this query{who} ({stored.judged_at:%Y-%m-%d %H:%M})."
+    )

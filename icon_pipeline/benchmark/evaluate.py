@@ -39,7 +39,7 @@ class UserQuery:
 
 @dataclass
 class Evaluation:
-    file: Path
+    file: Path | str  # the queries file, or where the judged queries came from
     ks: tuple[int, ...]
     queries: list[UserQuery] = field(default_factory=list)
     skipped: list[LineProblem] = field(default_factory=list)
@@ -122,7 +122,31 @@ def evaluate_file(path: Path, service: Any, k: int = 30) -> Evaluation:
         raise QueryError(f"-k must be at least 10 (R@10 is reported), got {k}")
     ks = tuple(sorted({1, 5, 10, k}))
     queries, problems = read_queries(path, icon_lookup())
-    result = Evaluation(Path(path), ks, queries, problems)
+    return _score(Evaluation(Path(path), ks, queries, problems), service, k)
+
+
+def evaluate_judgements(service: Any, k: int = 30) -> Evaluation:
+    """Score the queries designers judged in the search app (search/judgements.py): an icon is
+    relevant when its thumbs up outnumber its thumbs down; queries with none are listed as skipped."""
+    from icon_pipeline.search.judgements import JUDGEMENTS_TABLE, judged_queries
+
+    if k < 10:
+        raise QueryError(f"-k must be at least 10 (R@10 is reported), got {k}")
+    ks = tuple(sorted({1, 5, 10, k}))
+    judged, without = judged_queries(service.conn)
+    queries = [
+        UserQuery(number, q.text if q.text is not None else q.image, q.relevant, q.label)  # type: ignore[arg-type]
+        for number, q in enumerate(judged, start=1)
+    ]
+    skipped = [LineProblem(0, f"{without} judged quer(ies) with no icon marked relevant")] if without else []
+    return _score(
+        Evaluation(f"judgements in PostgreSQL ({JUDGEMENTS_TABLE})", ks, queries, skipped), service, k
+    )
+
+
+def _score(result: Evaluation, service: Any, k: int) -> Evaluation:
+    """Every channel's scores over result.queries, by query kind, with the benchmark's metric code."""
+    queries, ks = result.queries, result.ks
     if not queries:
         return result
     for channel in service.models():

@@ -6,7 +6,8 @@ Choices, documented here because a caller (CLI, Gradio app) shows these messages
   MAX_QUERY_CHARS (500) is refused rather than silently truncated, because the text tower only
   reads its first `max_length` tokens (16 to 64) and a silently cut query would search for
   something the user did not see.
-- Images: any file PIL can decode (PNG, JPEG, GIF, WebP, BMP), a path, bytes or a PIL image.
+- Images: any file PIL can decode (PNG, JPEG, GIF, WebP, BMP), or an SVG (rendered with the
+  project's renderer, as the library itself was), given as a path, bytes or a PIL image.
   Unreadable and truncated files are refused, and so is anything over MAX_QUERY_PIXELS (a
   decompression-bomb guard checked from the header, before pixels are decoded). Animated images
   (GIF, APNG, WebP) use their first frame. Transparency is composited on white, and any size or
@@ -56,6 +57,9 @@ class SearchHit:
     score: float  # hybrid: the fused score; one channel: its cosine similarity (keyword search: BM25)
     png_path: str | None
     channel_scores: dict[str, float] = field(default_factory=dict)  # each channel's own score
+    style: str = ""  # the catalog's style, or the sub-folder/page that tells variants apart
+    category: str = ""
+    file_path: str = ""  # the icon's source file (SVG or PNG) as the catalog records it
 
 
 ImageQuery = str | Path | bytes | Image.Image
@@ -76,6 +80,32 @@ def validate_text_query(query: str) -> str:
     return cleaned
 
 
+def is_svg(data: bytes) -> bool:
+    """SVG by content, not by name: an upload's suffix is whatever the browser kept."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"\x1f\x8b"):  # svgz
+        return True
+    return head.startswith(b"<svg") or (
+        head.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+    )
+
+
+def _render_svg(data: bytes, label: str) -> Image.Image:
+    """An SVG query drawn by the renderer the index was built with (same theme, same framing)."""
+    import tempfile
+
+    from icon_pipeline.render.rasterize import RenderError, RenderSettings, render_icon
+
+    with tempfile.TemporaryDirectory(prefix="svg-query-") as folder:
+        path = Path(folder) / "query.svg"
+        path.write_bytes(data)
+        try:
+            return render_icon(path, RenderSettings(size=QUERY_IMAGE_SIZE), fmt="svg")
+        except RenderError as exc:
+            # exc.reason only: the item is the temporary file, which means nothing to the user.
+            raise QueryError(f"{label}: cannot render this SVG ({exc.reason})") from None
+
+
 def _open(source: ImageQuery, label: str) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
@@ -94,6 +124,8 @@ def _open(source: ImageQuery, label: str) -> Image.Image:
             raise QueryError(f"{label}: cannot read file ({exc.strerror or exc})") from None
     if not data:
         raise QueryError(f"{label}: empty file")
+    if is_svg(data):
+        return _render_svg(data, label)
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that: make it an error too.
@@ -102,7 +134,7 @@ def _open(source: ImageQuery, label: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise QueryError(f"{label}: image is too large (decompression-bomb guard)") from None
     except UnidentifiedImageError:
-        raise QueryError(f"{label}: not an image PIL can read (PNG, JPEG, GIF, WebP, BMP)") from None
+        raise QueryError(f"{label}: not an image PIL can read (PNG, JPEG, GIF, WebP, BMP, SVG)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise QueryError(f"{label}: unreadable image ({exc})") from None
 

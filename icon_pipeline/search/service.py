@@ -22,6 +22,7 @@ from icon_pipeline.core.storage import (
     read_records,
     resolve_checkpoint,
 )
+from icon_pipeline.library.records import IconRecord
 from icon_pipeline.model.checkpoint import EncoderBundle, load_checkpoint
 from icon_pipeline.search.channels import (
     CAPTIONS,
@@ -51,6 +52,59 @@ from icon_pipeline.search.query import (
 DEFAULT_MODEL = HYBRID
 # Channels in the order people are shown them.
 CHANNEL_ORDER = (HYBRID, KEYWORDS, CAPTIONS, "finetuned", "base", PIXELS)
+
+
+MAX_DEPTH = 1000  # check_k's limit: the most icons one search ranks
+VARIANTS_PER_CONCEPT = 4  # icons asked for per concept shown when folding (outline, filled, sizes)
+
+
+def style_of(record: IconRecord) -> str:
+    """The style people filter by: the catalog's, or the sub-folder/page that tells variants apart."""
+    return record.style or record.context
+
+
+def facets(records: Collection[IconRecord], known: Collection[str]) -> tuple[list[str], list[str]]:
+    """(styles, categories) of the icons of `records` whose ids are in `known` (the library's)."""
+    icons = [r for r in records if r.icon_id in known]
+    return sorted({style_of(r) for r in icons} - {""}), sorted({r.category for r in icons} - {""})
+
+
+def catalog_facets() -> tuple[list[str], list[str]]:
+    """facets() from the files alone (no database); NotReadyError before the catalog and pairs exist."""
+    try:
+        known = library_keywords().groups
+        return facets(read_catalog(), known)
+    except FileNotFoundError as exc:
+        raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ResultGroup:
+    """One result: an icon concept's best-ranked icon, with its other variants in the results."""
+
+    hit: SearchHit
+    variants: tuple[SearchHit, ...]
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    model: str  # the channel that answered (resolved: `HYBRID`, `bm25`, a model id)
+    results: list[ResultGroup]
+    offset: int
+    has_more: bool
+    query: str | Any  # the cleaned text, or the prepared (224 px, framed) image
+
+
+def fold_hits(hits: Sequence[SearchHit]) -> list[ResultGroup]:
+    """Ranked hits -> one result per group, at its best member's rank."""
+    order: list[str] = []
+    members: dict[str, list[SearchHit]] = {}
+    for hit in hits:
+        if hit.group_id not in members:
+            order.append(hit.group_id)
+            members[hit.group_id] = []
+        members[hit.group_id].append(hit)
+    return [ResultGroup(members[g][0], tuple(members[g][1:])) for g in order]
 
 
 class NotReadyError(RuntimeError):
@@ -191,9 +245,16 @@ class SearchService:
         return self._hybrid
 
     @cached_property
+    def records(self) -> dict[str, IconRecord]:
+        """icon_id -> catalog record (name, style, category, source file); empty before the catalog."""
+        if not catalog_path().exists():
+            return {}
+        return {icon.icon_id: icon for icon in read_catalog()}
+
+    @cached_property
     def catalog(self) -> dict[str, tuple[str, str]]:
         """icon_id -> (name, png path), for results people can read and see."""
-        if not catalog_path().exists() or not icon_images_path().exists():
+        if not self.records or not icon_images_path().exists():
             return {}
         pngs = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
         return {
@@ -201,8 +262,19 @@ class SearchService:
                 f"{icon.name} ({icon.style})" if icon.style else icon.name,
                 pngs.get(icon.icon_id, ""),
             )
-            for icon in read_catalog()
+            for icon in self.records.values()
         }
+
+    def icon(self, icon_id: str) -> IconRecord:
+        """The catalog record of one icon; QueryError naming it when the catalog has no such icon."""
+        record = self.records.get(icon_id)
+        if record is None:
+            raise QueryError(f"no icon {icon_id!r} in the catalog (re-run the search: the library changed?)")
+        return record
+
+    def facets(self) -> tuple[list[str], list[str]]:
+        """(styles, categories) of the configured library's icons, for the filters people pick from."""
+        return facets(self.records.values(), self.channel_set.keywords().groups)
 
     def _hits(self, query: Any, model: str, k: int) -> list[SearchHit]:
         kind = query_kind(query)
@@ -221,7 +293,18 @@ class SearchService:
 
     def _hit(self, icon_id: str, score: float, groups: Any, channel_scores: dict[str, float]) -> SearchHit:
         name, png_path = self.catalog.get(icon_id, (icon_id, None))
-        return SearchHit(icon_id, name, groups.get(icon_id, icon_id), score, png_path, dict(channel_scores))
+        record = self.records.get(icon_id)
+        return SearchHit(
+            icon_id,
+            name,
+            groups.get(icon_id, icon_id),
+            score,
+            png_path,
+            dict(channel_scores),
+            style=style_of(record) if record else "",
+            category=record.category if record else "",
+            file_path=record.file_path if record else "",
+        )
 
     def text(self, query: str, model: str | None = None, k: int = 10) -> list[SearchHit]:
         """By hybrid search (default) or one channel (`bm25`, `captions`, a model id)."""
@@ -234,6 +317,41 @@ class SearchService:
         check_k(k)
         prepared = prepare_query_image(image)
         return self._hits(prepared, self.resolve(model), k)
+
+    def search(
+        self,
+        query: str | ImageQuery,
+        model: str | None = None,
+        *,
+        k: int = 24,
+        offset: int = 0,
+        fold: bool = True,
+        styles: Collection[str] = (),
+        categories: Collection[str] = (),
+    ) -> SearchPage:
+        """One page of results as designers browse them: `k` results from `offset`, each an icon
+        concept with its variants folded in (`fold`), or every icon on its own; only icons of the
+        given styles / categories (none given: all). A `str` is a text query, anything else an image.
+
+        Filters and folding apply to the ranked candidates (hybrid search: what its channels
+        returned, DEFAULT_DEPTH each), so a rare style may show fewer results than exist."""
+        check_k(k)
+        if offset < 0:
+            raise QueryError(f"offset must be 0 or more, got {offset}")
+        query = validate_text_query(query) if isinstance(query, str) else prepare_query_image(query)
+        model = self.resolve(model)
+        wanted = offset + k + 1  # one more than shown: whether a next page exists
+        # Folding and filters drop icons from the ranking: rank more than is shown.
+        spread = (VARIANTS_PER_CONCEPT if fold else 1) * (4 if styles or categories else 1)
+        hits = self._hits(query, model, min(MAX_DEPTH, wanted * spread))
+        style_set, category_set = set(styles), set(categories)
+        hits = [
+            h
+            for h in hits
+            if (not style_set or h.style in style_set) and (not category_set or h.category in category_set)
+        ]
+        groups = fold_hits(hits) if fold else [ResultGroup(h, ()) for h in hits]
+        return SearchPage(model, groups[offset : offset + k], offset, len(groups) > offset + k, query)
 
     def batch(self, queries: Sequence[Any], model: str, k: int) -> list[list[str]]:
         """Ranked icon ids for many prepared queries at once (evaluate): one encode per channel."""
