@@ -25,7 +25,7 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
-from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig
+from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 from icon_pipeline.model.training.data import sha256_file
 
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
@@ -100,38 +100,14 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     if not ok:
         raise Failure(description=f"eval set not usable for training: {message}")
     eval_sha256 = sha256_file(eval_path)  # equal to the frozen hash: check_frozen just checked it
-    settings = config.training
-    train = TrainConfig(
+    train = train_config_from_pipeline(
+        config,
         base_checkpoint=base["path"],
         pairs_path=str(pairs_path()),
         output_dir="",  # set below, once the inputs' fingerprint is known
         eval_path=str(eval_path),
         eval_images_path=str(icon_images_path()),
         eval_sha256=eval_sha256,
-        max_steps=settings.max_steps,
-        per_device_batch_size=settings.per_device_batch_size,
-        learning_rate=settings.learning_rate,
-        lr_scheduler=settings.lr_scheduler,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        eval_every_steps=settings.eval_every_steps,
-        save_every_steps=settings.save_every_steps,
-        max_num_patches=config.model.max_num_patches,
-        augmentation=AugmentationSettings(
-            p_downsample=settings.p_downsample,
-            min_scale=settings.min_scale,
-            p_blur=settings.p_blur,
-            blur_radius=settings.blur_radius,
-            p_crop=settings.p_crop,
-            p_shift=settings.p_shift,
-        ),
-        gather_negatives=settings.gather_negatives,
-        logit_bias=settings.logit_bias,
-        linear_probe=settings.linear_probe,
-        linear_probe_ridge=settings.linear_probe_ridge,
-        export_best=settings.export_best,
-        dataloader_workers=settings.dataloader_workers,
-        seed=settings.seed,
     )
     # Same inputs, settings and world size: same directory, so a killed run resumes from its last
     # checkpoint; anything changed (another base, data set, or global batch): a fresh directory.
@@ -150,7 +126,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     config_path = train.write(output_dir / "train_config.json")
     context.log.info(
         f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s), "
-        f"global batch {settings.per_device_batch_size * torchrun.world_size})"
+        f"global batch {train.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
     checkpoint_pointer("finetuned").write_text(

@@ -216,9 +216,7 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     tensorboard_dir = output_dir / TENSORBOARD_DIR
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir))
 
-    collator = PairCollator.for_bundle(
-        data, bundle, config.augmentation.to_augment_config(), config.seed, rank
-    )
+    collator = PairCollator.for_bundle(data, bundle, config.augmentation, config.seed, rank)
     evaluator = RetrievalEvaluator(eval_data, bundle, config.eval_batch_size) if eval_data else None
     schedule = ScheduleCallback(config.eval_every_steps, config.stop_after_steps)
     trainer = SiglipTrainer(
