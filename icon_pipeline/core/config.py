@@ -131,7 +131,9 @@ class ModelConfig(_Strict):
     text_tower: Literal["minilm", "own"] = "minilm"
     vocab_size: int = Field(default=8000, ge=100, description="text_tower own: the tokenizer's vocabulary")
     max_num_patches: int | None = Field(
-        default=None, ge=1, description="unset: the size's own (196 = 224 px at 16 px patches)"
+        default=None,
+        ge=1,
+        description="unset: the size's own (196 = 224 px at 16 px patches); a base_model is recorded with it",
     )
     seed: int = 0
 

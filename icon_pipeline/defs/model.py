@@ -24,7 +24,7 @@ from icon_pipeline.core.storage import (
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
 from icon_pipeline.defs.resources.gpu import TorchrunResource
-from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
+from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
 from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 from icon_pipeline.model.training.data import sha256_file
 
@@ -38,7 +38,9 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     `model.text_tower: own` a whole SigLIP2 with a tokenizer trained on the training captions."""
     config = load_config().model
     if config.base_model:
-        path = config.base_model
+        # Recorded with the configured patch budget, so fine-tuning, the index and search agree.
+        reference_dir = models_dir() / "base" / "pretrained"
+        path = str(pretrained_reference(reference_dir, config.base_model, config.max_num_patches))
         model_id = config.base_model
     else:
         captions = [c for row in read_records(pairs_path(), "training_pairs") for c in row["captions"]]
