@@ -59,8 +59,6 @@ from icon_pipeline.library.records import IconRecord
 
 # Bump when the mining rules change: part of version(), so caption caches notice.
 LEXICON_ALGORITHM_VERSION = "1"
-# Icons with at least this many useful tokens are captioned by the text LLM, fewer by the VLM.
-TEXT_LLM_MIN_USEFUL_TOKENS = 3
 MAX_AFFIX_SEGMENTS = 8
 
 REASON_SIZE = "size"
@@ -195,10 +193,6 @@ class LexiconEntry:
     @property
     def all_terms(self) -> list[str]:
         return _dedupe([*self.terms, *self.tag_terms])
-
-    @property
-    def prefers_text_llm(self) -> bool:
-        return self.useful_token_count >= TEXT_LLM_MIN_USEFUL_TOKENS
 
     def to_record(self) -> dict[str, Any]:
         return {
