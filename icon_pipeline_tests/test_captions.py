@@ -213,7 +213,7 @@ def test_offline_captioner_on_the_whole_tabler_set(tabler_requests: list[Caption
     assert {r.icon_id: r.phrases for r in again} == {r.icon_id: r.phrases for r in results}
 
 
-def test_offline_captioner_follows_the_seed_patterns() -> None:
+def test_offline_captioner_follows_the_four_caption_patterns() -> None:
     captioner = OfflineCaptioner()
     folder_plus = captioner.caption(
         request_for("folder-plus", ["directory", "add", "new", "create"], "Document")

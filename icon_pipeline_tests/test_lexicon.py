@@ -1,4 +1,5 @@
-"""Lexicon mining: the seed's example, affixes found by statistics, Tabler names, the CLI."""
+"""Lexicon mining: the spec's example name (SEED below, an Adobe Acrobat icon name), affixes found
+by statistics, Tabler names, the CLI."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ TABLER_ICONS_JSON = get_paths().sources_dir / "tabler" / "3.51.0" / "package" / 
 
 
 def seed_library() -> list[NameItem]:
-    """34 SDC names sharing the seed's affixes, sizes 18 and 24, plus the seed itself."""
+    """34 SDC names sharing SEED's affixes, sizes 18 and 24, plus SEED itself."""
     rng = random.Random(7)
     names = [f"SDC_{a}_{rng.choice([18, 24])}_N-SDC___Icons_Acrobat_Desktop_Web_Mobile" for a in ACTIONS]
     return [NameItem(key=str(i), name=n) for i, n in enumerate([*names, SEED])]
@@ -49,7 +50,7 @@ def seed_key(items: list[NameItem]) -> str:
     return next(item.key for item in items if item.name == SEED)
 
 
-# --- the seed's example -----------------------------------------------------------------------------
+# --- the spec's example name -----------------------------------------------------------------------------
 
 
 def test_seed_example_in_its_library_is_exact() -> None:

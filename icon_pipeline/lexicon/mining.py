@@ -36,8 +36,8 @@ Decisions (documented, tested):
   are field separators and a phrase stays inside one segment (``Navigation_ArrowLeft`` ->
   "arrow left"); otherwise separators separate words (``arrow-big-down`` -> "arrow big down").
 - ``terms`` come from the name only (phrases, then tokens); tags go to ``tag_terms`` (phrases,
-  then words, without terms the name already gave). Stopwords stay name tokens (the seed keeps
-  "for") but never count as useful and are not tag tokens.
+  then words, without terms the name already gave). Stopwords stay name tokens (the spec's example
+  keeps "for") but never count as useful and are not tag tokens.
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ class NameItem:
 class LexiconEntry:
     """What the lexicon knows about one icon.
 
-    terms: name phrases then name tokens, deduplicated (the seed's list).
+    terms: name phrases then name tokens, deduplicated (in the order of the spec's example:
+        `SDC_MarkForRedaction_18_...` -> mark for redaction, mark, for, redaction).
     tag_terms: tag phrases then tag words, without terms already in `terms`.
     useful_token_count: distinct informative words from name + tags (no stopwords, no single letters).
     variant: attributes found in the name: style, size, scale, code.

@@ -2,7 +2,7 @@
 
 Torch, transformers, tokenizers, pillow, numpy: used by the training
 job (torchrun), the index and the benchmark. The pitfalls this module exists to avoid are listed
-in DESIGN.md "Verified facts":
+below; each was found by trying it with transformers 5.x:
 
 - `Siglip2ImageProcessor` needs torchvision, so the PIL processor is used everywhere;
 - 224 px icons are encoded with `max_num_patches=196` (with 256 they would be upscaled);
@@ -60,7 +60,8 @@ CHECKPOINT_META_FILE = "icon_pipeline.json"
 CHECKPOINT_FORMAT_VERSION = 2
 
 PATCH_SIZE = 16
-# 224 px / 16 = 14 patches a side: 196 patches keeps a 224 px icon at its own size (DESIGN.md).
+# 224 px / 16 = 14 patches a side: 196 patches keeps a 224 px icon at its own size
+# (Siglip2ImageProcessorPil upscales it to 256 px with a budget of 256).
 DEFAULT_MAX_NUM_PATCHES = 196
 # The SigLIP recipe's starting temperature. Its bias, -10, is -ln(32k): right only for SigLIP's
 # 32k batch. The training job sets -ln(global batch) on an untrained checkpoint (training.logit_bias).
@@ -524,7 +525,7 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
     model_class = _model_class(meta.architecture)  # imported first: registers it with the Auto classes
     try:
         # Explicit classes: AutoProcessor/AutoTokenizer would hand our tokenizer back as a Gemma one
-        # that maps every word to [UNK] (DESIGN.md).
+        # that maps every word to [UNK] (see the module docstring).
         tokenizer_class = PreTrainedTokenizerFast if meta.tokenizer_loader == "fast" else AutoTokenizer
         tokenizer = tokenizer_class.from_pretrained(directory, local_files_only=True)
         tokenizer.padding_side = meta.padding_side  # the side the model was trained with
@@ -558,7 +559,7 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
 
 # Tokenizer classes that say nothing about the model: with these, the Auto classes fall back to
 # the model type's tokenizer (Gemma for siglip2) and rebuild it around our vocabulary, which
-# maps words to [UNK] or single characters (DESIGN.md).
+# maps words to [UNK] or single characters (see the module docstring).
 _GENERIC_TOKENIZER_CLASSES = {None, "", "TokenizersBackend", "PreTrainedTokenizerFast"}
 
 
