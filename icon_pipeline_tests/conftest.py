@@ -14,7 +14,7 @@ from icon_pipeline.core.database import DatabaseInfo, start_embedded, stop_embed
 from icon_pipeline.core.paths import REPO_ROOT
 
 # Embedded PostgreSQL opens the permissions of its data dir's parents when run as root: keep
-# every test server inside the project (DESIGN.md), never under /tmp or $HOME.
+# every test server inside the project, never under /tmp or $HOME.
 TEST_ROOT = REPO_ROOT / ".test_tmp"
 TABLER_PACKAGE = REPO_ROOT / "data" / "sources" / "tabler" / "3.51.0" / "package"
 

@@ -17,6 +17,7 @@ from icon_pipeline.captions import (
     CaptionCache,
     Captioner,
     CaptionRequest,
+    CaptionResult,
     OfflineCaptioner,
     OpenAICaptioner,
     PromptError,
@@ -25,12 +26,17 @@ from icon_pipeline.captions import (
     make_cache_key,
     normalise_phrases,
     validate_phrases,
+    vision_count,
 )
+from icon_pipeline.captions.batch import build_requests, summarise_batch
 from icon_pipeline.captions.offline import ALGORITHM_VERSION, load_vocabulary
 from icon_pipeline.captions.openai_compat import UnusableAnswer, phrases_from_answer
 from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
+from icon_pipeline.core.config import parse_config
 from icon_pipeline.core.paths import REPO_ROOT, get_paths
+from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.lexicon.mining import NameItem, mine_lexicon
+from icon_pipeline.library.records import IconRecord
 from icon_pipeline_tests.openai_server import OpenAITestServer, decode_png_data_url
 
 # The data dir may be moved by ICON_PIPELINE_DATA; the Makefile unpacks Tabler in the repo's.
@@ -207,7 +213,7 @@ def test_offline_captioner_on_the_whole_tabler_set(tabler_requests: list[Caption
     assert {r.icon_id: r.phrases for r in again} == {r.icon_id: r.phrases for r in results}
 
 
-def test_offline_captioner_follows_the_seed_patterns() -> None:
+def test_offline_captioner_follows_the_four_caption_patterns() -> None:
     captioner = OfflineCaptioner()
     folder_plus = captioner.caption(
         request_for("folder-plus", ["directory", "add", "new", "create"], "Document")
@@ -653,3 +659,76 @@ def test_cache_key_parts(png_path: str) -> None:
     assert make_cache_key(base, text) == make_cache_key(
         OpenAICaptioner("http://other:8000", api_key="k"), text
     )
+
+
+# -- the text-vs-vision threshold --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("min_text_tokens", [0, 2, 3, 6])
+def test_the_configured_threshold_routes_and_is_reported_alike_by_lexicon_and_captions(
+    min_text_tokens: int, tmp_path: Path
+) -> None:
+    """captions.min_text_tokens is the only threshold: the captioner's routes, the lexicon's
+    routed_to_vision_share and the captions' routed_to_vision and check all follow it."""
+    config = parse_config(
+        "sources:\n  - kind: tabler\ncaptions:\n  captioner: openai\n  base_url: http://127.0.0.1:1\n"
+        f"  min_text_tokens: {min_text_tokens}\n",
+        tmp_path / "c.yaml",
+    )
+    settings = config.captions
+    icons = {
+        f"t:{name}": IconRecord(
+            icon_id=f"t:{name}",
+            source="t",
+            name=name,
+            raw_name=name,
+            file_path=f"{name}.svg",
+            format="svg",
+            content_hash=name,
+            tags=tuple(tags),
+        )
+        for name, tags in [
+            ("eye-off", ["hide", "invisible", "private"]),
+            ("x", []),
+            ("folder-plus", ["directory", "add"]),
+            ("bell", ["notification"]),
+            ("mark-for-redaction", []),
+        ]
+    }
+    lexicon = mine_lexicon([NameItem.from_icon(icon) for icon in icons.values()])
+    useful = {key: entry.useful_token_count for key, entry in lexicon.entries.items()}
+    assert len(set(useful.values())) > 2  # the thresholds above split these icons differently
+
+    # The lexicon asset's figure: every entry's useful-token count against the configured threshold.
+    lexicon_vision = vision_count(useful.values(), settings.min_text_tokens)
+    # The captions asset's figures, from the same requests the captioner receives.
+    requests = build_requests(icons, lexicon, {})
+    captioner = CaptionerResource().captioner(settings)
+    routed = [captioner.route_for(r).route for r in requests]
+    results = [
+        CaptionResult(r.icon_id, [], route, "m", 1, "not sent")
+        for r, route in zip(requests, routed, strict=True)
+    ]
+    summary = summarise_batch(list(icons), requests, results, settings)
+    vision_check = next(c for c in summary.checks if c.name == "vision_route_share")
+
+    expected = sum(count < min_text_tokens for count in useful.values())
+    assert lexicon_vision == summary.routed_to_vision == routed.count("vision") == expected
+    assert vision_check.metadata["share"] == round(expected / len(icons), 4)
+    assert vision_check.metadata["min_text_tokens"] == min_text_tokens
+
+
+def test_one_captioner_routes_text_and_vision_to_their_own_servers(png_path: str, tmp_path: Path) -> None:
+    with OpenAITestServer() as text_server, OpenAITestServer() as vision_server:
+        config = parse_config(
+            f"sources:\n  - kind: tabler\ncaptions:\n  captioner: openai\n  base_url: {text_server.url}\n"
+            f"  vision_base_url: {vision_server.url}\n  max_retries: 0\n",
+            tmp_path / "c.yaml",
+        )
+        captioner = CaptionerResource().captioner(config.captions)
+        text = request_for("folder-plus", ["directory", "add", "new"], useful_token_count=3)
+        vision = request_for("x", [], useful_token_count=0, image_path=png_path)
+        results = captioner.caption_many([text, vision])
+        assert [r.route for r in results] == ["text", "vision"] and all(r.ok for r in results)
+        assert text_server.models == ["openai/gpt-oss-120b"]
+        assert vision_server.models == ["Qwen/Qwen3-VL-32B-Thinking"]

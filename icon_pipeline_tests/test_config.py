@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from icon_pipeline.core.config import ConfigError, LocalSource, load_config, parse_config
+from icon_pipeline.core.config import ConfigError, LocalSource, TrainingConfig, load_config, parse_config
 from icon_pipeline.core.paths import REPO_ROOT
+from icon_pipeline.dataset.augment import AugmentConfig
+from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 
 
 def test_the_shipped_config_is_valid() -> None:
@@ -59,3 +62,42 @@ def test_malformed_yaml_and_missing_sources(tmp_path: Path) -> None:
 def test_repeated_source_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="repeated: tabler"):
         parse_config("sources:\n  - kind: tabler\n  - kind: tabler\n", tmp_path / "c.yaml")
+
+
+def test_augmentation_is_one_settings_object_from_the_yaml_into_the_training_job(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    text = (
+        "sources:\n  - kind: tabler\ntraining:\n  max_steps: 7\n  augmentation:\n"
+        "    p_crop: 0.1\n    blur_radius: [0.2, 0.4]\n"
+    )
+    config = parse_config(text, file)
+    augmentation = config.training.augmentation
+    assert augmentation == AugmentConfig(p_crop=0.1, blur_radius=(0.2, 0.4))
+    train = train_config_from_pipeline(config, base_checkpoint="b", pairs_path="p", output_dir="o")
+    assert train.augmentation is augmentation and train.max_steps == 7
+    # Through the JSON file the job reads, unchanged.
+    assert TrainConfig.load(train.write(tmp_path / "train.json")).augmentation == augmentation
+
+
+def test_the_yaml_paths_augmentation_defaults_are_the_classes_own(tmp_path: Path) -> None:
+    config = parse_config("sources:\n  - kind: tabler\n", tmp_path / "c.yaml")
+    assert config.training.augmentation == AugmentConfig()
+    assert (AugmentConfig().p_crop, AugmentConfig().p_shift) == (0.3, 0.2)
+    shipped = load_config(REPO_ROOT / "icon_pipeline.yaml").training.augmentation
+    assert shipped == AugmentConfig()  # the shipped file spells out the defaults
+
+
+def test_bad_augmentation_settings_are_located(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    text = "sources:\n  - kind: tabler\ntraining:\n  augmentation:\n    p_blur: 2\n"
+    with pytest.raises(
+        ConfigError, match=rf"{file}:4: training.augmentation: .*p_blur must be a probability"
+    ):
+        parse_config(text, file)
+    with pytest.raises(ConfigError, match=rf"{file}:5: training.augmentation.p_blr: unknown key"):
+        parse_config(text.replace("p_blur", "p_blr"), file)
+
+
+def test_every_training_setting_is_carried_into_the_job_under_its_own_name() -> None:
+    job_fields = {f.name for f in fields(TrainConfig)}
+    assert set(TrainingConfig.model_fields) <= job_fields

@@ -208,3 +208,10 @@ def test_split_is_deterministic_and_group_aware(grouping) -> None:
     assert split_groups(ids, 0.0, 0) == {i: "train" for i in ids}
     with pytest.raises(ValueError, match="heldout_share"):
         split_groups(ids, 1.0)
+
+
+def test_icons_left_out_of_training_are_groups_of_their_own() -> None:
+    from icon_pipeline.dataset.grouping import icon_groups
+
+    rows = [{"group_id": "g1", "members": ["a", "b"]}]
+    assert icon_groups(rows, ["a", "b", "c"]) == {"a": "g1", "b": "g1", "c": "solo:c"}

@@ -1,4 +1,5 @@
-"""Lexicon mining: the seed's example, affixes found by statistics, Tabler names, the CLI."""
+"""Lexicon mining: the spec's example name (SEED below, an Adobe Acrobat icon name), affixes found
+by statistics, Tabler names, the CLI."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from icon_pipeline.captions.routing import route_for_useful_tokens, vision_count
+from icon_pipeline.core.config import CaptionsConfig
 from icon_pipeline.core.paths import get_paths
 from icon_pipeline.lexicon.mining import (
     REASON_STYLE,
@@ -37,7 +40,7 @@ TABLER_ICONS_JSON = get_paths().sources_dir / "tabler" / "3.51.0" / "package" / 
 
 
 def seed_library() -> list[NameItem]:
-    """34 SDC names sharing the seed's affixes, sizes 18 and 24, plus the seed itself."""
+    """34 SDC names sharing SEED's affixes, sizes 18 and 24, plus SEED itself."""
     rng = random.Random(7)
     names = [f"SDC_{a}_{rng.choice([18, 24])}_N-SDC___Icons_Acrobat_Desktop_Web_Mobile" for a in ACTIONS]
     return [NameItem(key=str(i), name=n) for i, n in enumerate([*names, SEED])]
@@ -47,7 +50,7 @@ def seed_key(items: list[NameItem]) -> str:
     return next(item.key for item in items if item.name == SEED)
 
 
-# --- the seed's example -----------------------------------------------------------------------------
+# --- the spec's example name -----------------------------------------------------------------------------
 
 
 def test_seed_example_in_its_library_is_exact() -> None:
@@ -59,7 +62,7 @@ def test_seed_example_in_its_library_is_exact() -> None:
     assert entry.tokens == ["mark", "for", "redaction"]
     assert entry.variant == {"size": "18", "code": "n"}
     assert entry.useful_token_count == 2  # "for" is a stopword: this icon goes to the VLM
-    assert not entry.prefers_text_llm
+    assert route_for_useful_tokens(entry.useful_token_count, CaptionsConfig().min_text_tokens) == "vision"
     assert entry.base_name == "mark-for-redaction"
     reasons = dict(entry.dropped)
     assert reasons["18"] == "size"
@@ -200,7 +203,7 @@ def test_tags_are_sanitised() -> None:
     assert dropped["2"] == "number" and dropped["7"] == "number"
     assert dropped["x"] == "single character" and dropped["icon"] == "generic"
     assert entry.useful_token_count == 5  # bell + notification, alert, push, message
-    assert entry.prefers_text_llm
+    assert route_for_useful_tokens(entry.useful_token_count, CaptionsConfig().min_text_tokens) == "text"
 
 
 def test_tags_given_as_one_comma_separated_string() -> None:
@@ -263,8 +266,9 @@ def test_tabler_names_that_look_like_marks_keep_their_meaning(tabler: Lexicon) -
 
 
 def test_tabler_routes_almost_everything_to_the_text_llm(tabler: Lexicon) -> None:
-    share = sum(e.prefers_text_llm for e in tabler.entries.values()) / len(tabler.entries)
-    assert share > 0.95  # ~10 designer tags each
+    min_text_tokens = CaptionsConfig().min_text_tokens  # the configured threshold's default
+    to_vision = vision_count((e.useful_token_count for e in tabler.entries.values()), min_text_tokens)
+    assert to_vision / len(tabler.entries) < 0.05  # ~10 designer tags each
 
 
 def test_style_from_the_catalog_record() -> None:

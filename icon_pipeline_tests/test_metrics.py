@@ -21,7 +21,8 @@ from icon_pipeline.benchmark.metrics import (
 
 
 def test_design_unit_check_ap() -> None:
-    # DESIGN.md: scores [0.2, 0.3, 0.5] with relevance [1, 0, 1] give AP 0.8333.
+    # The definition's own unit check (benchmark/metrics.py): scores [0.2, 0.3, 0.5] with
+    # relevance [1, 0, 1] give AP 0.8333.
     ids = ["a", "b", "c"]
     ranked = rank_by_score(ids, [0.2, 0.3, 0.5])
     assert ranked == ["c", "b", "a"]

@@ -26,12 +26,17 @@ from icon_pipeline.model.checkpoint import (
     SPECIAL_TOKENS,
     UNK_TOKEN,
     CheckpointError,
+    CheckpointMeta,
+    PatchBudgetError,
     build_base_checkpoint,
     load_checkpoint,
     new_model,
+    pretrained_reference,
     siglip2_config,
     train_tokenizer,
 )
+from icon_pipeline.model.training.config import TrainConfig, TrainConfigError
+from icon_pipeline.model.training.run import load_base
 
 ICON_COUNT = 40
 
@@ -192,6 +197,41 @@ def test_foreign_directory_without_our_metadata_avoids_the_unk_trap(
     text = "arrow left"
     assert foreign.tokenizer(text)["input_ids"] == ours.tokenizer(text)["input_ids"]
     np.testing.assert_allclose(foreign.embed_texts([text]), ours.embed_texts([text]), atol=1e-6)
+
+
+def test_a_pretrained_base_is_loaded_at_its_recorded_patch_budget_by_every_site(
+    tiny_checkpoint: Path, tabler_icons: list[RenderedIcon], work_dir: Path
+) -> None:
+    """A pretrained base is referenced by a directory holding only icon_pipeline.json with the
+    configured patch budget: the index and search (load_checkpoint with nothing else) and the
+    training job (load_base with the configured budget) encode its images alike."""
+    plain = work_dir / "plain-hf-pretrained"
+    shutil.copytree(tiny_checkpoint, plain, dirs_exist_ok=True)
+    (plain / CHECKPOINT_META_FILE).unlink()
+    reference = pretrained_reference(work_dir / "pretrained-reference", str(plain), max_num_patches=64)
+    meta = CheckpointMeta.read(reference)
+    assert (meta.weights, meta.max_num_patches, meta.trained) == (str(plain.resolve()), 64, True)
+    assert sorted(p.name for p in reference.iterdir()) == [CHECKPOINT_META_FILE]
+
+    indexed = load_checkpoint(reference)  # the icon_embeddings asset, the search service, benchmarks
+    trained = load_base(
+        TrainConfig(base_checkpoint=str(reference), pairs_path="p", output_dir="o", max_num_patches=64)
+    )
+    images = [Image.open(icon.outline_png) for icon in tabler_icons[:3]]
+    for bundle in (indexed, trained):
+        assert bundle.max_num_patches == 64 and bundle.meta == meta
+        assert int(bundle.image_inputs(images[:1])["pixel_attention_mask"].sum()) == 64  # 8x8, not 14x14
+    np.testing.assert_allclose(indexed.embed_images(images), trained.embed_images(images), atol=1e-6)
+    # Without the reference the same weights would be indexed at the default budget.
+    assert load_checkpoint(plain).max_num_patches == DEFAULT_MAX_NUM_PATCHES
+
+    # Another budget is refused wherever it is asked for, never silently used.
+    with pytest.raises(PatchBudgetError, match=r"max_num_patches 196 does not match .*\[64\]"):
+        load_checkpoint(reference, max_num_patches=196)
+    with pytest.raises(TrainConfigError, match="max_num_patches 196 does not match"):
+        load_base(
+            TrainConfig(base_checkpoint=str(reference), pairs_path="p", output_dir="o", max_num_patches=196)
+        )
 
 
 def test_missing_checkpoint_directory_is_a_clear_error(work_dir: Path) -> None:

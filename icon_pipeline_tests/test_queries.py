@@ -155,9 +155,11 @@ def test_total_is_a_cap_and_each_task_says_its_shortfall(library, tmp_path: Path
 # --- augmentations ----------------------------------------------------------------------------
 
 
-def test_augment_is_the_seeds_exact_logic() -> None:
+def test_augment_without_crop_and_shift_is_the_prototypes_exact_two_steps() -> None:
     image = draw_icon(1, False)
-    config = AugmentConfig(p_downsample=1.0, p_blur=1.0, min_scale=0.25, blur_radius=(0.5, 1.5))
+    config = AugmentConfig(
+        p_downsample=1.0, p_blur=1.0, min_scale=0.25, blur_radius=(0.5, 1.5), p_crop=0.0, p_shift=0.0
+    )
     rng = random.Random(42)
     expected_rng = random.Random(42)
     expected_rng.random()
@@ -166,21 +168,22 @@ def test_augment_is_the_seeds_exact_logic() -> None:
     expected_rng.random()
     expected = expected.filter(ImageFilter.GaussianBlur(expected_rng.uniform(0.5, 1.5)))
     assert augment(image, config, rng).tobytes() == expected.tobytes()
-    untouched = augment(image, AugmentConfig(p_downsample=0.0, p_blur=0.0), random.Random(0))
+    nothing = AugmentConfig(p_downsample=0.0, p_blur=0.0, p_crop=0.0, p_shift=0.0)
+    untouched = augment(image, nothing, random.Random(0))
     assert untouched.tobytes() == image.tobytes()
 
 
-def test_augment_defaults_are_seeded_and_crop_shift_optional() -> None:
+def test_augment_defaults_are_seeded_and_crop_shift_each_switchable() -> None:
     image = draw_icon(2, True)
     config = AugmentConfig()
-    assert (config.p_downsample, config.min_scale, config.p_blur, config.p_crop) == (0.5, 0.25, 0.3, 0.0)
+    assert (config.p_downsample, config.min_scale, config.p_blur, config.p_crop) == (0.5, 0.25, 0.3, 0.3)
     a = [augment(image, config, random.Random(s)).tobytes() for s in range(6)]
     b = [augment(image, config, random.Random(s)).tobytes() for s in range(6)]
     assert a == b and len(set(a)) > 1
     shifted = augment(
-        image, AugmentConfig(p_downsample=0, p_blur=0, p_shift=1.0, max_shift=0.2), random.Random(5)
+        image, AugmentConfig(p_downsample=0, p_blur=0, p_crop=0, p_shift=1.0, max_shift=0.2), random.Random(5)
     )
-    cropped = augment(image, AugmentConfig(p_downsample=0, p_blur=0, p_crop=1.0), random.Random(5))
+    cropped = augment(image, AugmentConfig(p_downsample=0, p_blur=0, p_crop=1.0, p_shift=0), random.Random(5))
     assert shifted.size == cropped.size == image.size
     assert shifted.tobytes() != image.tobytes() and cropped.tobytes() != image.tobytes()
     with pytest.raises(ValueError, match="AugmentConfig.p_blur"):

@@ -154,7 +154,7 @@ def test_average_precision_matches_the_design_example() -> None:
 def test_vectorised_metrics_agree_with_the_project_metrics_module() -> None:
     """The training eval is vectorised numpy (it runs every N steps on a ~5k gallery); it must agree
     with icon_pipeline.benchmark.metrics, which the benchmark report uses."""
-    from icon_pipeline import metrics
+    from icon_pipeline.benchmark import metrics
 
     rng = np.random.default_rng(0)
     scores = rng.random((30, 60))

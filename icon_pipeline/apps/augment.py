@@ -10,7 +10,7 @@ import hashlib
 import html
 import random
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -35,27 +35,14 @@ _out_dir: Path | None = None
 
 
 def configured() -> tuple[AugmentConfig, str]:
-    """The training augmentation settings and where they came from.
-
-    Read from the pipeline config's `training` section (its augmentation fields, flat or under
-    `training.augmentation`); fields it does not set keep AugmentConfig's defaults.
-    """
+    """The training augmentation settings (`training.augmentation` in the pipeline config, the very
+    object the training job receives) and where they came from."""
     try:
         from icon_pipeline.core.config import load_config
 
-        training = getattr(load_config(), "training", None)
+        return load_config().training.augmentation, "icon_pipeline.yaml (training.augmentation)"
     except Exception as exc:  # show the defaults, and say why
         return AugmentConfig(), f"augmentation defaults (config not usable: {exc})"
-    section = getattr(training, "augmentation", None) or training
-    if section is None:
-        return AugmentConfig(), "augmentation defaults (the config has no training section)"
-    values = section if isinstance(section, dict) else section.model_dump()
-    known = {f.name for f in fields(AugmentConfig)}
-    picked = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
-    try:
-        return AugmentConfig(**picked), "icon_pipeline.yaml (training)"
-    except ValueError as exc:
-        return AugmentConfig(), f"augmentation defaults (training settings unusable: {exc})"
 
 
 def missing_assets() -> list[MissingAsset]:

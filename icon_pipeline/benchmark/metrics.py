@@ -1,6 +1,6 @@
 """Retrieval metrics: R@K (hit rate), AP@K and mAP, with relevance decided by icon group.
 
-Definitions (DESIGN.md, Metrics):
+Definitions (the training job's eval, model/training/evaluation.py, follows the same ones):
 - R@K: 1 if any relevant item is in the top K, averaged over queries.
 - AP@K: the sum of precision@k at each rank k <= K that holds a relevant item, divided by
   min(|relevant|, K); mAP is its mean over queries. Unit check: scores [0.2, 0.3, 0.5] with

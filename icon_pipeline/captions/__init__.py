@@ -12,7 +12,7 @@ from icon_pipeline.captions.openai_compat import (
     png_data_url,
 )
 from icon_pipeline.captions.prompts import Prompt, PromptError, available_prompts, load_prompt
-from icon_pipeline.captions.routing import MIN_TEXT_TOKENS, choose_route
+from icon_pipeline.captions.routing import choose_route, route_for_useful_tokens, vision_count
 from icon_pipeline.captions.validation import (
     MAX_PHRASES,
     MAX_WORDS,
@@ -30,7 +30,6 @@ __all__ = [
     "MAX_PHRASES",
     "MAX_WORDS",
     "MIN_PHRASES",
-    "MIN_TEXT_TOKENS",
     "CacheStats",
     "CaptionCache",
     "CaptionRequest",
@@ -56,5 +55,7 @@ __all__ = [
     "phrase_problems",
     "phrases_from_answer",
     "png_data_url",
+    "route_for_useful_tokens",
     "validate_phrases",
+    "vision_count",
 ]

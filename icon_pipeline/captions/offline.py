@@ -1,8 +1,8 @@
 """The embedded default captioner: deterministic search phrases from names and tags, no model.
 
 Each word of the icon's name is given a role from the shipped UI vocabulary (verb, noun,
-adjective, direction, looks word, overlay mark such as "plus" -> verb "add"), then the seed
-patterns are filled in order of usefulness: verb+noun ("add folder"), verb+adjective+noun
+adjective, direction, looks word, overlay mark such as "plus" -> verb "add"), then the four
+caption patterns of the spec are filled in order of usefulness: verb+noun ("add folder"), verb+adjective+noun
 ("add new folder"), adjective+noun ("new folder"), noun+noun ("github logo"), the cleaned name,
 and finally the library's own tags. Every phrase is checked with the same validation as model
 answers; nothing random is used, so the same request always gives the same phrases.

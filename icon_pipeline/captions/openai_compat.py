@@ -27,7 +27,7 @@ import httpx
 
 from icon_pipeline.captions.base import CaptionRequest, CaptionResult, Route, RouteInfo
 from icon_pipeline.captions.prompts import Prompt, load_prompt
-from icon_pipeline.captions.routing import MIN_TEXT_TOKENS, choose_route
+from icon_pipeline.captions.routing import choose_route
 from icon_pipeline.captions.validation import (
     MAX_PHRASES,
     MIN_PHRASES,
@@ -35,6 +35,7 @@ from icon_pipeline.captions.validation import (
     normalise_phrases,
     validate_phrases,
 )
+from icon_pipeline.core.config import CaptionsConfig
 from icon_pipeline.core.http import parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class OpenAICaptioner:
         backoff_base_s: float = 1.0,
         max_backoff_s: float = 60.0,
         max_retry_after_s: float = 300.0,
-        min_text_tokens: int = MIN_TEXT_TOKENS,
+        min_text_tokens: int = CaptionsConfig().min_text_tokens,
+        vision_base_url: str | None = None,
         max_tokens: int | None = None,
         salvage_partial: bool = True,
         text_prompt: Prompt | None = None,
@@ -99,6 +101,8 @@ class OpenAICaptioner:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.base_url = re.sub(r"/+(v1/*)?$", "", base_url.strip())
+        # The VLM may have a server of its own; this captioner is the one place that routes.
+        self.vision_base_url = re.sub(r"/+(v1/*)?$", "", (vision_base_url or base_url).strip())
         self._api_key = api_key or None
         self.text_model = text_model
         self.vision_model = vision_model
@@ -141,7 +145,8 @@ class OpenAICaptioner:
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
         return (
-            f"OpenAICaptioner(base_url={self.base_url!r}, text_model={self.text_model!r}, "
+            f"OpenAICaptioner(base_url={self.base_url!r}, vision_base_url={self.vision_base_url!r}, "
+            f"text_model={self.text_model!r}, "
             f"vision_model={self.vision_model!r}, api_key={key})"
         )
 
@@ -186,7 +191,8 @@ class OpenAICaptioner:
         for _generation in range(1 + self.max_regenerations):
             body = self._body(info.model, route, messages)
             try:
-                content, tries = self._post_with_retries(client, body, request)
+                server = self.vision_base_url if route == "vision" else self.base_url
+                content, tries = self._post_with_retries(client, body, request, server)
             except _TransportFailure as exc:
                 sent += exc.args[1]
                 return CaptionResult(request.icon_id, [], route, info.model, sent, self._redact(exc.args[0]))
@@ -257,10 +263,10 @@ class OpenAICaptioner:
         return base + [{**m, "_feedback": True} for m in extra]
 
     def _post_with_retries(
-        self, client: httpx.Client, body: dict[str, Any], request: CaptionRequest
+        self, client: httpx.Client, body: dict[str, Any], request: CaptionRequest, server: str
     ) -> tuple[str | None, int]:
-        """(message content, requests sent); raises _TransportFailure(reason, requests sent)."""
-        url = f"{self.base_url}/v1/chat/completions"
+        """(message content, requests sent) from `server`; raises _TransportFailure(reason, requests sent)."""
+        url = f"{server}/v1/chat/completions"
         payload = {
             **body,
             "messages": [{k: v for k, v in m.items() if k != "_feedback"} for m in body["messages"]],
@@ -273,12 +279,12 @@ class OpenAICaptioner:
             except httpx.TimeoutException:
                 reason = f"timed out after {self.timeout_s:g}s"
             except httpx.TransportError as exc:
-                reason = f"connection error ({type(exc).__name__}) to {self.base_url}"
+                reason = f"connection error ({type(exc).__name__}) to {server}"
             else:
                 if response.status_code == 200:
                     return self._content_of(response), attempt + 1
                 snippet = self._redact(response.text[:300])
-                reason = f"HTTP {response.status_code} from {self.base_url}: {snippet}"
+                reason = f"HTTP {response.status_code} from {server}: {snippet}"
                 if response.status_code not in _RETRYABLE_STATUS:
                     raise _TransportFailure(reason, attempt + 1)
                 wait = self._retry_after(response)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from icon_pipeline.core.paths import get_paths
+from icon_pipeline.dataset.augment import AugmentConfig
 from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES
 
 
@@ -130,12 +131,17 @@ class ModelConfig(_Strict):
     text_tower: Literal["minilm", "own"] = "minilm"
     vocab_size: int = Field(default=8000, ge=100, description="text_tower own: the tokenizer's vocabulary")
     max_num_patches: int | None = Field(
-        default=None, ge=1, description="unset: the size's own (196 = 224 px at 16 px patches)"
+        default=None,
+        ge=1,
+        description="unset: the size's own (196 = 224 px at 16 px patches); a base_model is recorded with it",
     )
     seed: int = 0
 
 
 class TrainingConfig(_Strict):
+    """The fine-tuning settings. Every name here is a field of the training job's TrainConfig and is
+    carried into it under that name (model.training.config.train_config_from_pipeline)."""
+
     max_steps: int = Field(default=300, ge=1)
     per_device_batch_size: int = Field(default=64, ge=2)
     learning_rate: float = Field(default=5e-4, gt=0)
@@ -156,12 +162,9 @@ class TrainingConfig(_Strict):
     dataloader_workers: int | None = Field(
         default=None, ge=0, description="unset: none on the CPU, up to 8 per GPU (the cores allow)"
     )
-    p_downsample: float = Field(default=0.5, ge=0, le=1)
-    min_scale: float = Field(default=0.25, gt=0, lt=1)
-    p_blur: float = Field(default=0.3, ge=0, le=1)
-    blur_radius: tuple[float, float] = (0.5, 1.5)
-    p_crop: float = Field(default=0.3, ge=0, le=1, description="crop/shift help img2img (DESIGN.md)")
-    p_shift: float = Field(default=0.2, ge=0, le=1)
+    augmentation: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="carried whole into the training job's config"
+    )
     seed: int = 0
 
 
@@ -258,8 +261,8 @@ def _describe(error: dict[str, Any], lines: dict[tuple[Any, ...], int], file: Pa
     message = error["msg"]
     if error["type"] == "union_tag_invalid":
         message = f"unknown source kind {error['input'].get('kind')!r}; allowed: tabler, local, figma"
-    elif error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling; see icon_pipeline/config.py for the schema)"
+    elif error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        message = "unknown key (check the spelling; see icon_pipeline/core/config.py for the schema)"
     where = f"{file}:{line}" if line else str(file)
     return f"{where}: {key}: {message}"
 

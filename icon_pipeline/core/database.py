@@ -44,7 +44,8 @@ class DatabaseInfo:
 
     @property
     def dagster_url(self) -> str:
-        """The same server for dagster-postgres, which needs the psycopg2 driver (DESIGN.md)."""
+        """The same server for dagster-postgres, which needs the psycopg2 driver: with SQLAlchemy 2.1
+        `postgresql://` means psycopg 3, and dagster's `NOTIFY run_events, $1` fails on it."""
         return to_psycopg2_url(self.url)
 
     @property

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from icon_pipeline.core.hashing import sha256_file
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FILE = re.compile(r"^(?P<name>.+)\.v(?P<version>[^/]+)\.jsonl$")
@@ -59,14 +61,6 @@ def frozen_paths(path_dir: str | Path, name: str, version: int | str) -> tuple[P
         raise ValueError(f"frozen file version {version!r}: use letters, digits, '.', '_' and '-' only")
     base = Path(path_dir) / f"{name}.v{version}"
     return base.with_name(base.name + ".jsonl"), base.with_name(base.name + ".sha256")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _created(path: Path) -> str:
@@ -117,7 +111,7 @@ def write_frozen_jsonl(
     if not sidecar.exists():
         # The data file exists without its hash (a crash between the two writes): record what is
         # there only if it is exactly what we were asked to write, otherwise refuse to guess.
-        if _sha256_file(path) != new_hash:
+        if sha256_file(path) != new_hash:
             raise FrozenFileError(
                 f"{path}: version {version} exists without {sidecar.name} and differs from the rows given; "
                 "restore the hash file or write a new version"
@@ -159,7 +153,7 @@ def verify_frozen(path: str | Path) -> tuple[bool, str]:
         recorded = _read_sidecar(sidecar)
     except FrozenFileError as exc:
         return False, f"{label}: {exc}"
-    actual = _sha256_file(path)
+    actual = sha256_file(path)
     if actual != recorded:
         return False, (
             f"{label}: content changed after it was frozen: recorded sha256 {recorded}, now {actual}"

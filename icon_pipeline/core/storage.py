@@ -56,6 +56,7 @@ LAYOUT: dict[str, str] = {
     "models": "models",
     "checkpoint_pointer": "models/{name}.json",
     "base_checkpoint": "models/base/{size}",
+    "pretrained_reference": "models/base/pretrained",  # a pretrained base and its patch budget
     "finetune_run": "models/finetuned/{run_key}",
     "caption_vectors": "index/caption_vectors.npz",
     "reports": "reports",

@@ -1,9 +1,9 @@
 """Image augmentations for training and degradations for img2img benchmark queries.
 
-`augment` is the seed's training augmentation, exact logic: with probability `p_downsample`
-downsample by a scale in [min_scale, 1) with NEAREST and upsample back with BICUBIC; with
-probability `p_blur` apply GaussianBlur(radius). Crop and shift are optional extras (off by
-default) because degraded crops are hard for a model trained without them (DESIGN.md).
+`augment` keeps the two steps of the prototype this project started from, exact logic: with
+probability `p_downsample` downsample by a scale in [min_scale, 1) with NEAREST and upsample back
+with BICUBIC; with probability `p_blur` apply GaussianBlur(radius). Crop and shift come first,
+each with its own probability (see AugmentConfig for why they are on by default).
 
 `degrade` makes the "screenshot" copies used as img2img queries. Every random choice comes
 from the `random.Random` passed in, so a seeded caller gets identical pixels on every run.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import io
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from PIL import Image, ImageFilter
 
@@ -25,14 +26,33 @@ DEGRADATION_KINDS: tuple[str, ...] = ("downsample", "blur", "crop", "aspect", "j
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The training augmentation settings, the only definition of them: `training.augmentation`
+    in icon_pipeline.yaml (validated by pydantic as a nested field), the training job's JSON config
+    (`TrainConfig.augmentation`) and the augmentation preview app all take this class whole.
+
+    Crop and shift are on by default: a model trained with downsample and blur alone lost the
+    img2img queries that include a crop to a raw-pixel baseline (16x16 grayscale, cosine).
+    """
+
     p_downsample: float = 0.5
     min_scale: float = 0.25
     p_blur: float = 0.3
     blur_radius: tuple[float, float] = (0.5, 1.5)
-    p_crop: float = 0.0
+    p_crop: float = 0.3
     crop_scale: tuple[float, float] = (0.7, 1.0)  # kept area share
-    p_shift: float = 0.0
+    p_shift: float = 0.2
     max_shift: float = 0.1  # share of the side
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AugmentConfig:
+        """From JSON (lists for the ranges); unknown keys and bad values raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()})
 
     def __post_init__(self) -> None:
         for name in ("p_downsample", "p_blur", "p_crop", "p_shift"):
@@ -86,7 +106,8 @@ def shift(image: Image.Image, dx: int, dy: int) -> Image.Image:
 
 
 def augment(image: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
-    """One training augmentation draw. With p_crop = p_shift = 0 the random stream is the seed's."""
+    """One training augmentation draw. With p_crop = p_shift = 0 it draws exactly the random numbers
+    of the prototype's two-step recipe (downsample, blur)."""
     image = image.convert("RGB")
     # Optional geometry first; no random numbers are drawn for a disabled option.
     if config.p_crop > 0 and rng.random() < config.p_crop:
@@ -95,7 +116,7 @@ def augment(image: Image.Image, config: AugmentConfig, rng: random.Random) -> Im
         w, h = image.size
         limit_x, limit_y = round(w * config.max_shift), round(h * config.max_shift)
         image = shift(image, rng.randint(-limit_x, limit_x), rng.randint(-limit_y, limit_y))
-    # The seed's two steps.
+    # The prototype's two steps.
     if rng.random() < config.p_downsample:
         image = downsample_upsample(image, rng.uniform(config.min_scale, 1.0))
     if rng.random() < config.p_blur:

@@ -9,7 +9,6 @@ lexicon (icon_pipeline/data/synonyms.json); an LLM paraphraser plugs in through 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 from rapidfuzz import process, utils
 from rapidfuzz.distance import Levenshtein
 
+from icon_pipeline.core.hashing import stable_key
 from icon_pipeline.core.package_data import data_file
 from icon_pipeline.dataset.grouping import Group, normalise_caption
 
@@ -37,10 +37,6 @@ class Paraphraser(Protocol):
     """
 
     def paraphrase(self, group: Group, n: int, attempt: int) -> list[str]: ...
-
-
-def _stable_key(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
 def load_synonyms(path: str | Path = DEFAULT_SYNONYMS) -> dict[str, list[str]]:
@@ -107,7 +103,7 @@ class OfflineParaphraser:
             # About half the words replaced: far enough from the training text to pass the
             # guard, close enough to stay accurate (replacing every word drifts in meaning).
             ideal = max(1, round(len(text.split()) / 2))
-            return abs(replaced - ideal), len(text.split()), _stable_key(group.group_id, text)
+            return abs(replaced - ideal), len(text.split()), stable_key(group.group_id, text)
 
         ranked = sorted(self.candidates(group.captions), key=rank)
         return [text for _, text in ranked[attempt * n : (attempt + 1) * n]]
@@ -229,7 +225,7 @@ def build_eval_set(
     for group in order:
         if report.used_groups >= n_groups:
             break
-        target = random.Random(_stable_key(seed, group.group_id)).randint(lo, hi)
+        target = random.Random(stable_key(seed, group.group_id)).randint(lo, hi)
         accepted = _captions_for_group(group, paraphraser, target, threshold, max_retries, validate, report)
         if not accepted:
             report.dropped_groups.append(group.group_id)

@@ -153,6 +153,13 @@ class Grouping:
         return {g.group_id: g for g in self.groups}
 
 
+def icon_groups(pair_rows: Iterable[Mapping[str, Any]], icon_ids: Iterable[str]) -> dict[str, str]:
+    """icon_id -> group_id from training_pairs rows; an icon left out of training (no captions)
+    is a group of its own, `solo:<icon_id>`."""
+    groups = {member: row["group_id"] for row in pair_rows for member in row["members"]}
+    return {icon_id: groups.get(icon_id, f"solo:{icon_id}") for icon_id in icon_ids}
+
+
 def normalise_caption(caption: str) -> str:
     return " ".join(caption.lower().split())
 

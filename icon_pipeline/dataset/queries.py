@@ -22,7 +22,6 @@ held out are marked `heldout`. Deterministic for a seed, degraded image bytes in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -33,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from icon_pipeline.core.hashing import stable_key
 from icon_pipeline.core.package_data import data_file
 from icon_pipeline.dataset.augment import DEGRADATION_KINDS, degrade
 from icon_pipeline.dataset.evalset import Paraphraser
@@ -79,10 +79,6 @@ class IntentTemplates:
                 return template.format(verb=words[0], object=" ".join(words[1:]))
             return rng.choice(self.verb).format(verb=words[0])
         return rng.choice(self.noun).format(phrase=" ".join(words))
-
-
-def _stable_key(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
 def _captions_by_group(
@@ -217,10 +213,10 @@ def build_benchmark_queries(
     )
 
     # semantic2img: intent sentences from the group's (training) captions.
-    sentence_rng = random.Random(_stable_key(seed, "semantic2img", "templates"))
+    sentence_rng = random.Random(stable_key(seed, "semantic2img", "templates"))
     sentences: dict[str, dict[str, set[str]]] = {}
     for group in groups:
-        chosen = random.Random(_stable_key(seed, group.group_id)).sample(
+        chosen = random.Random(stable_key(seed, group.group_id)).sample(
             list(group.captions), min(3, len(group.captions))
         )
         sentences[group.group_id] = {
@@ -251,7 +247,7 @@ def build_benchmark_queries(
         pools[True],
         counts["img2img"],
         heldout_share,
-        random.Random(_stable_key(seed, "img2img")),
+        random.Random(stable_key(seed, "img2img")),
     )
     short = counts["img2img"] - len(picked)
     if short > 0:
@@ -268,7 +264,7 @@ def build_benchmark_queries(
             singles[True],
             short,
             heldout_share,
-            random.Random(_stable_key(seed, "img2img", "self")),
+            random.Random(stable_key(seed, "img2img", "self")),
         )
     if picked:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +274,7 @@ def build_benchmark_queries(
         source = Path(images[icon_id])
         try:
             with Image.open(source) as image:
-                degraded = degrade(image, kind, random.Random(_stable_key(seed, query_id, icon_id)))
+                degraded = degrade(image, kind, random.Random(stable_key(seed, query_id, icon_id)))
         except OSError as exc:
             raise ValueError(
                 f"img2img query {query_id}: cannot read the render of {icon_id} at {source}: {exc}"
@@ -333,7 +329,7 @@ def _text_rows(
     pools: dict[bool, list[str]] = {False: [], True: []}
     for text in sorted(groups_by_text):
         pools[all(is_heldout[g] for g in groups_by_text[text])].append(text)
-    picked = _pick(task, pools[False], pools[True], n, heldout_share, random.Random(_stable_key(seed, task)))
+    picked = _pick(task, pools[False], pools[True], n, heldout_share, random.Random(stable_key(seed, task)))
     rows = []
     for index, text in enumerate(picked):
         relevant = groups_by_text[text]
@@ -421,20 +417,20 @@ def fitting_queries(
         if caption and row["group_id"] in by_id:
             rows.append(text_row(caption, row["group_id"], caption))
             captions[row["group_id"]].append(caption)
-    sentence_rng = random.Random(_stable_key(seed, "fit", "intent"))
+    sentence_rng = random.Random(stable_key(seed, "fit", "intent"))
     for group_id in sorted(captions):
-        caption = random.Random(_stable_key(seed, "fit", group_id)).choice(captions[group_id])
+        caption = random.Random(stable_key(seed, "fit", group_id)).choice(captions[group_id])
         rows.append(text_row(templates.sentence(caption, sentence_rng), group_id, caption))
     eval_groups = [by_id[g] for g in sorted(captions)]
     with_variants = [g for g in eval_groups if sum(m in images for m in g.members) >= 2]
     pool = with_variants or eval_groups
-    chosen = random.Random(_stable_key(seed, "fit", "images")).sample(pool, len(pool))
+    chosen = random.Random(stable_key(seed, "fit", "images")).sample(pool, len(pool))
     made = 0
     for group in chosen:
         for copy in range(copies_per_group):
             if made >= max_image_queries:
                 break
-            rng = random.Random(_stable_key(seed, "fit", "image", group.group_id, copy))
+            rng = random.Random(stable_key(seed, "fit", "image", group.group_id, copy))
             icon_id = rng.choice([m for m in group.members if m in images])
             with Image.open(images[icon_id]) as image:
                 degraded = degrade(image, degradation_kinds[made % len(degradation_kinds)], rng)

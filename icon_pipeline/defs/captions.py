@@ -19,16 +19,9 @@ from dagster import (
     schedule,
 )
 
-from icon_pipeline.captions import (
-    MIN_PHRASES,
-    CaptionCache,
-    CaptionRequest,
-    banned_in,
-    choose_route,
-    validate_phrases,
-)
+from icon_pipeline.captions import CaptionCache, vision_count
+from icon_pipeline.captions.batch import CAPTION_CHECKS, CheckOutcome, build_requests, summarise_batch
 from icon_pipeline.captions.overrides import OverrideStore, apply_overrides
-from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
     asset_path,
@@ -45,7 +38,7 @@ from icon_pipeline.defs.metadata import table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
-from icon_pipeline.lexicon.mining import TEXT_LLM_MIN_USEFUL_TOKENS, Lexicon, NameItem, mine_lexicon
+from icon_pipeline.lexicon.mining import Lexicon, NameItem, mine_lexicon
 
 
 @asset(
@@ -69,7 +62,8 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
 
     entries = list(lexicon.entries.values())
     useful = pd.Series([e.useful_token_count for e in entries], dtype="int64")
-    to_vision = int((useful < TEXT_LLM_MIN_USEFUL_TOKENS).sum())
+    min_text_tokens = load_config().captions.min_text_tokens
+    to_vision = vision_count(useful.tolist(), min_text_tokens)
     dropped = pd.Series([reason for e in entries for _, reason in e.dropped], dtype="string")
     sample = pd.DataFrame(
         [
@@ -92,6 +86,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
             "lexicon_version": lexicon.version(),
             "vocabulary_size": len(lexicon.vocabulary),
             "routed_to_vision_share": round(to_vision / len(entries), 4) if entries else 0.0,
+            "min_text_tokens": min_text_tokens,
             "useful_tokens_histogram": table(
                 useful.value_counts().sort_index().rename_axis("useful_tokens").reset_index(name="icons")
             ),
@@ -104,15 +99,12 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
-CHECKS = ("phrase_rules", "no_banned_words", "coverage", "vision_route_share", "caption_failure_rate")
-
-
 @asset(
     group_name="captions",
     kinds={"parquet"},
     partitions_def=icon_batches,
     deps=[rendered_icons, icon_lexicon],
-    check_specs=[AssetCheckSpec(name, asset="icon_captions") for name in CHECKS],
+    check_specs=[AssetCheckSpec(name, asset="icon_captions") for name in CAPTION_CHECKS],
     automation_condition=AutomationCondition.eager(),
 )
 def icon_captions(
@@ -133,21 +125,7 @@ def icon_captions(
     renders = read_batch_table("rendered", batch)
     png_of = dict(zip(renders["icon_id"], renders["png_path"], strict=True))
 
-    requests = []
-    for icon_id, icon in sorted(icons.items()):
-        entry = lexicon.entries.get(icon_id)
-        requests.append(
-            CaptionRequest(
-                icon_id=icon_id,
-                name=icon.name,
-                terms=list(entry.terms) if entry else [icon.name],
-                tags=list(entry.tag_terms) if entry else list(icon.tags),
-                category=icon.category,
-                useful_token_count=entry.useful_token_count if entry else 0,
-                image_path=png_of.get(icon_id) or None,
-                content_hash=icon.content_hash,
-            )
-        )
+    requests = build_requests(icons, lexicon, png_of)
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"captioned {done}/{total} icons of batch {batch}")
@@ -189,80 +167,44 @@ def icon_captions(
     for r in [r for r in results if r.error][:20]:
         context.log.warning(f"captions: {r.icon_id}: {r.error}")
 
-    ok = [r for r in results if not r.error]
-    failed = [r for r in results if r.error]
-    rule_breaks = [
-        (r.icon_id, "; ".join(problems))
-        for r in ok
-        if (
-            problems := validate_phrases(
-                r.phrases, MIN_OFFLINE_PHRASES if r.route == "offline" else MIN_PHRASES
-            )
-        )
-    ]
-    banned = [(r.icon_id, p) for r in ok for p in r.phrases if banned_in(p)]
-    uncovered = sorted(set(icons) - {r.icon_id for r in results})
-    vision = sum(choose_route(q, settings.min_text_tokens) == "vision" for q in requests)
-    vision_share = vision / len(requests) if requests else 0.0
-    failure_rate = len(failed) / len(requests) if requests else 0.0
-    checks = [
-        AssetCheckResult(
-            check_name="phrase_rules",
-            passed=not rule_breaks,
-            metadata={
-                "icons_breaking_rules": len(rule_breaks),
-                "examples": MetadataValue.json(rule_breaks[:10]),
-            },
-            description="5-8 phrases (offline: 1-8, a bare name says little), 1-4 words, no duplicates",
-        ),
-        AssetCheckResult(
-            check_name="no_banned_words",
-            passed=not banned,
-            metadata={"phrases_with_banned_words": len(banned), "examples": MetadataValue.json(banned[:10])},
-            description="no visual descriptions (icon, shape, colours, 'arrow pointing')",
-        ),
-        AssetCheckResult(
-            check_name="coverage",
-            passed=not uncovered,
-            metadata={"icons": len(icons), "without_captions_or_failure": len(uncovered)},
-            description="every icon has captions or a recorded failure",
-        ),
-        AssetCheckResult(
-            check_name="vision_route_share",
-            passed=vision_share <= settings.max_vision_share,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"share": round(vision_share, 4), "threshold": settings.max_vision_share},
-            description="share of icons whose names are too weak for the text LLM",
-        ),
-        AssetCheckResult(
-            check_name="caption_failure_rate",
-            passed=failure_rate <= settings.max_failure_rate,
-            metadata={"failure_rate": round(failure_rate, 4), "threshold": settings.max_failure_rate},
-        ),
-    ]
+    summary = summarise_batch(list(icons), requests, results, settings)
     sample = frame[frame["error"] == ""].head(25).assign(phrases=lambda f: f["phrases"].map(", ".join))
     return MaterializeResult(
         metadata={
-            "icons": len(requests),
-            "captioned": len(ok),
+            "icons": summary.icons,
+            "captioned": summary.captioned,
             # Names and tags that give fewer than 5 phrases: a VLM (captions.captioner: openai) does better.
-            "few_phrases": sum(1 for r in ok if len(r.phrases) < MIN_PHRASES),
-            "failed": len(failed),
+            "few_phrases": summary.few_phrases,
+            "failed": summary.failed,
             "captioner": settings.captioner,
             "cache_hits": stats.hits,
             "cache_misses": stats.misses,
             "model_calls": stats.calls,
-            "routed_to_vision": vision,
+            "routed_to_vision": summary.routed_to_vision,
+            "min_text_tokens": settings.min_text_tokens,
             "overrides_applied": applied.total,
             "overrides_approved": applied.approved,
             "overrides_edited": applied.edited,
             "overrides_rejected": applied.rejected,
             "sample": table(sample[["name", "phrases", "route"]]),
             "failures": table(
-                pd.DataFrame([(r.icon_id, r.error) for r in failed], columns=["icon_id", "error"])
+                pd.DataFrame([(r.icon_id, r.error) for r in results if r.error], columns=["icon_id", "error"])
             ),
         },
-        check_results=checks,
+        check_results=[_check_result(outcome) for outcome in summary.checks],
+    )
+
+
+def _check_result(outcome: CheckOutcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.WARN if outcome.severity == "warn" else AssetCheckSeverity.ERROR,
+        metadata={
+            key: MetadataValue.json(value) if isinstance(value, list) else value
+            for key, value in outcome.metadata.items()
+        },
+        description=outcome.description or None,
     )
 
 

@@ -26,8 +26,8 @@ from icon_pipeline.core.storage import (
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
 from icon_pipeline.defs.resources.gpu import TorchrunResource
-from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
-from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig
+from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
+from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 from icon_pipeline.model.training.data import sha256_file
 
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
@@ -40,7 +40,9 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     `model.text_tower: own` a whole SigLIP2 with a tokenizer trained on the training captions."""
     config = load_config().model
     if config.base_model:
-        path = config.base_model
+        # Recorded with the configured patch budget, so fine-tuning, the index and search agree.
+        reference_dir = asset_path("pretrained_reference")
+        path = str(pretrained_reference(reference_dir, config.base_model, config.max_num_patches))
         model_id = config.base_model
     else:
         captions = [c for row in read_records(pairs_path(), "training_pairs") for c in row["captions"]]
@@ -96,8 +98,8 @@ def finetune_train_config(
     """The training job's config for this pipeline config, without its output dir (see
     finetune_run_key). Paths are absolute under the current data root; the pairs' and eval image
     table's relative PNG paths resolve against `images_root`, the data root."""
-    settings = config.training
-    return TrainConfig(
+    return train_config_from_pipeline(
+        config,
         base_checkpoint=base_checkpoint,
         pairs_path=str(pairs_path()),
         output_dir="",  # set once the inputs' fingerprint is known
@@ -105,30 +107,6 @@ def finetune_train_config(
         eval_images_path=str(icon_images_path()),
         images_root=str(data_root()),
         eval_sha256=eval_sha256,
-        max_steps=settings.max_steps,
-        per_device_batch_size=settings.per_device_batch_size,
-        learning_rate=settings.learning_rate,
-        lr_scheduler=settings.lr_scheduler,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        eval_every_steps=settings.eval_every_steps,
-        save_every_steps=settings.save_every_steps,
-        max_num_patches=config.model.max_num_patches,
-        augmentation=AugmentationSettings(
-            p_downsample=settings.p_downsample,
-            min_scale=settings.min_scale,
-            p_blur=settings.p_blur,
-            blur_radius=settings.blur_radius,
-            p_crop=settings.p_crop,
-            p_shift=settings.p_shift,
-        ),
-        gather_negatives=settings.gather_negatives,
-        logit_bias=settings.logit_bias,
-        linear_probe=settings.linear_probe,
-        linear_probe_ridge=settings.linear_probe_ridge,
-        export_best=settings.export_best,
-        dataloader_workers=settings.dataloader_workers,
-        seed=settings.seed,
     )
 
 
@@ -176,7 +154,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     config_path = train.write(output_dir / "train_config.json")
     context.log.info(
         f"training in {output_dir} ({torchrun.nproc_per_node} process(es) x {torchrun.nnodes} node(s), "
-        f"global batch {config.training.per_device_batch_size * torchrun.world_size})"
+        f"global batch {train.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
     write_checkpoint_pointer(

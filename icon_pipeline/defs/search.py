@@ -38,6 +38,7 @@ from icon_pipeline.core.storage import (
     resolved_rows,
     to_relative,
 )
+from icon_pipeline.dataset.grouping import icon_groups
 from icon_pipeline.dataset.queries import fitting_queries, group_terms
 from icon_pipeline.defs.captions import icon_captions
 from icon_pipeline.defs.dataset import (
@@ -89,11 +90,8 @@ def _configured_models() -> dict[str, str]:
 
 def _icon_groups() -> dict[str, str]:
     """icon_id -> group_id; icons left out of training (no captions) are groups of their own."""
-    groups = {
-        m: row["group_id"] for row in read_records(pairs_path(), "training_pairs") for m in row["members"]
-    }
     images = read_records(icon_images_path(), "icon images")
-    return {row["icon_id"]: groups.get(row["icon_id"], f"solo:{row['icon_id']}") for row in images}
+    return icon_groups(read_records(pairs_path(), "training_pairs"), (row["icon_id"] for row in images))
 
 
 @asset(

@@ -36,8 +36,8 @@ Decisions (documented, tested):
   are field separators and a phrase stays inside one segment (``Navigation_ArrowLeft`` ->
   "arrow left"); otherwise separators separate words (``arrow-big-down`` -> "arrow big down").
 - ``terms`` come from the name only (phrases, then tokens); tags go to ``tag_terms`` (phrases,
-  then words, without terms the name already gave). Stopwords stay name tokens (the seed keeps
-  "for") but never count as useful and are not tag tokens.
+  then words, without terms the name already gave). Stopwords stay name tokens (the spec's example
+  keeps "for") but never count as useful and are not tag tokens.
 """
 
 from __future__ import annotations
@@ -59,8 +59,6 @@ from icon_pipeline.library.records import IconRecord
 
 # Bump when the mining rules change: part of version(), so caption caches notice.
 LEXICON_ALGORITHM_VERSION = "1"
-# Icons with at least this many useful tokens are captioned by the text LLM, fewer by the VLM.
-TEXT_LLM_MIN_USEFUL_TOKENS = 3
 MAX_AFFIX_SEGMENTS = 8
 
 REASON_SIZE = "size"
@@ -169,7 +167,8 @@ class NameItem:
 class LexiconEntry:
     """What the lexicon knows about one icon.
 
-    terms: name phrases then name tokens, deduplicated (the seed's list).
+    terms: name phrases then name tokens, deduplicated (in the order of the spec's example:
+        `SDC_MarkForRedaction_18_...` -> mark for redaction, mark, for, redaction).
     tag_terms: tag phrases then tag words, without terms already in `terms`.
     useful_token_count: distinct informative words from name + tags (no stopwords, no single letters).
     variant: attributes found in the name: style, size, scale, code.
@@ -195,10 +194,6 @@ class LexiconEntry:
     @property
     def all_terms(self) -> list[str]:
         return _dedupe([*self.terms, *self.tag_terms])
-
-    @property
-    def prefers_text_llm(self) -> bool:
-        return self.useful_token_count >= TEXT_LLM_MIN_USEFUL_TOKENS
 
     def to_record(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,7 @@
 
 Torch, transformers, tokenizers, pillow, numpy: used by the training
 job (torchrun), the index and the benchmark. The pitfalls this module exists to avoid are listed
-in DESIGN.md "Verified facts":
+below; each was found by trying it with transformers 5.x:
 
 - `Siglip2ImageProcessor` needs torchvision, so the PIL processor is used everywhere;
 - 224 px icons are encoded with `max_num_patches=196` (with 256 they would be upscaled);
@@ -31,7 +31,7 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ CHECKPOINT_META_FILE = "icon_pipeline.json"
 CHECKPOINT_FORMAT_VERSION = 2
 
 PATCH_SIZE = 16
-# 224 px / 16 = 14 patches a side: 196 patches keeps a 224 px icon at its own size (DESIGN.md).
+# 224 px / 16 = 14 patches a side: 196 patches keeps a 224 px icon at its own size
+# (Siglip2ImageProcessorPil upscales it to 256 px with a budget of 256).
 DEFAULT_MAX_NUM_PATCHES = 196
 # The SigLIP recipe's starting temperature. Its bias, -10, is -ln(32k): right only for SigLIP's
 # 32k batch. The training job sets -ln(global batch) on an untrained checkpoint (training.logit_bias).
@@ -76,6 +77,10 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, EOS_TOKEN)  # ids 0, 1, 2 in every token
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be built, found or loaded; the message names it and says why."""
+
+
+class PatchBudgetError(CheckpointError):
+    """A patch budget asked for that the checkpoint was not built or trained with."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,10 @@ class CheckpointMeta:
     # Version 1 checkpoints padded on the right (the cause of the from-scratch collapse).
     padding_side: str = "right"
     trained: bool = False  # False: initial weights (the training job then sets the logit bias)
+    # A pretrained checkpoint used as it is: the Hugging Face directory or cached Hub id that holds
+    # the weights. This directory then holds only icon_pipeline.json, which records the patch budget
+    # the checkpoint is fine-tuned, indexed and searched with (pretrained_reference).
+    weights: str | None = None
 
     def write(self, directory: Path) -> None:
         (directory / CHECKPOINT_META_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -516,7 +525,7 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
     model_class = _model_class(meta.architecture)  # imported first: registers it with the Auto classes
     try:
         # Explicit classes: AutoProcessor/AutoTokenizer would hand our tokenizer back as a Gemma one
-        # that maps every word to [UNK] (DESIGN.md).
+        # that maps every word to [UNK] (see the module docstring).
         tokenizer_class = PreTrainedTokenizerFast if meta.tokenizer_loader == "fast" else AutoTokenizer
         tokenizer = tokenizer_class.from_pretrained(directory, local_files_only=True)
         tokenizer.padding_side = meta.padding_side  # the side the model was trained with
@@ -550,7 +559,7 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
 
 # Tokenizer classes that say nothing about the model: with these, the Auto classes fall back to
 # the model type's tokenizer (Gemma for siglip2) and rebuild it around our vocabulary, which
-# maps words to [UNK] or single characters (DESIGN.md).
+# maps words to [UNK] or single characters (see the module docstring).
 _GENERIC_TOKENIZER_CLASSES = {None, "", "TokenizersBackend", "PreTrainedTokenizerFast"}
 
 
@@ -602,18 +611,54 @@ def is_our_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CHECKPOINT_META_FILE).is_file()
 
 
+def _recorded_processor_patches(directory: Path) -> int | None:
+    """max_num_patches as written in the checkpoint's processor config, if it says."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = directory / name
+        if path.is_file():
+            raw = json.loads(path.read_text())
+            raw = raw.get("image_processor", raw)
+            if "max_num_patches" in raw:
+                return int(raw["max_num_patches"])
+    return None
+
+
+def _check_patch_budget(directory: Path, meta: CheckpointMeta, max_num_patches: int | None) -> None:
+    """Ours were built or trained at one patch budget: another one changes the images the model sees."""
+    recorded = _recorded_processor_patches(directory)
+    expected = {meta.max_num_patches} | ({recorded} if recorded is not None else set())
+    if max_num_patches is not None and max_num_patches not in expected:
+        raise PatchBudgetError(
+            f"max_num_patches {max_num_patches} does not match checkpoint {directory} (its processor "
+            f"uses {sorted(expected)}); drop the setting or use the checkpoint's value"
+        )
+    if recorded is not None and recorded != meta.max_num_patches:
+        raise CheckpointError(
+            f"checkpoint {directory} is inconsistent: processor max_num_patches {recorded}, "
+            f"{CHECKPOINT_META_FILE} {meta.max_num_patches}"
+        )
+
+
 def load_checkpoint(
     path_or_name: str | Path, device: str | torch.device = "cpu", max_num_patches: int | None = None
 ) -> EncoderBundle:
-    """Load a checkpoint directory (ours or any HF Siglip2 dir) or a cached Hub id, offline.
+    """Load a checkpoint directory (ours or any HF Siglip2 dir) or a cached Hub id, offline: the one
+    function every stage loads an encoder with (base and fine-tuned asset, training job, index,
+    search, benchmark).
 
-    `max_num_patches` only applies to foreign checkpoints (default 196); ours carry their own.
-    Raises CheckpointError naming the checkpoint and the reason.
+    `max_num_patches` is the configured patch budget (model.max_num_patches): a foreign checkpoint
+    takes it (default 196); ours, pretrained references included, record their own and refuse
+    another one (PatchBudgetError). Raises CheckpointError naming the checkpoint and the reason.
     """
     target = _device(device)
     path = Path(path_or_name)
     if path.is_dir():
         if is_our_checkpoint(path):
+            meta = CheckpointMeta.read(path)
+            _check_patch_budget(path, meta, max_num_patches)
+            if meta.weights:
+                bundle = _load_hf(meta.weights, target, meta.max_num_patches)
+                return replace(bundle, model_id=str(path), meta=meta)
             return _load_ours(path, target)
         if not (path / "config.json").is_file():
             raise CheckpointError(
@@ -624,3 +669,28 @@ def load_checkpoint(
     if looks_local or path.exists() or str(path_or_name).count("/") != 1:
         raise CheckpointError(f"checkpoint {str(path_or_name)!r} does not exist (no such directory)")
     return _load_hf(str(path_or_name), target, max_num_patches)
+
+
+def pretrained_reference(out_dir: Path, weights: str, max_num_patches: int | None = None) -> Path:
+    """A checkpoint directory for a pretrained SigLIP2 used as it is (a Hugging Face directory or a
+    cached Hub id): only icon_pipeline.json, naming the weights and recording the patch budget, so
+    that fine-tuning, the index and search all encode its images alike. Loads it once to check it."""
+    bundle = _load_hf(weights, torch.device("cpu"), max_num_patches)
+    meta = CheckpointMeta(
+        size="external",
+        max_length=bundle.max_length,
+        max_num_patches=bundle.max_num_patches,
+        vocab_size=len(bundle.tokenizer),
+        seed=0,
+        tokenizer_loader="auto",
+        padding_side=bundle.tokenizer.padding_side,
+        trained=True,
+        weights=str(Path(weights).resolve()) if Path(weights).is_dir() else weights,
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():  # a reference holds nothing but its metadata
+        if stale.is_file():
+            stale.unlink()
+    meta.write(out_dir)
+    return out_dir

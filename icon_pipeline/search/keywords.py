@@ -311,12 +311,12 @@ def library_keywords() -> LibraryKeywords:
 
 def _build_library_keywords() -> LibraryKeywords:
     from icon_pipeline.core.storage import pairs_path, read_catalog, read_records
+    from icon_pipeline.dataset.grouping import icon_groups
 
     icons = read_catalog()
     pairs = read_records(pairs_path(), "training_pairs")
     captions = {member: row["captions"] for row in pairs for member in row["members"]}
-    groups = {member: row["group_id"] for row in pairs for member in row["members"]}
     return LibraryKeywords(
         index=BM25Index.build(documents_from_records(icons, captions)),
-        groups={icon.icon_id: groups.get(icon.icon_id, f"solo:{icon.icon_id}") for icon in icons},
+        groups=icon_groups(pairs, (icon.icon_id for icon in icons)),
     )

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dagster import ConfigurableResource
 
@@ -14,7 +14,6 @@ from icon_pipeline.captions import (
     OfflineCaptioner,
     OpenAICaptioner,
     caption_with_cache,
-    choose_route,
 )
 from icon_pipeline.core.config import CaptionsConfig
 
@@ -38,9 +37,15 @@ class CaptionerResource(ConfigurableResource):
     the text LLM and another (or the same) for the VLM. The API key is read from the environment
     variable the config names and is never logged."""
 
-    def _openai(self, settings: CaptionsConfig, base_url: str) -> OpenAICaptioner:
+    def captioner(self, settings: CaptionsConfig) -> Captioner:
+        """The offline captioner, or one OpenAI-compatible captioner that routes each request to the
+        text LLM or the VLM (and its server) by captions.min_text_tokens."""
+        if settings.captioner == "offline":
+            return OfflineCaptioner()
+        text_url = text_server_url(settings, "captions.captioner")
         return OpenAICaptioner(
-            base_url=base_url,
+            base_url=text_url,
+            vision_base_url=os.environ.get(ENV_VLM_BASE_URL) or settings.vision_base_url or text_url,
             api_key=os.environ.get(settings.api_key_env),
             text_model=settings.text_model,
             vision_model=settings.vision_model,
@@ -52,33 +57,12 @@ class CaptionerResource(ConfigurableResource):
             min_text_tokens=settings.min_text_tokens,
         )
 
-    def captioners(self, settings: CaptionsConfig) -> dict[str, Captioner]:
-        """One captioner per route ("text", "vision"); the offline one serves both."""
-        if settings.captioner == "offline":
-            offline = OfflineCaptioner()
-            return {"text": offline, "vision": offline}
-        text_url = text_server_url(settings, "captions.captioner")
-        vision_url = os.environ.get(ENV_VLM_BASE_URL) or settings.vision_base_url or text_url
-        return {"text": self._openai(settings, text_url), "vision": self._openai(settings, vision_url)}
-
     def caption(
         self,
         settings: CaptionsConfig,
         requests: Sequence[CaptionRequest],
         cache: CaptionCache,
-        on_progress=None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> tuple[list[CaptionResult], CacheStats]:
-        """Caption through the cache, sending each request to its route's server."""
-        captioners = self.captioners(settings)
-        by_route: dict[str, list[CaptionRequest]] = {"text": [], "vision": []}
-        for request in requests:
-            by_route[choose_route(request, settings.min_text_tokens)].append(request)
-        results: dict[str, CaptionResult] = {}
-        counts = {"hits": 0, "misses": 0, "calls": 0, "failures": 0}
-        for route, routed in by_route.items():
-            if not routed:
-                continue
-            answered, stats = caption_with_cache(captioners[route], routed, cache, on_progress=on_progress)
-            results.update({r.icon_id: r for r in answered})
-            counts = {name: value + getattr(stats, name) for name, value in counts.items()}
-        return [results[r.icon_id] for r in requests], CacheStats(**counts)
+        """Caption through the cache: only the icons whose cache key changed cost a model call."""
+        return caption_with_cache(self.captioner(settings), requests, cache, on_progress=on_progress)

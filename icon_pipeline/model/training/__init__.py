@@ -5,6 +5,7 @@ Needs only torch, transformers, pillow, pyarrow (and dagster-pipes when Dagster 
 no Dagster, no pandas. Rank 0 reports to Dagster through Pipes; a standalone run just logs.
 """
 
-from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig, TrainConfigError
+from icon_pipeline.dataset.augment import AugmentConfig
+from icon_pipeline.model.training.config import TrainConfig, TrainConfigError
 
-__all__ = ["AugmentationSettings", "TrainConfig", "TrainConfigError"]
+__all__ = ["AugmentConfig", "TrainConfig", "TrainConfigError"]

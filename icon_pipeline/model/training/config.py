@@ -9,39 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icon_pipeline.dataset.augment import AugmentConfig
+
+if TYPE_CHECKING:  # the job itself never imports the pipeline config (pydantic, yaml)
+    from icon_pipeline.core.config import PipelineConfig
 
 
 class TrainConfigError(ValueError):
     """A configuration or input that makes training impossible; raised before any step runs."""
-
-
-@dataclass(frozen=True)
-class AugmentationSettings:
-    """JSON form of augment.AugmentConfig (lists instead of tuples)."""
-
-    p_downsample: float = 0.5
-    min_scale: float = 0.25
-    p_blur: float = 0.3
-    blur_radius: tuple[float, float] = (0.5, 1.5)
-    p_crop: float = 0.0
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    p_shift: float = 0.0
-    max_shift: float = 0.1
-
-    def to_augment_config(self) -> AugmentConfig:
-        return AugmentConfig(
-            p_downsample=self.p_downsample,
-            min_scale=self.min_scale,
-            p_blur=self.p_blur,
-            blur_radius=tuple(self.blur_radius),
-            p_crop=self.p_crop,
-            crop_scale=tuple(self.crop_scale),
-            p_shift=self.p_shift,
-            max_shift=self.max_shift,
-        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +52,7 @@ class TrainConfig:
     save_total_limit: int = 2
     max_num_patches: int | None = None  # None: the checkpoint's own; ours must match it exactly
     image_size: int = 224  # images are decoded once to this square size
-    augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     gather_negatives: bool = False  # SigLIP loss over the global batch (all-gather) instead of the local one
     # The logit bias at step 0: "auto" sets -ln(global batch) on an untrained checkpoint (the SigLIP
     # recipe's -10 is -ln(32k), its own batch) and keeps a trained one's; a number always sets it;
@@ -107,18 +84,13 @@ class TrainConfig:
             raise TrainConfigError(f"training config is missing {', '.join(missing)}")
         values = dict(raw)
         augmentation = values.get("augmentation") or {}
-        if not isinstance(augmentation, dict):
+        if isinstance(augmentation, dict):
+            try:
+                values["augmentation"] = AugmentConfig.from_dict(augmentation)
+            except ValueError as error:
+                raise TrainConfigError(f"invalid training config: {error}") from None
+        elif not isinstance(augmentation, AugmentConfig):
             raise TrainConfigError(f"augmentation must be an object, got {type(augmentation).__name__}")
-        aug_known = {f.name for f in fields(AugmentationSettings)}
-        if set(augmentation) - aug_known:
-            raise TrainConfigError(
-                f"unknown augmentation keys: {', '.join(sorted(set(augmentation) - aug_known))}; "
-                f"known: {', '.join(sorted(aug_known))}"
-            )
-        for key in ("blur_radius", "crop_scale"):
-            if key in augmentation:
-                augmentation[key] = tuple(augmentation[key])
-        values["augmentation"] = AugmentationSettings(**augmentation)
         if "report_to" in values:
             report_to = values["report_to"]
             values["report_to"] = (report_to,) if isinstance(report_to, str) else tuple(report_to)
@@ -176,10 +148,6 @@ class TrainConfig:
                 float(self.logit_bias)
             except ValueError:
                 problems.append(f"logit_bias must be auto, keep or a number, got {self.logit_bias!r}")
-        try:
-            self.augmentation.to_augment_config()
-        except ValueError as error:
-            problems.append(str(error))
         if problems:
             raise TrainConfigError("invalid training config: " + "; ".join(problems))
 
@@ -197,3 +165,31 @@ class TrainConfig:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
         return path
+
+
+def train_config_from_pipeline(
+    pipeline: PipelineConfig,
+    *,
+    base_checkpoint: str,
+    pairs_path: str,
+    output_dir: str,
+    eval_path: str | None = None,
+    eval_images_path: str | None = None,
+    eval_sha256: str | None = None,
+    images_root: str | None = None,
+) -> TrainConfig:
+    """The training job's config from icon_pipeline.yaml: every `training:` setting under its own
+    name (augmentation whole), the patch budget from `model:`, and the inputs and output given."""
+    settings = pipeline.training
+    carried = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return TrainConfig(
+        **carried,
+        max_num_patches=pipeline.model.max_num_patches,
+        base_checkpoint=base_checkpoint,
+        pairs_path=pairs_path,
+        output_dir=output_dir,
+        eval_path=eval_path,
+        eval_images_path=eval_images_path,
+        eval_sha256=eval_sha256,
+        images_root=images_root,
+    )

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from icon_pipeline.core.hashing import sha256_file
 from icon_pipeline.model.training.config import TrainConfigError
 
 PAIR_COLUMNS = ("group_id", "captions", "png_paths", "split")
@@ -51,14 +52,6 @@ class DecodedImages:
 
     def image(self, row: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.array[row]), mode="RGB")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolve(path: str, base: Path) -> str:

@@ -1,7 +1,8 @@
 """Retrieval metrics on the frozen eval set, computed during training.
 
 R@K (hit rate): 1 if any relevant item is in the top K, averaged over queries. AP@K: mean of
-precision@k at each relevant rank within the top K, divided by min(|relevant|, K) (DESIGN.md);
+precision@k at each relevant rank within the top K, divided by min(|relevant|, K), as in
+icon_pipeline/benchmark/metrics.py;
 scores [0.2, 0.3, 0.5] with relevance [1, 0, 1] give 0.8333.
 
 text2image: each eval caption against the gallery of eval images; relevant = the row's icon_ids.

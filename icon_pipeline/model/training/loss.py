@@ -1,11 +1,11 @@
 """SigLIP sigmoid loss, local or over the global batch (all-gathered negatives).
 
 transformers' Siglip2Model computes the loss over the local batch only, so under DDP each GPU
-sees only its own negatives (DESIGN.md). `gather_features` follows open_clip's default: gather
-every rank's features without gradient, then put the local slice back with its gradient, so
-each rank backpropagates the full global loss into its own features. DDP then averages the
-per-rank gradients, which scales the true global gradient by 1/world_size, as in open_clip;
-Adam's update is invariant to that constant.
+sees only its own negatives (checked against transformers 5.x). `gather_features` follows
+open_clip's default: gather every rank's features without gradient, then put the local slice
+back with its gradient, so each rank backpropagates the full global loss into its own
+features. DDP then averages the per-rank gradients, which scales the true global gradient by
+1/world_size, as in open_clip; Adam's update is invariant to that constant.
 """
 
 from __future__ import annotations

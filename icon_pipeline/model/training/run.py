@@ -20,7 +20,7 @@ from icon_pipeline.model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     EncoderBundle,
-    is_our_checkpoint,
+    PatchBudgetError,
     load_checkpoint,
     save_checkpoint,
 )
@@ -52,38 +52,12 @@ TENSORBOARD_DIR = "tensorboard"
 LOSS_CURVE_POINTS = 200  # points kept in the Dagster metadata (the report file keeps them all)
 
 
-def _processor_max_num_patches(checkpoint: Path) -> int | None:
-    """max_num_patches as written in the checkpoint's processor config, if it says."""
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        path = checkpoint / name
-        if path.is_file():
-            raw = json.loads(path.read_text())
-            raw = raw.get("image_processor", raw)
-            if "max_num_patches" in raw:
-                return int(raw["max_num_patches"])
-    return None
-
-
 def load_base(config: TrainConfig) -> EncoderBundle:
-    """The base checkpoint, checked against the config (patches) before anything trains."""
-    checkpoint = Path(config.base_checkpoint)
-    if checkpoint.is_dir() and is_our_checkpoint(checkpoint):
-        # Ours were trained at one patch budget: a different one changes the images the model sees.
-        meta = CheckpointMeta.read(checkpoint)
-        recorded = _processor_max_num_patches(checkpoint)
-        expected = {meta.max_num_patches} | ({recorded} if recorded is not None else set())
-        if config.max_num_patches is not None and config.max_num_patches not in expected:
-            raise TrainConfigError(
-                f"max_num_patches {config.max_num_patches} does not match checkpoint {checkpoint} "
-                f"(its processor uses {sorted(expected)}); drop the setting or use the checkpoint's value"
-            )
-        if recorded is not None and recorded != meta.max_num_patches:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} is inconsistent: processor max_num_patches {recorded}, "
-                f"icon_pipeline.json {meta.max_num_patches}"
-            )
-    # Foreign checkpoints (e.g. google/siglip2-base-patch16-naflex) are NaFlex: any budget works.
-    return load_checkpoint(config.base_checkpoint, device="cpu", max_num_patches=config.max_num_patches)
+    """The base checkpoint at the configured patch budget, checked before anything trains."""
+    try:
+        return load_checkpoint(config.base_checkpoint, device="cpu", max_num_patches=config.max_num_patches)
+    except PatchBudgetError as error:
+        raise TrainConfigError(str(error)) from None
 
 
 MAX_AUTO_DATALOADER_WORKERS = 8
@@ -219,9 +193,7 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     tensorboard_dir = output_dir / TENSORBOARD_DIR
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir))
 
-    collator = PairCollator.for_bundle(
-        data, bundle, config.augmentation.to_augment_config(), config.seed, rank
-    )
+    collator = PairCollator.for_bundle(data, bundle, config.augmentation, config.seed, rank)
     evaluator = RetrievalEvaluator(eval_data, bundle, config.eval_batch_size) if eval_data else None
     schedule = ScheduleCallback(config.eval_every_steps, config.stop_after_steps)
     trainer = SiglipTrainer(

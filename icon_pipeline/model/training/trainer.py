@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,7 @@ class RetrievalEvaluator:
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         was_training = model.training
-        bundle = EncoderBundle(
-            model=model,
-            processor=self.bundle.processor,
-            max_length=self.bundle.max_length,
-            max_num_patches=self.bundle.max_num_patches,
-            model_id=self.bundle.model_id,
-            meta=self.bundle.meta,
-        )
+        bundle = replace(self.bundle, model=model)  # the weights being trained, the same preprocessing
         try:
             rows = self.data.image_rows
             image_chunks = [

@@ -1,0 +1,136 @@
+"""One batch of icons through the captioner: the requests built from the catalog and the lexicon,
+and the quality checks computed on the results. Plain data in and out; the icon_captions asset
+only fetches inputs, calls these and turns the outcome into Dagster metadata and check results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from icon_pipeline.captions.base import CaptionRequest, CaptionResult
+from icon_pipeline.captions.routing import vision_count
+from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES, MIN_PHRASES, banned_in, validate_phrases
+from icon_pipeline.core.config import CaptionsConfig
+from icon_pipeline.lexicon.mining import Lexicon
+from icon_pipeline.library.records import IconRecord
+
+EXAMPLES = 10  # offending icons listed per check
+
+CAPTION_CHECKS = ("phrase_rules", "no_banned_words", "coverage", "vision_route_share", "caption_failure_rate")
+
+
+def build_requests(
+    icons: Mapping[str, IconRecord], lexicon: Lexicon, png_paths: Mapping[str, str]
+) -> list[CaptionRequest]:
+    """One request per icon, by icon id. An icon the lexicon has no entry for is captioned from
+    its bare name and tags, and counts as having no useful token (the VLM route)."""
+    requests = []
+    for icon_id, icon in sorted(icons.items()):
+        entry = lexicon.entries.get(icon_id)
+        requests.append(
+            CaptionRequest(
+                icon_id=icon_id,
+                name=icon.name,
+                terms=list(entry.terms) if entry else [icon.name],
+                tags=list(entry.tag_terms) if entry else list(icon.tags),
+                category=icon.category,
+                useful_token_count=entry.useful_token_count if entry else 0,
+                image_path=png_paths.get(icon_id) or None,
+                content_hash=icon.content_hash,
+            )
+        )
+    return requests
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One asset check's verdict; `metadata` holds plain values (lists of examples included)."""
+
+    name: str
+    passed: bool
+    description: str = ""
+    severity: Literal["error", "warn"] = "error"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What one captioned batch amounts to: counts for the metadata and the checks' outcomes."""
+
+    icons: int
+    captioned: int
+    failed: int
+    few_phrases: int  # fewer than MIN_PHRASES phrases: a VLM (captions.captioner: openai) does better
+    routed_to_vision: int
+    checks: list[CheckOutcome]
+
+
+def summarise_batch(
+    icon_ids: Sequence[str],
+    requests: Sequence[CaptionRequest],
+    results: Sequence[CaptionResult],
+    settings: CaptionsConfig,
+) -> BatchSummary:
+    """The phrase rules, banned words, coverage, VLM share and failure rate of one batch."""
+    ok = [r for r in results if not r.error]
+    failed = [r for r in results if r.error]
+    rule_breaks = [
+        (r.icon_id, "; ".join(problems))
+        for r in ok
+        if (
+            problems := validate_phrases(
+                r.phrases, MIN_OFFLINE_PHRASES if r.route == "offline" else MIN_PHRASES
+            )
+        )
+    ]
+    banned = [(r.icon_id, p) for r in ok for p in r.phrases if banned_in(p)]
+    uncovered = sorted(set(icon_ids) - {r.icon_id for r in results})
+    vision = vision_count((q.useful_token_count for q in requests), settings.min_text_tokens)
+    vision_share = vision / len(requests) if requests else 0.0
+    failure_rate = len(failed) / len(requests) if requests else 0.0
+    checks = [
+        CheckOutcome(
+            "phrase_rules",
+            passed=not rule_breaks,
+            metadata={"icons_breaking_rules": len(rule_breaks), "examples": rule_breaks[:EXAMPLES]},
+            description="5-8 phrases (offline: 1-8, a bare name says little), 1-4 words, no duplicates",
+        ),
+        CheckOutcome(
+            "no_banned_words",
+            passed=not banned,
+            metadata={"phrases_with_banned_words": len(banned), "examples": banned[:EXAMPLES]},
+            description="no visual descriptions (icon, shape, colours, 'arrow pointing')",
+        ),
+        CheckOutcome(
+            "coverage",
+            passed=not uncovered,
+            metadata={"icons": len(icon_ids), "without_captions_or_failure": len(uncovered)},
+            description="every icon has captions or a recorded failure",
+        ),
+        CheckOutcome(
+            "vision_route_share",
+            passed=vision_share <= settings.max_vision_share,
+            severity="warn",
+            metadata={
+                "share": round(vision_share, 4),
+                "threshold": settings.max_vision_share,
+                "min_text_tokens": settings.min_text_tokens,
+            },
+            description="share of icons whose names are too weak for the text LLM",
+        ),
+        CheckOutcome(
+            "caption_failure_rate",
+            passed=failure_rate <= settings.max_failure_rate,
+            metadata={"failure_rate": round(failure_rate, 4), "threshold": settings.max_failure_rate},
+        ),
+    ]
+    return BatchSummary(
+        icons=len(requests),
+        captioned=len(ok),
+        failed=len(failed),
+        few_phrases=sum(1 for r in ok if len(r.phrases) < MIN_PHRASES),
+        routed_to_vision=vision,
+        checks=checks,
+    )
