@@ -17,7 +17,6 @@ from typing import Any
 
 from dagster import (
     ConfigurableResource,
-    DagsterError,
     Failure,
     MetadataValue,
     PipesClientCompletedInvocation,
@@ -175,7 +174,9 @@ class TorchrunResource(ConfigurableResource):
         )
         try:
             return client.run(command=command, context=context, env=env)
-        except DagsterError as error:  # a non-zero exit (DagsterPipesExecutionError is not public)
+        # A non-zero exit raises DagsterPipesExecutionError, which dagster does not export (and which
+        # is not a DagsterError): catch whatever the launch raised and report the ranks' own errors.
+        except Exception as error:
             failures = rank_failures(log_dir)
             if not failures:
                 raise Failure(
