@@ -41,7 +41,7 @@ from icon_pipeline.core.storage import (
     write_table,
 )
 from icon_pipeline.defs.icons import icon_catalog, rendered_icons
-from icon_pipeline.defs.metadata import table
+from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
@@ -49,6 +49,8 @@ from icon_pipeline.lexicon.mining import TEXT_LLM_MIN_USEFUL_TOKENS, Lexicon, Na
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
     deps=[icon_catalog],
@@ -91,7 +93,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
             "icons": len(entries),
             "lexicon_version": lexicon.version(),
             "vocabulary_size": len(lexicon.vocabulary),
-            "routed_to_vision_share": round(to_vision / len(entries), 4) if entries else 0.0,
+            "routed_to_vision_share": round(to_vision / len(entries), FLOAT_PLACES) if entries else 0.0,
             "useful_tokens_histogram": table(
                 useful.value_counts().sort_index().rename_axis("useful_tokens").reset_index(name="icons")
             ),
@@ -104,15 +106,28 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
-CHECKS = ("phrase_rules", "no_banned_words", "coverage", "vision_route_share", "caption_failure_rate")
+CHECKS = {
+    "phrase_rules": "5-8 phrases per icon (offline: 1-8), 1-4 words each, no duplicates",
+    "no_banned_words": "no visual descriptions (icon, shape, colours, 'arrow pointing')",
+    "coverage": "every icon of the batch has captions or a recorded failure",
+    "vision_route_share": "the share of icons whose names are too weak for the text LLM stays under "
+    "captions.max_vision_share",
+    "caption_failure_rate": "the share of icons the captioner failed on stays under "
+    "captions.max_failure_rate",
+}
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
     partitions_def=icon_batches,
     deps=[rendered_icons, icon_lexicon],
-    check_specs=[AssetCheckSpec(name, asset="icon_captions") for name in CHECKS],
+    check_specs=[
+        AssetCheckSpec(name, asset="icon_captions", description=f"{about} (the batch is named in the result)")
+        for name, about in CHECKS.items()
+    ],
     automation_condition=AutomationCondition.eager(),
 )
 def icon_captions(
@@ -210,37 +225,57 @@ def icon_captions(
             check_name="phrase_rules",
             passed=not rule_breaks,
             metadata={
+                "batch": batch,
                 "icons_breaking_rules": len(rule_breaks),
                 "examples": MetadataValue.json(rule_breaks[:10]),
             },
-            description="5-8 phrases (offline: 1-8, a bare name says little), 1-4 words, no duplicates",
+            description=f"batch {batch}: {len(rule_breaks)} of {len(ok)} icons break the phrase rules "
+            "(5-8 phrases, offline 1-8; 1-4 words; no duplicates)",
         ),
         AssetCheckResult(
             check_name="no_banned_words",
             passed=not banned,
-            metadata={"phrases_with_banned_words": len(banned), "examples": MetadataValue.json(banned[:10])},
-            description="no visual descriptions (icon, shape, colours, 'arrow pointing')",
+            metadata={
+                "batch": batch,
+                "phrases_with_banned_words": len(banned),
+                "examples": MetadataValue.json(banned[:10]),
+            },
+            description=f"batch {batch}: {len(banned)} phrase(s) describe looks "
+            "(icon, shape, colours, 'arrow pointing')",
         ),
         AssetCheckResult(
             check_name="coverage",
             passed=not uncovered,
-            metadata={"icons": len(icons), "without_captions_or_failure": len(uncovered)},
-            description="every icon has captions or a recorded failure",
+            metadata={"batch": batch, "icons": len(icons), "without_captions_or_failure": len(uncovered)},
+            description=f"batch {batch}: {len(uncovered)} of {len(icons)} icons have neither captions nor a "
+            "recorded failure",
         ),
         AssetCheckResult(
             check_name="vision_route_share",
             passed=vision_share <= settings.max_vision_share,
             severity=AssetCheckSeverity.WARN,
-            metadata={"share": round(vision_share, 4), "threshold": settings.max_vision_share},
-            description="share of icons whose names are too weak for the text LLM",
+            metadata={
+                "batch": batch,
+                "share": round(vision_share, FLOAT_PLACES),
+                "threshold": settings.max_vision_share,
+            },
+            description=f"batch {batch}: {vision_share:.1%} of icons have names too weak for the text LLM "
+            f"(threshold {settings.max_vision_share:.0%})",
         ),
         AssetCheckResult(
             check_name="caption_failure_rate",
             passed=failure_rate <= settings.max_failure_rate,
-            metadata={"failure_rate": round(failure_rate, 4), "threshold": settings.max_failure_rate},
+            metadata={
+                "batch": batch,
+                "failure_rate": round(failure_rate, FLOAT_PLACES),
+                "threshold": settings.max_failure_rate,
+            },
+            description=f"batch {batch}: the captioner failed on {len(failed)} of {len(requests)} icons "
+            f"(threshold {settings.max_failure_rate:.0%})",
         ),
     ]
-    sample = frame[frame["error"] == ""].head(25).assign(phrases=lambda f: f["phrases"].map(", ".join))
+    captioned = frame[frame["error"] == ""]
+    sample = captioned.iloc[spread(len(captioned), 25)].assign(phrases=lambda f: f["phrases"].map(", ".join))
     return MaterializeResult(
         metadata={
             "icons": len(requests),
@@ -271,6 +306,8 @@ def icon_captions(
     cron_schedule="0 2 * * *",
     target=AssetSelection.assets("icon_captions"),
     default_status=DefaultScheduleStatus.STOPPED,
+    description="Re-caption every icon batch at 02:00; the caption cache makes it cheap (only icons whose "
+    "content, lexicon entry, prompt version or model changed cost a model call).",
 )
 def nightly_recaption(context: ScheduleEvaluationContext):
     """Re-caption every batch at 02:00. The caption cache makes this cheap: only icons whose

@@ -23,6 +23,7 @@ from icon_pipeline.core.storage import (
     read_records,
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
+from icon_pipeline.defs.metadata import OWNERS, asset_tags
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
 from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig
@@ -31,7 +32,13 @@ from icon_pipeline.model.training.data import sha256_file
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
 
 
-@asset(group_name="model", kinds={"pytorch"}, deps=[training_pairs])
+@asset(
+    group_name="model",
+    kinds={"pytorch"},
+    deps=[training_pairs],
+    owners=OWNERS,
+    tags=asset_tags("model", "train"),
+)
 def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, an untrained one built
     from a config: a SigLIP2 vision tower against the locked packaged sentence encoder (LiT), or with
@@ -85,6 +92,8 @@ def _fingerprint(path: Path) -> list[tuple[str, str]]:
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("model", "train"),
     group_name="model",
     kinds={"pytorch"},
     deps=[base_checkpoint, training_pairs, eval_set],

@@ -47,7 +47,7 @@ from icon_pipeline.defs.dataset import (
     load_groups,
     training_pairs,
 )
-from icon_pipeline.defs.metadata import image_markdown, table
+from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, table
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.model.checkpoint import load_checkpoint
@@ -95,6 +95,8 @@ def _icon_groups() -> dict[str, str]:
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres", "pgvector"},
     deps=[base_checkpoint, finetuned_checkpoint, training_pairs],
@@ -217,6 +219,8 @@ def _cached_text_vectors(texts: list[str], cache: Path, context: AssetExecutionC
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres", "pgvector"},
     deps=[icon_captions, training_pairs],
@@ -260,6 +264,8 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres"},
     deps=[icon_embeddings, caption_embeddings, eval_set, benchmark_queries],
@@ -354,6 +360,8 @@ BENCHMARK_CHECK = "finetuned_beats_base_and_baselines"
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"json", "markdown"},
     deps=[search_fusion, benchmark_queries],
