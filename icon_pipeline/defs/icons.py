@@ -224,6 +224,8 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
     asset_selection=AssetSelection.assets("icon_catalog"),
     minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.STOPPED,
+    description="Every 5 minutes: when an icon source changed (new Figma file version, new files in a "
+    "folder, new Tabler version), registers its new icon batches and runs icon_catalog.",
 )
 def icon_source_sensor(context: SensorEvaluationContext, figma: FigmaResource) -> SensorResult | SkipReason:
     """New Figma file version, new files in a folder, new Tabler version: register new batches.

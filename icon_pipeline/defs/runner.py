@@ -20,6 +20,7 @@ from dagster import (
     DagsterInvalidConfigError,
     DagsterRunStatus,
     Definitions,
+    JobDefinition,
     RunsFilter,
     validate_run_config,
 )
@@ -161,6 +162,29 @@ def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
     return failed
 
 
+def _named_jobs(defs: Definitions) -> list[tuple[JobDefinition, set[AssetKey]]]:
+    """The Definitions' own asset jobs (ingest_job, train_job, index_job) with their assets."""
+    jobs = []
+    for job in defs.get_repository_def().get_all_jobs():
+        if job.name.startswith("__") or not job.asset_layer:
+            continue  # the implicit global job, and the anonymous jobs of schedules and sensors
+        keys = set(job.asset_layer.executable_asset_keys)
+        if keys:
+            jobs.append((job, keys))
+    return jobs
+
+
+def _job_for(
+    stage: list[AssetKey], named_jobs: list[tuple[JobDefinition, set[AssetKey]]], fallback: JobDefinition
+) -> JobDefinition:
+    """The named job holding every asset of `stage` (so the run is listed under that job in the UI),
+    else the implicit asset job."""
+    for job, keys in named_jobs:
+        if set(stage) <= keys:
+            return job
+    return fallback
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
@@ -187,6 +211,7 @@ def materialize_assets(
                 f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
             )
     job = defs.resolve_implicit_global_asset_job_def()
+    named_jobs = _named_jobs(defs)
     run_config = {**TERMINAL_LOGGING, **(run_config or {})}
     # Against the whole job, before any stage: a stage's subset ignores config for resources it
     # does not use, so a misspelt `torchrun` field would otherwise pass unnoticed.
@@ -208,7 +233,7 @@ def materialize_assets(
             log(f"materializing {label}")
             started = time.monotonic()
             try:
-                result = job.execute_in_process(
+                result = _job_for(stage, named_jobs, job).execute_in_process(
                     instance=instance,
                     asset_selection=stage,
                     partition_key=partition,
