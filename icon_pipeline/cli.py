@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,13 +205,14 @@ def _print_example_search(query: str) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from icon_pipeline.ui import run_ui
+
     _prepare_instance_env()
-    workspace = get_paths().repo_root / "workspace.yaml"
-    command = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    bin_dir = os.path.dirname(sys.executable)
-    command[0] = os.path.join(bin_dir, "dagster")
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    return subprocess.call(command, cwd=get_paths().repo_root)
+    print(
+        f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})",
+        flush=True,
+    )
+    return run_ui(get_paths().repo_root, args.host, args.port, log=lambda line: print(line, flush=True))
 
 
 def cmd_app(args: argparse.Namespace) -> int:

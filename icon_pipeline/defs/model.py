@@ -23,7 +23,7 @@ from icon_pipeline.core.storage import (
     read_records,
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
-from icon_pipeline.defs.metadata import OWNERS, asset_tags
+from icon_pipeline.defs.metadata import OWNERS, asset_tags, line_plot_markdown, rounded
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint
 from icon_pipeline.model.training.config import AugmentationSettings, TrainConfig
@@ -162,6 +162,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         f"global batch {settings.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
+    result = _readable_training_metadata(result, output_dir)
     checkpoint_pointer("finetuned").write_text(
         json.dumps(
             {
@@ -172,3 +173,28 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         )
     )
     return result
+
+
+def _readable_training_metadata(result: MaterializeResult, output_dir: Path) -> MaterializeResult:
+    """What rank 0 reported through Pipes, floats rounded, plus the loss curve drawn as a plot and
+    where its TensorBoard logs are (and the command that opens them)."""
+    metadata = rounded(dict(result.metadata or {}))
+    curve = metadata.get("loss_curve")
+    points = [(float(step), float(loss)) for step, loss in (getattr(curve, "value", curve) or [])]
+    plot = line_plot_markdown(points, "training loss", "loss")
+    if plot is not None:
+        metadata["loss_plot"] = plot
+    # The directory rank 0 reported (transformers' TensorBoard callback writes there).
+    reported = metadata.get("tensorboard_dir")
+    logs = Path(str(getattr(reported, "value", reported) or output_dir / "tensorboard"))
+    metadata["tensorboard_dir"] = MetadataValue.path(str(logs))
+    metadata["tensorboard_command"] = MetadataValue.md(
+        f"`tensorboard --logdir {logs.parent.parent}` (every fine-tuning run; this one: `{logs}`), "
+        "then open http://localhost:6006"
+    )
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=result.check_results,
+        data_version=result.data_version,
+        tags=result.tags,
+    )
