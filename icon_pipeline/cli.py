@@ -56,14 +56,55 @@ def cmd_db(args: argparse.Namespace) -> int:
             print("stopped" if stop_embedded() else "was not running")
     elif args.action == "status":
         if external:
-            ensure_database()
+            info = ensure_database()
             print(f"external server reachable: {describe_url(external)}")
         else:
             print(embedded_status())
+            if "running" not in embedded_status():
+                return 0
+            info = ensure_database(start=False)
+            print(f"database: {describe_url(info.url)} (this data root: {get_paths().data_dir})")
+        _print_database_contents(info.libpq_url)
     elif args.action == "url":
         # The embedded server has no password; an external URL is the user's own secret.
         print(describe_url(external) if external else ensure_database().url)
     return 0
+
+
+def _print_database_contents(url: str) -> None:
+    """What the database holds: the search index per model (rows counted, HNSW index present), the
+    caption-embedding rows, and Dagster's runs. Never the URL itself (it may carry a password)."""
+    import psycopg
+
+    from icon_pipeline.search.channels import CAPTIONS
+    from icon_pipeline.search.inventory import dagster_runs, index_inventory
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        tables = index_inventory(conn)
+        runs = dagster_runs(conn)
+    icon_tables = [t for t in tables if t.row_kind == "icon"]
+    if icon_tables:
+        print(f"models indexed: {len(icon_tables)}")
+        for t in icon_tables:
+            rows = "table MISSING" if t.rows is None else f"{t.rows} rows"
+            hnsw = ", ".join(t.hnsw_indexes) or "NO HNSW index"
+            print(f"  {t.model_id:20} {rows:>14}  dim {t.dim:4}  {t.table_name}  HNSW: {hnsw}")
+    else:
+        print("models indexed: none (materialize icon_embeddings)")
+    captions = next((t for t in tables if t.model_id == CAPTIONS), None)
+    if captions is None:
+        print("caption embeddings: none (materialize caption_embeddings)")
+    else:
+        rows = "table MISSING" if captions.rows is None else f"{captions.rows} rows (one per distinct text)"
+        hnsw = ", ".join(captions.hnsw_indexes) or "NO HNSW index"
+        print(f"caption embeddings: {rows}, dim {captions.dim}  HNSW: {hnsw}")
+    present = sum(1 for t in tables if t.hnsw_indexes)
+    print(f"HNSW indexes present: {present} of {len(tables)} tables")
+    if runs is None:
+        print("Dagster runs: none (no Dagster storage in this database yet)")
+    else:
+        detail = ", ".join(f"{count} {status.lower()}" for status, count in runs.items())
+        print(f"Dagster runs: {sum(runs.values())}" + (f" ({detail})" if detail else ""))
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
