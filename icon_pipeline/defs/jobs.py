@@ -4,14 +4,11 @@ that holds it, so their runs are listed under these names too."""
 
 from dagster import AssetSelection, define_asset_job
 
-from icon_pipeline.defs.partitions import icon_batches
-
 ingest_job = define_asset_job(
     "ingest_job",
     selection=AssetSelection.assets("icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions"),
-    partitions_def=icon_batches,
     description="Scan the icon sources into the catalog, then render and caption one icon batch "
-    "(partition); the catalog and lexicon are library-wide.",
+    "(partition: icon_batches, inferred from its assets); the catalog and lexicon are library-wide.",
     tags={"stage": "ingest"},
 )
 
