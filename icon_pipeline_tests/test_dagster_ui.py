@@ -46,6 +46,23 @@ def test_every_asset_has_owners_and_tags_and_every_check_sensor_schedule_a_descr
     assert covered == set(graph.materializable_asset_keys)  # every asset belongs to a named job
 
 
+def test_metadata_helpers_sample_the_whole_batch_round_floats_and_draw_plots() -> None:
+    from dagster import MetadataValue
+
+    from icon_pipeline.defs.metadata import line_plot_markdown, rounded, spread
+
+    assert spread(100, 5) == [0, 25, 50, 74, 99] and spread(3, 60) == [0, 1, 2]
+    assert rounded({"a": 0.123456, "b": MetadataValue.float(2.30258), "c": 3, "d": "x"}) == {
+        "a": 0.123,
+        "b": MetadataValue.float(2.303),
+        "c": 3,
+        "d": "x",
+    }
+    plot = line_plot_markdown([(1, 2.3), (2, 1.9), (3, 1.2)], "training loss", "loss")
+    assert plot is not None and plot.value.startswith("![training loss](data:image/png;base64,")
+    assert line_plot_markdown([], "training loss", "loss") is None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

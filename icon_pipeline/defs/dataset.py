@@ -34,7 +34,7 @@ from icon_pipeline.dataset.evalset import OfflineParaphraser, Paraphraser, build
 from icon_pipeline.dataset.grouping import Group, group_icons, grouping_metadata, split_groups
 from icon_pipeline.dataset.queries import build_benchmark_queries, group_terms, summarize_queries
 from icon_pipeline.defs.captions import icon_captions
-from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, table
+from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, rounded, table
 from icon_pipeline.lexicon.mining import normalised_base_name
 from icon_pipeline.model.training.data import sha256_file
 from icon_pipeline.render.rasterize import preview_grid
@@ -245,10 +245,12 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
             validate=_valid_captions,
         )
         frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, rows)
-        report_meta = {
-            k: MetadataValue.json(v) if isinstance(v, dict | list) else v
-            for k, v in report.to_metadata().items()
-        }
+        report_meta = rounded(
+            {
+                k: MetadataValue.json(v) if isinstance(v, dict | list) else v
+                for k, v in report.to_metadata().items()
+            }
+        )
         if report.shortfall_note:
             context.log.warning(f"eval_set: {report.shortfall_note}")
     sample = pd.DataFrame(read_frozen_jsonl(frozen.path)[:30])
