@@ -174,15 +174,32 @@ def _named_jobs(defs: Definitions) -> list[tuple[JobDefinition, set[AssetKey]]]:
     return jobs
 
 
-def _job_for(
-    stage: list[AssetKey], named_jobs: list[tuple[JobDefinition, set[AssetKey]]], fallback: JobDefinition
-) -> JobDefinition:
-    """The named job holding every asset of `stage` (so the run is listed under that job in the UI),
-    else the implicit asset job."""
-    for job, keys in named_jobs:
-        if set(stage) <= keys:
-            return job
-    return fallback
+def _split_by_job(
+    graph: Any,
+    stage: list[AssetKey],
+    named_jobs: list[tuple[JobDefinition, set[AssetKey]]],
+    fallback: JobDefinition,
+) -> list[tuple[list[AssetKey], JobDefinition]]:
+    """`stage` as runs of the named jobs holding its assets (so each run is listed under its job in
+    the UI), in dependency order; assets no named job holds run in the implicit asset job."""
+    parts: dict[str, tuple[list[AssetKey], JobDefinition]] = {}
+    for key in stage:
+        job = next((job for job, keys in named_jobs if key in keys), fallback)
+        parts.setdefault(job.name, ([], job))[0].append(key)
+    ordered: list[tuple[list[AssetKey], JobDefinition]] = []
+    done: set[AssetKey] = set()
+    pending = list(parts.values())
+    while pending:
+        for part in pending:
+            others = set(stage) - done - set(part[0])
+            if not any(p in others for key in part[0] for p in graph.get(key).parent_keys):
+                break
+        else:  # a cycle between jobs: run the stage as one run of the implicit job
+            return [(stage, fallback)]
+        pending.remove(part)
+        ordered.append(part)
+        done |= set(part[0])
+    return ordered
 
 
 def materialize_assets(
@@ -220,7 +237,12 @@ def materialize_assets(
     except DagsterInvalidConfigError as exc:
         raise RunConfigError(str(exc)) from None
     summary = RunSummary()
-    for stage, partitioned in _stages(graph, keys):
+    runs = [
+        (part, job_for_part, partitioned)
+        for stage, partitioned in _stages(graph, keys)
+        for part, job_for_part in _split_by_job(graph, stage, named_jobs, job)
+    ]
+    for stage, stage_job, partitioned in runs:
         names = [k.to_user_string() for k in stage]
         keys_for_stage = partitions if partitioned and partitions else None
         if partitioned and keys_for_stage is None:
@@ -230,10 +252,12 @@ def materialize_assets(
                 continue
         for partition in keys_for_stage if partitioned else [None]:
             label = f"{', '.join(names)}" + (f" [batch {partition}]" if partition else "")
-            log(f"materializing {label}")
+            log(
+                f"materializing {label}" + ("" if stage_job.name.startswith("__") else f" ({stage_job.name})")
+            )
             started = time.monotonic()
             try:
-                result = _job_for(stage, named_jobs, job).execute_in_process(
+                result = stage_job.execute_in_process(
                     instance=instance,
                     asset_selection=stage,
                     partition_key=partition,
