@@ -42,7 +42,11 @@ class FailedCheck:
 
     def line(self) -> str:
         where = f" [batch {self.partition}]" if self.partition else ""
-        return f"{self.severity:5} {self.asset}.{self.check}{where}: {self.description}"
+        # Per-batch checks name their batch in the description (for the UI); said once here.
+        description = (
+            self.description.removeprefix(f"batch {self.partition}: ") if self.partition else self.description
+        )
+        return f"{self.severity:5} {self.asset}.{self.check}{where}: {description}"
 
 
 @dataclass
