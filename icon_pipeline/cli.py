@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ui", help="start the database if needed and run `dagster dev`")
+    p = sub.add_parser(
+        "ui", help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
