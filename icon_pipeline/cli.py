@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,14 +57,55 @@ def cmd_db(args: argparse.Namespace) -> int:
             print("stopped" if stop_embedded() else "was not running")
     elif args.action == "status":
         if external:
-            ensure_database()
+            info = ensure_database()
             print(f"external server reachable: {describe_url(external)}")
         else:
             print(embedded_status())
+            if "running" not in embedded_status():
+                return 0
+            info = ensure_database(start=False)
+            print(f"database: {describe_url(info.url)} (this data root: {get_paths().data_dir})")
+        _print_database_contents(info.libpq_url)
     elif args.action == "url":
         # The embedded server has no password; an external URL is the user's own secret.
         print(describe_url(external) if external else ensure_database().url)
     return 0
+
+
+def _print_database_contents(url: str) -> None:
+    """What the database holds: the search index per model (rows counted, HNSW index present), the
+    caption-embedding rows, and Dagster's runs. Never the URL itself (it may carry a password)."""
+    import psycopg
+
+    from icon_pipeline.search.channels import CAPTIONS
+    from icon_pipeline.search.inventory import dagster_runs, index_inventory
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        tables = index_inventory(conn)
+        runs = dagster_runs(conn)
+    icon_tables = [t for t in tables if t.row_kind == "icon"]
+    if icon_tables:
+        print(f"models indexed: {len(icon_tables)}")
+        for t in icon_tables:
+            rows = "table MISSING" if t.rows is None else f"{t.rows} rows"
+            hnsw = ", ".join(t.hnsw_indexes) or "NO HNSW index"
+            print(f"  {t.model_id:20} {rows:>14}  dim {t.dim:4}  {t.table_name}  HNSW: {hnsw}")
+    else:
+        print("models indexed: none (materialize icon_embeddings)")
+    captions = next((t for t in tables if t.model_id == CAPTIONS), None)
+    if captions is None:
+        print("caption embeddings: none (materialize caption_embeddings)")
+    else:
+        rows = "table MISSING" if captions.rows is None else f"{captions.rows} rows (one per distinct text)"
+        hnsw = ", ".join(captions.hnsw_indexes) or "NO HNSW index"
+        print(f"caption embeddings: {rows}, dim {captions.dim}  HNSW: {hnsw}")
+    present = sum(1 for t in tables if t.hnsw_indexes)
+    print(f"HNSW indexes present: {present} of {len(tables)} tables")
+    if runs is None:
+        print("Dagster runs: none (no Dagster storage in this database yet)")
+    else:
+        detail = ", ".join(f"{count} {status.lower()}" for status, count in runs.items())
+        print(f"Dagster runs: {sum(runs.values())}" + (f" ({detail})" if detail else ""))
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
@@ -206,13 +246,14 @@ def _print_example_search(query: str) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from icon_pipeline.ui import run_ui
+
     _prepare_instance_env()
-    workspace = get_paths().repo_root / "workspace.yaml"
-    command = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    bin_dir = os.path.dirname(sys.executable)
-    command[0] = os.path.join(bin_dir, "dagster")
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    return subprocess.call(command, cwd=get_paths().repo_root)
+    print(
+        f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})",
+        flush=True,
+    )
+    return run_ui(get_paths().repo_root, args.host, args.port, log=lambda line: print(line, flush=True))
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -378,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ui", help="start the database if needed and run `dagster dev`")
+    p = sub.add_parser(
+        "ui", help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)

@@ -11,12 +11,19 @@ from icon_pipeline.defs.dataset import (
     training_pairs,
 )
 from icon_pipeline.defs.icons import icon_automation_sensor, icon_catalog, icon_source_sensor, rendered_icons
+from icon_pipeline.defs.jobs import JOBS
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.defs.resources.figma import FigmaResource
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
-from icon_pipeline.defs.search import benchmark_report, caption_embeddings, icon_embeddings, search_fusion
+from icon_pipeline.defs.search import (
+    benchmark_report,
+    caption_embeddings,
+    icon_embeddings,
+    index_complete,
+    search_fusion,
+)
 
 defs = Definitions(
     assets=[
@@ -34,7 +41,8 @@ defs = Definitions(
         search_fusion,
         benchmark_report,
     ],
-    asset_checks=[eval_set_frozen_hash, benchmark_queries_frozen_hash],
+    asset_checks=[eval_set_frozen_hash, benchmark_queries_frozen_hash, index_complete],
+    jobs=JOBS,
     schedules=[nightly_recaption],
     sensors=[icon_source_sensor, icon_automation_sensor],
     resources={

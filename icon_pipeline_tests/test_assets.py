@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     EvaluateAutomationConditionsResult,
     SensorResult,
@@ -29,7 +31,9 @@ from icon_pipeline.core.database import ensure_database
 from icon_pipeline.core.paths import REPO_ROOT
 from icon_pipeline.definitions import defs
 from icon_pipeline.defs.dataset import eval_set_frozen_hash
+from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.defs.runner import materialize_assets
+from icon_pipeline.defs.search import index_complete
 from icon_pipeline_tests.figma_server import FigmaTestServer, tabler_figma_file
 from icon_pipeline_tests.openai_server import OpenAITestServer
 
@@ -90,6 +94,9 @@ def test_local_folder_batches_and_the_sensor_registers_exactly_the_new_batch(
     assert sorted(instance.get_dynamic_partitions("icon_batches")) == ["mine-all-0001", "mine-all-0002"]
     meta = _metadata(instance, "rendered_icons", "mine-all-0001")
     assert meta["rendered"] == 3 and meta["failed"] == 0 and "data:image/png;base64" in meta["preview"]
+    check = _check_evaluation(instance, "rendered_icons", "render_failure_rate")
+    assert check.passed and check.description.startswith("batch mine-all-000")  # names its batch
+    assert check.metadata["batch"].value in ("mine-all-0001", "mine-all-0002")
 
     sensor = defs.resolve_sensor_def("icon_source_sensor")
     resources = {"figma": defs.resources["figma"]}
@@ -321,6 +328,19 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
         [AssetCheckKey(AssetKey("benchmark_report"), "finetuned_beats_base_and_baselines")]
     )
     assert checks  # the WARN check ran beside the report
+    first = _check_evaluation(instance, "benchmark_report", "no_regression_since_previous")
+    assert first.passed and "first materialization" in first.description
+    index_check = _check_evaluation(instance, "icon_embeddings", "index_complete")
+    assert index_check.passed, index_check.description
+    # Each stage ran through its named job, so the UI lists the runs under it.
+    assert {"ingest_job", "train_job", "index_job"} <= {run.job_name for run in instance.get_runs()}
+    assert "data:image/png;base64" in training["loss_plot"]  # the loss curve, drawn
+    assert (
+        f"tensorboard --logdir {pipeline_env / 'data' / 'models' / 'finetuned'}"
+        in (training["tensorboard_command"])
+    )
+    preview = _metadata(instance, "rendered_icons", "mine-all-0001")
+    assert preview["preview_icons"] == min(60, preview["icons"] - preview["failed"])
 
     service = SearchService.open()
     try:
@@ -394,6 +414,42 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     assert scaled["world_size"] == 2 and scaled["global_batch_size"] == 8 and scaled["steps"] == 4
     assert scaled["checkpoint_path"] != training["checkpoint_path"]
     assert "eval/image2text/R@1" in scaled  # rank 0 alone reported, through Pipes
+
+    # The benchmark against its previous materialization: recorded figures made better than
+    # today's (a real materialization event with altered numbers), so today's run is a drop.
+    figures = {k: v for k, v in benchmark.items() if k.count("/") == 2 and "/R@" in k}
+    better = {k: round(v + 0.3, 3) for k, v in figures.items()}
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            "benchmark_report", metadata={**better, "queries_file": benchmark["queries_file"]}
+        )
+    )
+    rerun = materialize_assets(defs, instance, ["benchmark_report"], log=lambda _: None)
+    assert rerun.success
+    (warning,) = [c for c in rerun.failed_checks if c.check == "no_regression_since_previous"]
+    now = _metadata(instance, "benchmark_report")
+    assert warning.severity == "WARN"
+    expected = (
+        f"text2img hybrid R@10 {better['hybrid/text2img/R@10']:.3f} -> {now['hybrid/text2img/R@10']:.3f}"
+    )
+    assert expected in warning.description
+
+    # The index completeness check counts rows in the database: one row gone fails it.
+    with psycopg.connect(os.environ["ICON_PIPELINE_DATABASE_URL"], autocommit=True) as conn:
+        (table_name,) = conn.execute(
+            "SELECT table_name FROM icon_index_models WHERE model_id = 'finetuned'"
+        ).fetchone()
+        conn.execute(f'DELETE FROM "{table_name}" WHERE icon_id = (SELECT min(icon_id) FROM "{table_name}")')
+    result = index_complete(
+        build_asset_check_context(instance=instance, resources={"postgres": PostgresResource()})
+    )
+    assert not result.passed and "finetuned:" in result.description and "1 missing" in result.description
+
+
+def _check_evaluation(instance: DagsterInstance, asset: str, check: str):
+    record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey(asset), check))
+    assert record is not None and record.event is not None, f"{asset}.{check} never ran"
+    return record.event.dagster_event.event_specific_data
 
 
 def _move_the_data_root_and_search_again(

@@ -18,7 +18,17 @@ from icon_pipeline.library.records import IconRecord
 
 EXAMPLES = 10  # offending icons listed per check
 
-CAPTION_CHECKS = ("phrase_rules", "no_banned_words", "coverage", "vision_route_share", "caption_failure_rate")
+# The checks every captioned batch gets, and what each one holds to.
+CAPTION_CHECKS = {
+    "phrase_rules": "5-8 phrases per icon (offline: 1-8, a bare name says little), 1-4 words each, "
+    "no duplicates",
+    "no_banned_words": "no visual descriptions (icon, shape, colours, 'arrow pointing')",
+    "coverage": "every icon of the batch has captions or a recorded failure",
+    "vision_route_share": "the share of icons whose names are too weak for the text LLM stays under "
+    "captions.max_vision_share",
+    "caption_failure_rate": "the share of icons the captioner failed on stays under "
+    "captions.max_failure_rate",
+}
 
 
 def build_requests(
@@ -95,35 +105,40 @@ def summarise_batch(
             "phrase_rules",
             passed=not rule_breaks,
             metadata={"icons_breaking_rules": len(rule_breaks), "examples": rule_breaks[:EXAMPLES]},
-            description="5-8 phrases (offline: 1-8, a bare name says little), 1-4 words, no duplicates",
+            description=f"{len(rule_breaks)} of {len(ok)} icons break the phrase rules (5-8 phrases, "
+            "offline 1-8; 1-4 words; no duplicates)",
         ),
         CheckOutcome(
             "no_banned_words",
             passed=not banned,
             metadata={"phrases_with_banned_words": len(banned), "examples": banned[:EXAMPLES]},
-            description="no visual descriptions (icon, shape, colours, 'arrow pointing')",
+            description=f"{len(banned)} phrase(s) describe looks (icon, shape, colours, 'arrow pointing')",
         ),
         CheckOutcome(
             "coverage",
             passed=not uncovered,
             metadata={"icons": len(icon_ids), "without_captions_or_failure": len(uncovered)},
-            description="every icon has captions or a recorded failure",
+            description=f"{len(uncovered)} of {len(icon_ids)} icons have neither captions nor a recorded "
+            "failure",
         ),
         CheckOutcome(
             "vision_route_share",
             passed=vision_share <= settings.max_vision_share,
             severity="warn",
             metadata={
-                "share": round(vision_share, 4),
+                "share": round(vision_share, 3),
                 "threshold": settings.max_vision_share,
                 "min_text_tokens": settings.min_text_tokens,
             },
-            description="share of icons whose names are too weak for the text LLM",
+            description=f"{vision_share:.1%} of icons have names too weak for the text LLM (threshold "
+            f"{settings.max_vision_share:.0%}, captions.min_text_tokens {settings.min_text_tokens})",
         ),
         CheckOutcome(
             "caption_failure_rate",
             passed=failure_rate <= settings.max_failure_rate,
-            metadata={"failure_rate": round(failure_rate, 4), "threshold": settings.max_failure_rate},
+            metadata={"failure_rate": round(failure_rate, 3), "threshold": settings.max_failure_rate},
+            description=f"the captioner failed on {len(failed)} of {len(requests)} icons (threshold "
+            f"{settings.max_failure_rate:.0%})",
         ),
     ]
     return BatchSummary(

@@ -34,7 +34,7 @@ from icon_pipeline.core.storage import (
     write_table,
 )
 from icon_pipeline.defs.icons import icon_catalog, rendered_icons
-from icon_pipeline.defs.metadata import table
+from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
@@ -42,6 +42,8 @@ from icon_pipeline.lexicon.mining import Lexicon, NameItem, mine_lexicon
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
     deps=[icon_catalog],
@@ -85,7 +87,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
             "icons": len(entries),
             "lexicon_version": lexicon.version(),
             "vocabulary_size": len(lexicon.vocabulary),
-            "routed_to_vision_share": round(to_vision / len(entries), 4) if entries else 0.0,
+            "routed_to_vision_share": round(to_vision / len(entries), FLOAT_PLACES) if entries else 0.0,
             "min_text_tokens": min_text_tokens,
             "useful_tokens_histogram": table(
                 useful.value_counts().sort_index().rename_axis("useful_tokens").reset_index(name="icons")
@@ -100,11 +102,16 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
     partitions_def=icon_batches,
     deps=[rendered_icons, icon_lexicon],
-    check_specs=[AssetCheckSpec(name, asset="icon_captions") for name in CAPTION_CHECKS],
+    check_specs=[
+        AssetCheckSpec(name, asset="icon_captions", description=f"{about} (the batch is named in the result)")
+        for name, about in CAPTION_CHECKS.items()
+    ],
     automation_condition=AutomationCondition.eager(),
 )
 def icon_captions(
@@ -168,7 +175,8 @@ def icon_captions(
         context.log.warning(f"captions: {r.icon_id}: {r.error}")
 
     summary = summarise_batch(list(icons), requests, results, settings)
-    sample = frame[frame["error"] == ""].head(25).assign(phrases=lambda f: f["phrases"].map(", ".join))
+    captioned = frame[frame["error"] == ""]
+    sample = captioned.iloc[spread(len(captioned), 25)].assign(phrases=lambda f: f["phrases"].map(", ".join))
     return MaterializeResult(
         metadata={
             "icons": summary.icons,
@@ -191,20 +199,24 @@ def icon_captions(
                 pd.DataFrame([(r.icon_id, r.error) for r in results if r.error], columns=["icon_id", "error"])
             ),
         },
-        check_results=[_check_result(outcome) for outcome in summary.checks],
+        check_results=[_check_result(outcome, batch) for outcome in summary.checks],
     )
 
 
-def _check_result(outcome: CheckOutcome) -> AssetCheckResult:
+def _check_result(outcome: CheckOutcome, batch: str) -> AssetCheckResult:
+    """The outcome as Dagster's check result, naming the batch it is about."""
     return AssetCheckResult(
         check_name=outcome.name,
         passed=outcome.passed,
         severity=AssetCheckSeverity.WARN if outcome.severity == "warn" else AssetCheckSeverity.ERROR,
         metadata={
-            key: MetadataValue.json(value) if isinstance(value, list) else value
-            for key, value in outcome.metadata.items()
+            "batch": batch,
+            **{
+                key: MetadataValue.json(value) if isinstance(value, list) else value
+                for key, value in outcome.metadata.items()
+            },
         },
-        description=outcome.description or None,
+        description=f"batch {batch}: {outcome.description}",
     )
 
 
@@ -213,6 +225,8 @@ def _check_result(outcome: CheckOutcome) -> AssetCheckResult:
     cron_schedule="0 2 * * *",
     target=AssetSelection.assets("icon_captions"),
     default_status=DefaultScheduleStatus.STOPPED,
+    description="Re-caption every icon batch at 02:00; the caption cache makes it cheap (only icons whose "
+    "content, lexicon entry, prompt version or model changed cost a model call).",
 )
 def nightly_recaption(context: ScheduleEvaluationContext):
     """Re-caption every batch at 02:00. The caption cache makes this cheap: only icons whose

@@ -41,7 +41,7 @@ from icon_pipeline.dataset.evalset import OfflineParaphraser, Paraphraser, build
 from icon_pipeline.dataset.grouping import Group, group_icons, grouping_metadata, split_groups
 from icon_pipeline.dataset.queries import build_benchmark_queries, group_terms, summarize_queries
 from icon_pipeline.defs.captions import icon_captions
-from icon_pipeline.defs.metadata import image_markdown, table
+from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, rounded, table
 from icon_pipeline.lexicon.mining import normalised_base_name
 from icon_pipeline.model.training.data import sha256_file
 from icon_pipeline.render.rasterize import preview_grid
@@ -109,7 +109,13 @@ def _frozen_hash_check(context: AssetCheckExecutionContext, asset: str, name: st
     return AssetCheckResult(passed=ok, description=message, metadata={"path": str(path)})
 
 
-@asset(group_name="dataset", kinds={"parquet"}, deps=[icon_captions])
+@asset(
+    group_name="dataset",
+    kinds={"parquet"},
+    deps=[icon_captions],
+    owners=OWNERS,
+    tags=asset_tags("dataset", "train"),
+)
 def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
     """Icons grouped by normalised base name and near-duplicate image, so variants of one icon are
     never each other's in-batch negatives; whole groups held out for the unseen-icon benchmark."""
@@ -211,7 +217,13 @@ def _paraphraser(kind: str) -> Paraphraser:
     return LLMParaphraser(base_url, os.environ.get(captions.api_key_env), captions.text_model)
 
 
-@asset(group_name="dataset", kinds={"jsonl"}, deps=[training_pairs])
+@asset(
+    group_name="dataset",
+    kinds={"jsonl"},
+    deps=[training_pairs],
+    owners=OWNERS,
+    tags=asset_tags("dataset", "train"),
+)
 def eval_set(context: AssetExecutionContext) -> MaterializeResult:
     """Unseen captions for a sample of training groups, frozen as versioned JSONL: written once,
     never overwritten; a new version needs a config change."""
@@ -238,10 +250,12 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
             validate=_valid_captions,
         )
         frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, rows)
-        report_meta = {
-            k: MetadataValue.json(v) if isinstance(v, dict | list) else v
-            for k, v in report.to_metadata().items()
-        }
+        report_meta = rounded(
+            {
+                k: MetadataValue.json(v) if isinstance(v, dict | list) else v
+                for k, v in report.to_metadata().items()
+            }
+        )
         if report.shortfall_note:
             context.log.warning(f"eval_set: {report.shortfall_note}")
     sample = pd.DataFrame(read_frozen_jsonl(frozen.path)[:30])
@@ -269,7 +283,13 @@ def eval_set_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResul
     return _frozen_hash_check(context, "eval_set", EVAL_NAME)
 
 
-@asset(group_name="dataset", kinds={"jsonl", "png"}, deps=[eval_set])
+@asset(
+    group_name="dataset",
+    kinds={"jsonl", "png"},
+    deps=[eval_set],
+    owners=OWNERS,
+    tags=asset_tags("dataset", "train"),
+)
 def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
     """Queries split evenly across text2img, semantic2img and img2img (degraded screenshots),
     each naming its relevant groups; frozen and versioned like the eval set."""

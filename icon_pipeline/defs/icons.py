@@ -39,7 +39,7 @@ from icon_pipeline.core.storage import (
     write_catalog,
     write_table,
 )
-from icon_pipeline.defs.metadata import image_markdown, table
+from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.figma import FigmaResource
 from icon_pipeline.library.batching import assign_batches
@@ -54,7 +54,12 @@ from icon_pipeline.library.scanning import (
 from icon_pipeline.render.rasterize import RenderSettings, RenderStore, preview_grid, render_batch
 
 
-@asset(group_name="icons", kinds={"parquet"})
+@asset(
+    group_name="icons",
+    kinds={"parquet"},
+    owners=OWNERS,
+    tags=asset_tags("icons", "ingest"),
+)
 def icon_catalog(context: AssetExecutionContext, figma: FigmaResource) -> MaterializeResult:
     """One row per icon from every source in icon_pipeline.yaml, with its icon_batches key. A source
     that cannot be read fails it with the reason and changes nothing (or, with `on_failure: keep`,
@@ -118,14 +123,24 @@ def icon_catalog(context: AssetExecutionContext, figma: FigmaResource) -> Materi
 
 
 FAILURE_RATE_CHECK = "render_failure_rate"
+PREVIEW_ICONS = 60
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("icons", "ingest"),
     group_name="icons",
     kinds={"png", "parquet"},
     partitions_def=icon_batches,
     deps=[icon_catalog],
-    check_specs=[AssetCheckSpec(FAILURE_RATE_CHECK, asset="rendered_icons")],
+    check_specs=[
+        AssetCheckSpec(
+            FAILURE_RATE_CHECK,
+            asset="rendered_icons",
+            description="the share of a batch's icons that failed to render is at most "
+            "render.max_failure_rate (the batch is named in the result)",
+        )
+    ],
     automation_condition=AutomationCondition.eager(),
 )
 def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
@@ -160,8 +175,10 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
 
     ok = frame[frame["status"] != "failed"] if len(frame) else frame
     failed = frame[frame["status"] == "failed"] if len(frame) else frame
-    names = {i.icon_id: f"{i.name} ({i.style})" if i.style else i.name for i in icons}
-    sample = ok.head(60)
+    # Readable names under the thumbnails (a batch is one source and style, so the name alone),
+    # for a sample spread over the whole batch rather than its first rows.
+    names = {i.icon_id: i.name for i in icons}
+    sample = ok.iloc[spread(len(ok), PREVIEW_ICONS)] if len(ok) else ok
     metadata: dict = {
         "icons": len(icons),
         "rendered": int((frame["status"] == "rendered").sum()) if len(frame) else 0,
@@ -175,11 +192,15 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
     }
     if len(sample):
         grid = preview_grid(
-            [p for p in sample["png_path"]], columns=10, labels=[names.get(i, i) for i in sample["icon_id"]]
+            [p for p in sample["png_path"]],
+            columns=10,
+            cell=96,
+            labels=[names.get(i, i) for i in sample["icon_id"]],
         )
         preview_path = asset_path("render_preview", batch=batch)
         grid.save(for_writing(preview_path))
-        metadata["preview"] = image_markdown(grid, f"batch {batch}")
+        metadata["preview"] = image_markdown(grid, f"batch {batch}: {len(sample)} of {len(ok)} icons")
+        metadata["preview_icons"] = len(sample)
         metadata["preview_path"] = MetadataValue.path(str(preview_path))
 
     rate = len(failed) / len(icons) if icons else 0.0
@@ -187,8 +208,14 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
         check_name=FAILURE_RATE_CHECK,
         passed=rate <= config.max_failure_rate,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"failure_rate": rate, "threshold": config.max_failure_rate, "failed": len(failed)},
-        description=f"{len(failed)} of {len(icons)} icons failed to render",
+        metadata={
+            "batch": batch,
+            "failure_rate": round(rate, FLOAT_PLACES),
+            "threshold": config.max_failure_rate,
+            "failed": len(failed),
+        },
+        description=f"batch {batch}: {len(failed)} of {len(icons)} icons failed to render "
+        f"(threshold {config.max_failure_rate:.0%})",
     )
     return MaterializeResult(metadata=metadata, check_results=[check])
 
@@ -198,6 +225,8 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
     asset_selection=AssetSelection.assets("icon_catalog"),
     minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.STOPPED,
+    description="Every 5 minutes: when an icon source changed (new Figma file version, new files in a "
+    "folder, new Tabler version), registers its new icon batches and runs icon_catalog.",
 )
 def icon_source_sensor(context: SensorEvaluationContext, figma: FigmaResource) -> SensorResult | SkipReason:
     """New Figma file version, new files in a folder, new Tabler version: register new batches.
@@ -240,4 +269,7 @@ icon_automation_sensor = AutomationConditionSensorDefinition(
     "icon_automation_sensor",
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.STOPPED,
+    description="Evaluates the eager automation conditions of the per-batch assets (and the lexicon "
+    "and caption embeddings): batches registered by icon_source_sensor or icon_catalog are rendered "
+    "and captioned without a click.",
 )

@@ -25,6 +25,7 @@ from icon_pipeline.core.storage import (
     write_checkpoint_pointer,
 )
 from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
+from icon_pipeline.defs.metadata import OWNERS, asset_tags, line_plot_markdown, rounded
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
 from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
@@ -33,7 +34,13 @@ from icon_pipeline.model.training.data import sha256_file
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
 
 
-@asset(group_name="model", kinds={"pytorch"}, deps=[training_pairs])
+@asset(
+    group_name="model",
+    kinds={"pytorch"},
+    deps=[training_pairs],
+    owners=OWNERS,
+    tags=asset_tags("model", "train"),
+)
 def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     """A pretrained SigLIP2 (model.base_model, loaded offline) or, by default, an untrained one built
     from a config: a SigLIP2 vision tower against the locked packaged sentence encoder (LiT), or with
@@ -132,6 +139,8 @@ def finetune_run_key(train: TrainConfig, world_size: int) -> str:
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("model", "train"),
     group_name="model",
     kinds={"pytorch"},
     deps=[base_checkpoint, training_pairs, eval_set],
@@ -157,6 +166,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         f"global batch {train.per_device_batch_size * torchrun.world_size})"
     )
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
+    result = _readable_training_metadata(result, output_dir)
     write_checkpoint_pointer(
         "finetuned",
         path=str(output_dir / "model"),
@@ -164,3 +174,28 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
         run_dir=str(output_dir),
     )
     return result
+
+
+def _readable_training_metadata(result: MaterializeResult, output_dir: Path) -> MaterializeResult:
+    """What rank 0 reported through Pipes, floats rounded, plus the loss curve drawn as a plot and
+    where its TensorBoard logs are (and the command that opens them)."""
+    metadata = rounded(dict(result.metadata or {}))
+    curve = metadata.get("loss_curve")
+    points = [(float(step), float(loss)) for step, loss in (getattr(curve, "value", curve) or [])]
+    plot = line_plot_markdown(points, "training loss", "loss")
+    if plot is not None:
+        metadata["loss_plot"] = plot
+    # The directory rank 0 reported (transformers' TensorBoard callback writes there).
+    reported = metadata.get("tensorboard_dir")
+    logs = Path(str(getattr(reported, "value", reported) or output_dir / "tensorboard"))
+    metadata["tensorboard_dir"] = MetadataValue.path(str(logs))
+    metadata["tensorboard_command"] = MetadataValue.md(
+        f"`tensorboard --logdir {logs.parent.parent}` (every fine-tuning run; this one: `{logs}`), "
+        "then open http://localhost:6006"
+    )
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=result.check_results,
+        data_version=result.data_version,
+        tags=result.tags,
+    )

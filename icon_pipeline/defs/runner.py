@@ -20,6 +20,7 @@ from dagster import (
     DagsterInvalidConfigError,
     DagsterRunStatus,
     Definitions,
+    JobDefinition,
     RunsFilter,
     validate_run_config,
 )
@@ -41,7 +42,11 @@ class FailedCheck:
 
     def line(self) -> str:
         where = f" [batch {self.partition}]" if self.partition else ""
-        return f"{self.severity:5} {self.asset}.{self.check}{where}: {self.description}"
+        # Per-batch checks name their batch in the description (for the UI); said once here.
+        description = (
+            self.description.removeprefix(f"batch {self.partition}: ") if self.partition else self.description
+        )
+        return f"{self.severity:5} {self.asset}.{self.check}{where}: {description}"
 
 
 @dataclass
@@ -161,6 +166,46 @@ def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
     return failed
 
 
+def _named_jobs(defs: Definitions) -> list[tuple[JobDefinition, set[AssetKey]]]:
+    """The Definitions' own asset jobs (ingest_job, train_job, index_job) with their assets."""
+    jobs = []
+    for job in defs.get_repository_def().get_all_jobs():
+        if job.name.startswith("__") or not job.asset_layer:
+            continue  # the implicit global job, and the anonymous jobs of schedules and sensors
+        keys = set(job.asset_layer.executable_asset_keys)
+        if keys:
+            jobs.append((job, keys))
+    return jobs
+
+
+def _split_by_job(
+    graph: Any,
+    stage: list[AssetKey],
+    named_jobs: list[tuple[JobDefinition, set[AssetKey]]],
+    fallback: JobDefinition,
+) -> list[tuple[list[AssetKey], JobDefinition]]:
+    """`stage` as runs of the named jobs holding its assets (so each run is listed under its job in
+    the UI), in dependency order; assets no named job holds run in the implicit asset job."""
+    parts: dict[str, tuple[list[AssetKey], JobDefinition]] = {}
+    for key in stage:
+        job = next((job for job, keys in named_jobs if key in keys), fallback)
+        parts.setdefault(job.name, ([], job))[0].append(key)
+    ordered: list[tuple[list[AssetKey], JobDefinition]] = []
+    done: set[AssetKey] = set()
+    pending = list(parts.values())
+    while pending:
+        for part in pending:
+            others = set(stage) - done - set(part[0])
+            if not any(p in others for key in part[0] for p in graph.get(key).parent_keys):
+                break
+        else:  # a cycle between jobs: run the stage as one run of the implicit job
+            return [(stage, fallback)]
+        pending.remove(part)
+        ordered.append(part)
+        done |= set(part[0])
+    return ordered
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
@@ -187,6 +232,7 @@ def materialize_assets(
                 f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
             )
     job = defs.resolve_implicit_global_asset_job_def()
+    named_jobs = _named_jobs(defs)
     run_config = {**TERMINAL_LOGGING, **(run_config or {})}
     # Against the whole job, before any stage: a stage's subset ignores config for resources it
     # does not use, so a misspelt `torchrun` field would otherwise pass unnoticed.
@@ -195,7 +241,12 @@ def materialize_assets(
     except DagsterInvalidConfigError as exc:
         raise RunConfigError(str(exc)) from None
     summary = RunSummary()
-    for stage, partitioned in _stages(graph, keys):
+    runs = [
+        (part, job_for_part, partitioned)
+        for stage, partitioned in _stages(graph, keys)
+        for part, job_for_part in _split_by_job(graph, stage, named_jobs, job)
+    ]
+    for stage, stage_job, partitioned in runs:
         names = [k.to_user_string() for k in stage]
         keys_for_stage = partitions if partitioned and partitions else None
         if partitioned and keys_for_stage is None:
@@ -205,10 +256,12 @@ def materialize_assets(
                 continue
         for partition in keys_for_stage if partitioned else [None]:
             label = f"{', '.join(names)}" + (f" [batch {partition}]" if partition else "")
-            log(f"materializing {label}")
+            log(
+                f"materializing {label}" + ("" if stage_job.name.startswith("__") else f" ({stage_job.name})")
+            )
             started = time.monotonic()
             try:
-                result = job.execute_in_process(
+                result = stage_job.execute_in_process(
                     instance=instance,
                     asset_selection=stage,
                     partition_key=partition,

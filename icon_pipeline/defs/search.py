@@ -20,6 +20,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     asset,
+    asset_check,
 )
 from PIL import Image
 
@@ -50,7 +51,7 @@ from icon_pipeline.defs.dataset import (
     load_groups,
     training_pairs,
 )
-from icon_pipeline.defs.metadata import image_markdown, table
+from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, table
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.model.checkpoint import load_checkpoint
@@ -66,7 +67,8 @@ from icon_pipeline.search.fusion import (
     fusion_kind,
 )
 from icon_pipeline.search.hybrid import HYBRID
-from icon_pipeline.search.index import write_embeddings, write_fusion_settings
+from icon_pipeline.search.index import embedder_info, write_embeddings, write_fusion_settings
+from icon_pipeline.search.inventory import index_inventory, stored_icon_ids
 from icon_pipeline.search.pixels import pixel_vector
 from icon_pipeline.search.query import prepare_query_image
 from icon_pipeline.search.service import ChannelSet
@@ -95,6 +97,8 @@ def _icon_groups() -> dict[str, str]:
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres", "pgvector"},
     deps=[base_checkpoint, finetuned_checkpoint, training_pairs],
@@ -164,6 +168,70 @@ def icon_embeddings(context: AssetExecutionContext, postgres: PostgresResource) 
     )
 
 
+INDEX_CHECK = "index_complete"
+
+
+@asset_check(
+    asset=icon_embeddings,
+    name=INDEX_CHECK,
+    description="Every model table holds exactly one row per rendered icon of the catalog (pixels: less "
+    "the blank drawings) and has its HNSW index; counted in the database, not taken from the registry.",
+)
+def index_complete(postgres: PostgresResource) -> AssetCheckResult:
+    catalog = {icon.icon_id for icon in read_catalog()}
+    rendered = {row["icon_id"] for row in read_records(icon_images_path(), "icon images")}
+    expected = rendered & catalog
+    wanted = [*_configured_models(), PIXELS]
+    problems: list[str] = []
+    rows: list[dict] = []
+    with postgres.connect(autocommit=True) as conn:
+        tables = {t.model_id: t for t in index_inventory(conn) if t.row_kind == "icon"}
+        for model_id in wanted:
+            entry = tables.get(model_id)
+            if entry is None or not entry.table_present:
+                problems.append(f"{model_id}: no table in the index")
+                continue
+            stored = stored_icon_ids(conn, entry.table_name)
+            missing, extra = expected - stored, stored - expected
+            allowed = int(embedder_info(conn, PIXELS).get("blank", 0)) if model_id == PIXELS else 0
+            if len(missing) > allowed:
+                problems.append(
+                    f"{model_id}: {entry.rows} rows for {len(expected)} icons, {len(missing)} missing "
+                    f"(e.g. {', '.join(sorted(missing)[:3])})"
+                )
+            if extra:
+                problems.append(
+                    f"{model_id}: {len(extra)} row(s) for icons not in the catalog "
+                    f"(e.g. {', '.join(sorted(extra)[:3])})"
+                )
+            if not entry.hnsw_indexes:
+                problems.append(f"{model_id}: table {entry.table_name} has no HNSW index")
+            rows.append(
+                {
+                    "model_id": model_id,
+                    "rows": entry.rows,
+                    "expected": len(expected) - allowed,
+                    "missing": len(missing),
+                    "extra": len(extra),
+                    "hnsw_index": ", ".join(entry.hnsw_indexes) or "MISSING",
+                }
+            )
+    unrendered = len(catalog - rendered)
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems)
+        or f"{len(wanted)} model tables, each with a row per rendered catalog icon ({len(expected)}) "
+        "and an HNSW index",
+        metadata={
+            "catalog_icons": len(catalog),
+            "rendered_icons": len(expected),
+            "not_rendered": unrendered,
+            "tables": table(pd.DataFrame(rows)),
+        },
+    )
+
+
 def icon_texts() -> tuple[list[str], list[str], list[str]]:
     """(icon ids, group ids, texts): every rendered icon's name, tags and captions (reviewers' edits
     applied; captions of an icon a reviewer rejected left out), one row per distinct text."""
@@ -218,6 +286,8 @@ def _cached_text_vectors(texts: list[str], cache: Path, context: AssetExecutionC
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres", "pgvector"},
     deps=[icon_captions, training_pairs],
@@ -252,7 +322,7 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
             "rows": stats.rows,
             "icons": int(per_icon.size),
             "distinct_texts": len(set(texts)),
-            "texts_per_icon_median": float(per_icon.median()),
+            "texts_per_icon_median": round(float(per_icon.median()), FLOAT_PLACES),
             "encoder": load_sentence_encoder().model_id,
             "table": stats.table_name,
             "sample": table(sample),
@@ -261,6 +331,8 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres"},
     deps=[icon_embeddings, caption_embeddings, eval_set, benchmark_queries],
@@ -324,8 +396,8 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
                     "kind": kind,
                     "channel": channel,
                     "weight": weight,
-                    "alone_R@1": round(alone.get(channel, {}).get("r1", math.nan), 4),
-                    "alone_R@10": round(alone.get(channel, {}).get("r10", math.nan), 4),
+                    "alone_R@1": round(alone.get(channel, {}).get("r1", math.nan), FLOAT_PLACES),
+                    "alone_R@10": round(alone.get(channel, {}).get("r10", math.nan), FLOAT_PLACES),
                     "note": "does not help: weight 0" if weight == 0 else "",
                 }
             )
@@ -339,8 +411,8 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
         "channels_without_data": MetadataValue.json(fitted["channels_without_data"]),
     }
     for kind, values in per_kind.items():
-        metadata[f"fitted/{kind}/R@1"] = round(values["r1"], 4)
-        metadata[f"fitted/{kind}/R@10"] = round(values["r10"], 4)
+        metadata[f"fitted/{kind}/R@1"] = round(values["r1"], FLOAT_PLACES)
+        metadata[f"fitted/{kind}/R@10"] = round(values["r10"], FLOAT_PLACES)
     return MaterializeResult(metadata=metadata)
 
 
@@ -352,9 +424,14 @@ def _search_connections(postgres: PostgresResource) -> Iterator[list]:
 
 
 BENCHMARK_CHECK = "finetuned_beats_base_and_baselines"
+REGRESSION_CHECK = "no_regression_since_previous"
+# An absolute drop in a recall figure that counts as a regression (below it: query noise).
+REGRESSION_TOLERANCE = 0.02
 
 
 @asset(
+    owners=OWNERS,
+    tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"json", "markdown"},
     deps=[search_fusion, benchmark_queries],
@@ -363,7 +440,13 @@ BENCHMARK_CHECK = "finetuned_beats_base_and_baselines"
             BENCHMARK_CHECK,
             asset="benchmark_report",
             description="the fine-tuned model beats its base on every task, and the trivial baselines",
-        )
+        ),
+        AssetCheckSpec(
+            REGRESSION_CHECK,
+            asset="benchmark_report",
+            description=f"no headline figure (R@1, R@10 per task and search) dropped by more than "
+            f"{REGRESSION_TOLERANCE} since the previous materialization; the first one passes with a note",
+        ),
     ],
 )
 def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
@@ -371,8 +454,11 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     seen and held-out icons, BM25 and raw-pixel baselines, paired significance tests; as metadata
     and as files under data/reports/."""
     config = load_config()
-    queries = resolved_rows(read_frozen_jsonl(frozen_file(QUERIES_NAME, config)))
+    queries_path = frozen_file(QUERIES_NAME, config)
+    queries = resolved_rows(read_frozen_jsonl(queries_path))
     images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
+    # Read before this materialization is stored: the latest one is the previous.
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
     with postgres.connect(autocommit=True) as conn, _search_connections(postgres) as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)
         search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
@@ -388,6 +474,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     headline = flat[flat["subset"] == "all"] if "subset" in flat else flat
     metadata: dict = {
         "queries": len(queries),
+        "queries_file": queries_path.name,
         "query_counts": MetadataValue.json(report.query_counts),
         "report": MetadataValue.md(markdown),
         "results": table(headline, max_rows=80),
@@ -402,11 +489,73 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
         if row["model"] in (HYBRID, BM25_BASELINE, PIXEL_BASELINE, "finetuned", "base"):
             for metric in ("R@1", "R@10"):
                 if row[metric] is not None and math.isfinite(row[metric]):
-                    metadata[f"{row['model']}/{row['task']}/{metric}"] = round(float(row[metric]), 4)
+                    metadata[f"{row['model']}/{row['task']}/{metric}"] = round(
+                        float(row[metric]), FLOAT_PLACES
+                    )
     for plot in plots:
         metadata[f"plot_{plot.stem}"] = image_markdown(plot, plot.stem)
     context.log.info(f"benchmark written to {out_dir}: {json.dumps([p.name for p in plots])}")
-    return MaterializeResult(metadata=metadata, check_results=[_finetuned_check(report)])
+    regression = _regression_check(previous, metadata)
+    return MaterializeResult(metadata=metadata, check_results=[_finetuned_check(report), regression])
+
+
+def _headline_figures(metadata: dict) -> dict[str, float]:
+    """{"hybrid/text2img/R@10": 0.8, ...}: the numeric headline entries of a report's metadata."""
+    figures = {}
+    for key, value in metadata.items():
+        value = getattr(value, "value", value)
+        if key.count("/") == 2 and key.rsplit("/", 1)[1].startswith("R@") and isinstance(value, int | float):
+            figures[key] = float(value)
+    return figures
+
+
+def _regression_check(previous, metadata: dict) -> AssetCheckResult:
+    """WARN naming every headline figure that dropped beyond REGRESSION_TOLERANCE since the previous
+    materialization (same frozen queries); the first materialization passes with a note."""
+    current = _headline_figures(metadata)
+    materialization = previous.asset_materialization if previous else None
+    if materialization is None:
+        return AssetCheckResult(
+            check_name=REGRESSION_CHECK,
+            passed=True,
+            description="first materialization: nothing to compare with yet",
+            metadata={"previous_run": "none"},
+        )
+    before = _headline_figures(dict(materialization.metadata))
+    old_file = materialization.metadata.get("queries_file")
+    if old_file is not None and str(old_file.value) != metadata["queries_file"]:
+        return AssetCheckResult(
+            check_name=REGRESSION_CHECK,
+            passed=True,
+            description=f"the previous report used other queries ({old_file.value}, now "
+            f"{metadata['queries_file']}): figures are not comparable",
+            metadata={"previous_run": previous.run_id},
+        )
+    drops, compared = [], []
+    for key in sorted(set(current) & set(before)):
+        model, task, metric = key.split("/")
+        change = current[key] - before[key]
+        compared.append(
+            {"task": task, "search": model, "metric": metric, "previous": before[key], "now": current[key]}
+        )
+        if change < -REGRESSION_TOLERANCE:
+            drops.append(f"{task} {model} {metric} {before[key]:.3f} -> {current[key]:.3f}")
+    return AssetCheckResult(
+        check_name=REGRESSION_CHECK,
+        passed=not drops,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"dropped since the previous materialization (tolerance {REGRESSION_TOLERANCE}): "
+            + "; ".join(drops)
+            if drops
+            else f"no figure dropped by more than {REGRESSION_TOLERANCE} ({len(compared)} compared)"
+        ),
+        metadata={
+            "previous_run": previous.run_id,
+            "dropped": MetadataValue.json(drops),
+            "compared": table(pd.DataFrame(compared)),
+        },
+    )
 
 
 def _finetuned_check(report) -> AssetCheckResult:

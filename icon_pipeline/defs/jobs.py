@@ -1,0 +1,35 @@
+"""Named jobs: the three stages of the pipeline as people launch and find them in the UI (Jobs
+list, Overview timeline). `icon-pipeline demo` and `materialize` run each stage through the job
+that holds it, so their runs are listed under these names too."""
+
+from dagster import AssetSelection, define_asset_job
+
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=AssetSelection.assets("icon_catalog", "rendered_icons", "icon_lexicon", "icon_captions"),
+    description="Scan the icon sources into the catalog, then render and caption one icon batch "
+    "(partition: icon_batches, inferred from its assets); the catalog and lexicon are library-wide.",
+    tags={"stage": "ingest"},
+)
+
+train_job = define_asset_job(
+    "train_job",
+    selection=AssetSelection.assets(
+        "training_pairs", "eval_set", "benchmark_queries", "base_checkpoint", "finetuned_checkpoint"
+    ),
+    description="Group the captioned icons into training pairs, freeze the eval set and benchmark "
+    "queries, build the base checkpoint and fine-tune it with torchrun.",
+    tags={"stage": "train"},
+)
+
+index_job = define_asset_job(
+    "index_job",
+    selection=AssetSelection.assets(
+        "icon_embeddings", "caption_embeddings", "search_fusion", "benchmark_report"
+    ),
+    description="Embed every icon (one pgvector HNSW table per model) and every caption, fit the hybrid "
+    "search fusion, then benchmark search against the frozen queries.",
+    tags={"stage": "index"},
+)
+
+JOBS = [ingest_job, train_job, index_job]
