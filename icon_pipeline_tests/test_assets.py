@@ -519,11 +519,15 @@ def _move_the_data_root_and_search_again(
         service.close()
 
     # The search app (same service, its own connection and model cache).
-    gallery, compared, message = search_app.search_by_text("hybrid", "finetuned", "bell", 5)
-    assert gallery and compared and "Error" not in message, message
-    assert all(Path(path).is_file() and str(new) in path for path, _ in gallery + compared)
-    gallery, _, message = search_app.search_by_image("finetuned", None, str(screenshot), None, 3)
-    assert len(gallery) == 3 and "Error" not in message, message
+    # The page's own search function (both panels), as its buttons call it.
+    first, compared, message, _, shown = search_app._search(
+        {"kind": "text", "text": "bell"}, "hybrid", "finetuned", True, [], [], 1
+    )
+    assert first and compared["visible"] and "Error" not in message, message
+    assert shown and all(Path(i["png_path"]).is_file() and str(new) in i["png_path"] for i in shown.values())
+    _, state = search_app.prepare_image(str(screenshot), None)
+    first, _, message, _, shown = search_app._search(state, "finetuned", None, True, [], [], 1)
+    assert shown and "Error" not in message, message
 
 
 def _screenshot(path: Path, data_dir: Path) -> Path:

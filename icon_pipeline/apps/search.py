@@ -524,36 +524,23 @@ def build() -> gr.Blocks:
         search_inputs = [model, compare, fold, styles, categories]
         search_outputs = [first, second, message, more, shown]
 
+        def _query_error(exc: QueryError) -> tuple:
+            """Empty panels and the reason, for a query refused before any search."""
+            message = f"**Error:** {html.escape(str(exc))}"
+            return ("", "", message, gr.update(visible=False), {}, None, 1, None)
+
         def by_text(text: str, *options: Any) -> tuple:
             try:
                 state = {"kind": "text", "text": validate_text_query(text or "")}
             except QueryError as exc:
-                return (
-                    "",
-                    "",
-                    f"**Error:** {html.escape(str(exc))}",
-                    gr.update(visible=False),
-                    {},
-                    None,
-                    1,
-                    None,
-                )
+                return _query_error(exc)
             return (*_search(state, *options, 1), state, 1, None)
 
         def by_image(upload_path: str | None, pasted_path: str | None, *options: Any) -> tuple:
             try:
                 image, state = prepare_image(upload_path, pasted_path)
             except QueryError as exc:
-                return (
-                    "",
-                    "",
-                    f"**Error:** {html.escape(str(exc))}",
-                    gr.update(visible=False),
-                    {},
-                    None,
-                    1,
-                    None,
-                )
+                return _query_error(exc)
             return (*_search(state, *options, 1), state, 1, image)
 
         def again(state: dict | None, *options: Any) -> tuple:

@@ -483,31 +483,22 @@ class EncoderBundle:
         enabled = device.type == "cuda"  # bf16 on GPU; CPU stays fp32 (bf16 CPU matmuls are slow)
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    @torch.inference_mode()
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """L2-normalised float32 image embeddings, shape (len(images), dim)."""
-        self.model.eval()
-        chunks = []
-        for start in range(0, len(images), batch_size):
-            inputs = {
-                k: v.to(self.device) for k, v in self.image_inputs(images[start : start + batch_size]).items()
-            }
-            with self._autocast():
-                features = self.model.get_image_features(**inputs).pooler_output
-            chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed(images, self.image_inputs, self.model.get_image_features, batch_size)
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised float32 text embeddings, shape (len(texts), dim)."""
+        return self._embed(texts, self.text_inputs, self.model.get_text_features, batch_size)
+
+    @torch.inference_mode()
+    def _embed(self, items: Sequence[Any], prepare: Any, encode: Any, batch_size: int) -> np.ndarray:
         self.model.eval()
         chunks = []
-        for start in range(0, len(texts), batch_size):
-            inputs = {
-                k: v.to(self.device) for k, v in self.text_inputs(texts[start : start + batch_size]).items()
-            }
+        for start in range(0, len(items), batch_size):
+            inputs = {k: v.to(self.device) for k, v in prepare(items[start : start + batch_size]).items()}
             with self._autocast():
-                features = self.model.get_text_features(**inputs).pooler_output
+                features = encode(**inputs).pooler_output
             chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
