@@ -363,6 +363,29 @@ def test_bad_images_fail_clearly(fresh_dir: Path) -> None:
         prepare_query_image(truncated)
 
 
+def test_fit_chooses_image_weights_under_folding() -> None:
+    """A screenshot of one variant: `source` finds the icon itself first (folding then brings its
+    variant, the relevant one); `variant` ranks the variant itself second. Unfolded, `variant` looks
+    better; folded, `source` wins outright, so the weights are chosen with folding on."""
+    groups, queries = {}, []
+    for n in range(30):
+        outline, filled, other = f"o{n}", f"f{n}", f"x{n}"
+        groups |= {outline: f"g{n}", filled: f"g{n}", other: f"h{n}"}
+        source = _hits((outline, 1.0), (other, 0.6))
+        variant = _hits((other, 1.0), (filled, 0.9)) if n % 3 else _hits((other, 1.0))
+        queries.append(
+            FittingQuery(
+                "image",
+                {"source": source, "variant": variant},
+                frozenset({f"g{n}"}),
+                exclude=frozenset({outline}),
+            )
+        )
+    settings = fit_fusion(queries, {"image": ["source", "variant"]}, groups)
+    assert settings.fold_variants and settings.weights["image"] == {"source": 1.0, "variant": 0.0}
+    assert settings.fitted["per_kind"]["image"]["r1"] == 1.0
+
+
 def test_decompression_bombs_are_refused() -> None:
     # Over our own limit (40 Mpx) though under PIL's warning threshold: refused from the header.
     big = _png_bytes(Image.new("1", (7000, 7000)))

@@ -42,6 +42,9 @@ DEFAULT_DEPTH = 100  # icons asked of each channel per query
 WEIGHT_STEP = 0.1
 NAME_BOOSTS = (0.0, 0.1, 0.25, 0.5, 1.0)
 PARSIMONY = 0.005  # objective (R@1 + R@10) a weighting with one more channel must gain
+# A channel that alone reaches less than this objective on the eval set (an untrained model) gets
+# no weight: what it adds to a fusion there is chance.
+MIN_CHANNEL_OBJECTIVE = 0.1
 # A channel of weight 0 that was asked anyway only fills in: it orders the icons no weighted channel
 # returned (a query whose words match no name, tag or caption still gets an answer).
 FILL_WEIGHT = 1e-3
@@ -250,8 +253,9 @@ def fit_fusion(
 ) -> FusionSettings:
     """The weights (per kind), then the name boost and folding, that maximise mean R@1 + R@10.
 
-    `channels`: fusion kind -> the channels that answered that kind. Weights are chosen without
-    boost or folding; the boost and folding are then shared by every kind, chosen on all queries.
+    `channels`: fusion kind -> the channels that answered that kind. Weights are chosen per kind
+    with and without variant folding, the better whole decides folding, then the name boost is
+    chosen for those weights on all queries.
     """
     group_sizes: dict[str, int] = {}
     for group in group_of.values():
@@ -272,26 +276,55 @@ def fit_fusion(
         n = max(1, len(prepared[kind]))
         return r1 / n, r10 / n
 
-    weights: dict[str, dict[str, float]] = {}
-    chosen: dict[str, np.ndarray] = {}
-    for kind in KINDS:
+    single = {
+        kind: {
+            channel: _single_channel_score(by_kind[kind], channel, group_of, group_sizes)
+            for channel in channels.get(kind, ())
+        }
+        for kind in KINDS
+    }
+
+    def useful(kind: str) -> list[str]:
+        """The kind's channels that find something alone (all of them if none does)."""
         names = list(channels.get(kind, ()))
-        if not by_kind[kind] or not names:
-            continue
-        grid = weight_grid(names, step)
-        r1, r10 = objective(kind, grid, 0.0, False)
-        # Parsimony: a channel is only added when it gains more than two queries' worth (a random
-        # model otherwise picks up weight by chance on a few hundred queries); then the best
-        # objective, then the grid's (deterministic) order.
-        score = r1 + r10
-        tolerance = max(PARSIMONY, 2 / len(by_kind[kind]))
-        nonzero = (grid > 0).sum(axis=0)
-        near_best = score >= score.max() - tolerance
-        fewest = nonzero[near_best].min()
-        candidates = np.flatnonzero(near_best & (nonzero == fewest))
-        best = int(candidates[np.lexsort((candidates, -np.round(score[candidates], 9)))[0]])
-        chosen[kind] = grid[:, [best]]
-        weights[kind] = {c: round(float(w), 6) for c, w in zip(names, grid[:, best], strict=True)}
+        kept = [c for c in names if sum(single[kind][c].values()) >= MIN_CHANNEL_OBJECTIVE]
+        return kept or names
+
+    def fit_weights(fold: bool) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], float]:
+        """Per kind, the weighting with the best objective under `fold`; and their total."""
+        weights: dict[str, dict[str, float]] = {}
+        chosen: dict[str, np.ndarray] = {}
+        total = 0.0
+        for kind in KINDS:
+            names = list(channels.get(kind, ()))
+            if not by_kind[kind] or not names:
+                continue
+            kept = useful(kind)
+            grid = weight_grid(kept, step)
+            # Rows for every channel (zero for those left out), so `objective` sees them all.
+            grid = np.array([grid[kept.index(c)] if c in kept else np.zeros(grid.shape[1]) for c in names])
+            r1, r10 = objective(kind, grid, 0.0, fold)
+            # Parsimony: a channel is only added when it gains more than two queries' worth (a
+            # random model otherwise picks up weight by chance on a few hundred queries); then the
+            # best objective, then the grid's (deterministic) order.
+            score = r1 + r10
+            tolerance = max(PARSIMONY, 2 / len(by_kind[kind]))
+            nonzero = (grid > 0).sum(axis=0)
+            near_best = score >= score.max() - tolerance
+            fewest = nonzero[near_best].min()
+            candidates = np.flatnonzero(near_best & (nonzero == fewest))
+            best = int(candidates[np.lexsort((candidates, -np.round(score[candidates], 9)))[0]])
+            chosen[kind] = grid[:, [best]]
+            weights[kind] = {c: round(float(w), 6) for c, w in zip(names, grid[:, best], strict=True)}
+            total += float(score[best]) * len(by_kind[kind])
+        return weights, chosen, total
+
+    # Folding changes which weighting is best (an image query that finds its own icon first brings
+    # the concept's other variants with it), so the weights are fitted under both and the better
+    # whole is kept; unfolded wins a tie.
+    fits = {fold: fit_weights(fold) for fold in (False, True)}
+    fold = fits[True][2] > fits[False][2] + 1e-9
+    weights, chosen, _ = fits[fold]
 
     # A kind with channels but no fitting query (a small library's eval set may have no sentences)
     # borrows the other text kind's weights, or weighs its channels equally.
@@ -308,23 +341,21 @@ def fit_fusion(
 
     options = []
     for boost in boosts:
-        for fold in (False, True):
-            per_kind = {}
-            for kind, grid in chosen.items():
-                r1, r10 = objective(kind, grid, boost, fold)
-                per_kind[kind] = {"r1": float(r1[0]), "r10": float(r10[0]), "queries": len(prepared[kind])}
-            total = sum((v["r1"] + v["r10"]) * v["queries"] for v in per_kind.values())
-            options.append((round(total, 9), -boost, not fold, boost, fold, per_kind))
-    _, _, _, boost, fold, per_kind = (
-        max(options, key=lambda o: o[:3]) if options else (0, 0, 0, 0.0, False, {})
-    )
-    unfolded = next((o[5] for o in options if o[3] == 0.0 and not o[4]), {})
-    single = {
+        per_kind = {}
+        for kind, grid in chosen.items():
+            r1, r10 = objective(kind, grid, boost, fold)
+            per_kind[kind] = {"r1": float(r1[0]), "r10": float(r10[0]), "queries": len(prepared[kind])}
+        total = sum((v["r1"] + v["r10"]) * v["queries"] for v in per_kind.values())
+        options.append((round(total, 9), -boost, boost, per_kind))
+    _, _, boost, per_kind = max(options, key=lambda o: o[:2]) if options else (0, 0, 0.0, {})
+    unfolded = {
         kind: {
-            channel: _single_channel_score(by_kind[kind], channel, group_of, group_sizes)
-            for channel in channels.get(kind, ())
+            "r1": float(r1[0]),
+            "r10": float(r10[0]),
+            "queries": len(prepared[kind]),
         }
-        for kind in KINDS
+        for kind, grid in fits[False][1].items()
+        for r1, r10 in [objective(kind, grid, 0.0, False)]
     }
     return FusionSettings(
         weights=weights,
@@ -336,6 +367,11 @@ def fit_fusion(
             "per_kind_weights_only": unfolded,
             "kinds_without_queries": borrowed,
             "single_channels": single,
+            "left_out_as_chance": {  # channels that alone find almost nothing (MIN_CHANNEL_OBJECTIVE)
+                kind: sorted(set(channels.get(kind, ())) - set(useful(kind)))
+                for kind in KINDS
+                if by_kind[kind]
+            },
             "grid_step": step,
         },
     )
