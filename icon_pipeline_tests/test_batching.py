@@ -82,8 +82,8 @@ def test_sources_styles_and_collections_never_share_a_batch() -> None:
         "t1": "tabler-outline-0001",
         "t2": "tabler-filled-0001",
         "l1": "my-folder-all-0001",
-        "f1": "figma-Page-1-all-0001",
-        "f2": "figma-Page-2-all-0001",
+        "f1": "figma-page-1-0001",  # a Figma page is the collection: batched per page
+        "f2": "figma-page-2-0001",
     }
     assert sorted(new_keys) == sorted(set(keys(result).values()))
 

@@ -45,7 +45,6 @@ from icon_pipeline.defs.resources.figma import FigmaResource
 from icon_pipeline.library.batching import assign_batches
 from icon_pipeline.library.scanning import (
     SourceUnreadable,
-    batch_group,
     scan_library,
     scan_source,
     source_fingerprint,
@@ -250,9 +249,7 @@ def icon_source_sensor(context: SensorEvaluationContext, figma: FigmaResource) -
         if isinstance(source, FigmaSource):
             continue
         scan = scan_source(source, max_svg_bytes=config.render.max_svg_bytes)
-        assigned, _ = assign_batches(
-            scan.icons, existing, config.batching.icons_per_batch, group_key=batch_group
-        )
+        assigned, _ = assign_batches(scan.icons, existing, config.batching.icons_per_batch)
         new_keys |= {i.batch_key for i in assigned} - registered
     names = ", ".join(source_name(s) for s in changed)
     context.log.info(f"changed source(s): {names}; new batches: {sorted(new_keys) or 'none'}")

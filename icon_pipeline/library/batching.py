@@ -17,14 +17,15 @@ from icon_pipeline.library.records import IconRecord
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def default_group(icon: IconRecord) -> str:
-    """Batches per source, collection (if any) and style: `tabler-outline`, `figma-Page-1-all`."""
-    parts = [icon.source, icon.collection, icon.style or "all"]
-    return "-".join(p for p in parts if p)
+def batch_group(icon: IconRecord) -> str:
+    """Batches are per source and style, or per collection (a Figma page) where a source has one:
+    `tabler-outline`, `figma-page-1`."""
+    name = icon.collection or icon.style or "all"
+    return f"{icon.source}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:40] or 'x'}"
 
 
-def _slug(text: str) -> str:
-    # Partition keys show up in URLs, paths and the UI: keep them plain.
+def _key_safe(text: str) -> str:
+    # Partition keys show up in URLs, paths and the UI: keep them plain (a custom group_key too).
     return _UNSAFE_KEY_CHARS.sub("-", text).strip("-") or "batch"
 
 
@@ -37,7 +38,7 @@ def assign_batches(
     """Set `batch_key` on every icon; returns (icons in input order, new batch keys in order).
 
     Icons in `existing` (icon_id -> batch key) keep that key. New icons are grouped by
-    `group_key` (default `<source>[-<collection>]-<style or all>`), sorted by icon_id, and
+    `group_key` (default `batch_group`), sorted by icon_id, and
     packed into new keys `<group>-NNNN`, numbered after the highest existing number of that
     group, at most `icons_per_batch` per key. An icon's own `batch_key` is ignored: `existing`
     is the truth.
@@ -50,11 +51,11 @@ def assign_batches(
             raise ValueError(f"duplicate icon_id {icon.icon_id!r}: each icon must appear once")
         seen.add(icon.icon_id)
 
-    group_of = group_key or default_group
+    group_of = group_key or batch_group
     pending: dict[str, list[IconRecord]] = defaultdict(list)
     for icon in icons:
         if icon.icon_id not in existing:
-            pending[_slug(group_of(icon))].append(icon)
+            pending[_key_safe(group_of(icon))].append(icon)
 
     assigned: dict[str, str] = {}
     new_keys: list[str] = []

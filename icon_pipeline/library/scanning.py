@@ -5,7 +5,6 @@ Plain Python: the icon_catalog asset and the change sensor both call this.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -90,15 +89,6 @@ def source_fingerprint(
     return "figma:" + ";".join(f"{k}={versions[k]}" for k in sorted(versions))
 
 
-def batch_group(icon: IconRecord) -> str:
-    """Batches are per source and style, or per collection (a Figma page) where a source has one."""
-    return f"{icon.source}-{_slug(icon.collection or icon.style or 'all')}"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
-
-
 class SourceUnreadable(RuntimeError):
     """A configured source could not be read in full; the message names it, the reason and the fix."""
 
@@ -147,7 +137,7 @@ def update_catalog(
             "last good icons."
         )
     known = {**history, **{icon.icon_id: icon.batch_key for icon in previous if icon.batch_key}}
-    icons, new_batches = assign_batches(icons, known, config.batching.icons_per_batch, group_key=batch_group)
+    icons, new_batches = assign_batches(icons, known, config.batching.icons_per_batch)
     history = {**known, **{icon.icon_id: icon.batch_key for icon in icons}}
     failures = [failure for scan in scans for failure in scan.failures]
     return CatalogUpdate(icons, failures, stale, new_batches, history)
