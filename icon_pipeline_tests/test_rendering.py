@@ -444,6 +444,6 @@ def test_preview_grid_lays_out_cells_and_tolerates_missing_files(tabler_icons: P
         pngs.append(png)
     pngs.append(tmp_path / "missing.png")
     sheet = preview_grid(pngs, columns=4, cell=64, labels=[p.stem for p in pngs])
-    assert sheet.size == (4 * 64, 2 * (64 + 12))
+    assert sheet.size == (4 * 64, 2 * (64 + 24))  # two label lines under each cell
     assert ink_fraction(sheet.crop((0, 0, 64, 64)), LIGHT) > 0.02
     assert preview_grid([], columns=3).size == (64, 64)

@@ -182,8 +182,10 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
 
     meta = grouping_metadata(grouping, captions)
     largest = sorted(grouping.groups, key=lambda g: -g.size)[:6]
+    # One row per group: its members by readable name (`style/name`, from the icon id's tail).
     grid_paths = [png_of[m] for g in largest for m in g.members[:8]]
-    grid_labels = [f"{g.group_id[:7]} {m.split(':')[-1][:14]}" for g in largest for m in g.members[:8]]
+    grid_labels = ["/".join(m.split(":")[-2:]) for g in largest for m in g.members[:8]]
+    grid = preview_grid(grid_paths, columns=8, cell=112, labels=grid_labels)
     histogram = pd.DataFrame(
         sorted((int(k), v) for k, v in meta["size_histogram"].items()), columns=["group_size", "groups"]
     )
@@ -200,7 +202,7 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
             "image_edges": meta["image_edges"],
             "group_size_histogram": table(histogram),
             "largest_groups": table(pd.DataFrame(meta["largest_groups"]).astype(str)),
-            "largest_groups_preview": image_markdown(preview_grid(grid_paths, columns=8, labels=grid_labels)),
+            "largest_groups_preview": image_markdown(grid),
             "path": MetadataValue.path(str(pairs_path())),
         }
     )

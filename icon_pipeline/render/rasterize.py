@@ -732,7 +732,7 @@ def preview_grid(
         raise ValueError("columns must be >= 1 and cell >= 8")
     if labels is not None and len(labels) != len(png_paths):
         raise ValueError(f"{len(labels)} labels for {len(png_paths)} images")
-    label_height = 12 if labels else 0
+    label_height = 24 if labels else 0  # two lines: long names wrap rather than being cut
     count = max(1, len(png_paths))
     columns = min(columns, count)
     rows = math.ceil(count / columns)
@@ -750,10 +750,12 @@ def preview_grid(
             draw.line((left + 4, top + 4, left + cell - 4, top + cell - 4), fill=(200, 0, 0), width=2)
             draw.line((left + cell - 4, top + 4, left + 4, top + cell - 4), fill=(200, 0, 0), width=2)
         if labels:
+            width = max(1, cell // 6)  # characters per line of PIL's default font
             text = labels[index]
-            max_chars = max(1, cell // 6)
-            text = text if len(text) <= max_chars else text[: max_chars - 1] + "~"
-            draw.text((left + 2, top + cell), text, fill=(40, 40, 40))
+            lines = [text[i : i + width] for i in range(0, len(text), width)][:2]
+            if len(text) > 2 * width:
+                lines[1] = lines[1][:-1] + "~"
+            draw.text((left + 2, top + cell), "\n".join(lines), fill=(40, 40, 40), spacing=0)
     return sheet
 
 
