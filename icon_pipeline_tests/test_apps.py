@@ -9,8 +9,10 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -270,25 +272,31 @@ def test_captions_app_queues_edits_while_the_database_is_away(
     assert api.predict(api_name="/retry_pending") == "No queued edits."
 
 
-def test_with_basic_auth_an_edit_is_stored_under_the_signed_in_reviewer(
-    demo: Demo, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextmanager
+def _captions_app_signed_in_as_bo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The captions app with two reviewers' sign-in, and an API client signed in as bo."""
     from gradio_client import Client
 
     monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:pw-ana,bo:pw-bo")
     app = launch("captions", port=free_port(), block=False)
     try:
-        bo = Client(
+        yield Client(
             app.url, auth=("bo", "pw-bo"), verbose=False, download_files=False, analytics_enabled=False
         )
+    finally:
+        app.close()
+
+
+def test_with_basic_auth_an_edit_is_stored_under_the_signed_in_reviewer(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _captions_app_signed_in_as_bo(monkeypatch) as bo:
         gallery, _, ids, *_ = bo.predict("trash", "all", 1, api_name="/list_icons")
         trash = next(i for i, item in zip(ids, gallery, strict=True) if item[1] == "trash")
         phrases = "\n".join(["throw away", "delete file", "remove item", "discard it", "empty the bin"])
         # Bo signs in and sends Ana's name as the author, through the API.
         note, revision, *_ = bo.predict(trash, phrases, "save edit", "ana", 0, api_name="/save_caption")
         assert note.startswith("**Saved:**") and "edited by bo" in note and revision == 1
-    finally:
-        app.close()
     with psycopg.connect(demo.db_url) as conn:
         stored = conn.execute("SELECT author FROM caption_overrides WHERE icon_id = %s", (trash,)).fetchall()
         history = conn.execute(
@@ -391,19 +399,10 @@ def test_captions_app_flags_contradictions_first_and_diffs_edits(served: dict[st
 def test_with_basic_auth_a_bulk_approval_is_stored_under_the_signed_in_reviewer(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gradio_client import Client
-
-    monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:pw-ana,bo:pw-bo")
-    app = launch("captions", port=free_port(), block=False)
-    try:
-        bo = Client(
-            app.url, auth=("bo", "pw-bo"), verbose=False, download_files=False, analytics_enabled=False
-        )
+    with _captions_app_signed_in_as_bo(monkeypatch) as bo:
         _, _, ids, *_ = bo.predict("settings", "all", 1, api_name="/list_icons")
         # Bo sends Ana's name: the approval is still his.
         assert bo.predict(ids, "ana", api_name="/bulk_approve").startswith("**Approved 1 icon(s)** as bo:")
-    finally:
-        app.close()
     with psycopg.connect(demo.db_url) as conn:
         stored = conn.execute(
             "SELECT author, status FROM caption_overrides WHERE icon_id = %s", ids

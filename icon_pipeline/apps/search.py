@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 import tempfile
 import threading
@@ -61,15 +62,28 @@ class SearchUnavailable(RuntimeError):
     """The index cannot be used (database down, no models); the message says what to do."""
 
 
+# The database URL, found once per configuration (not a database check on every search):
+# (ICON_PIPELINE_DATABASE_URL, data root, embedded data dir) -> libpq URL.
+_database_urls: dict[tuple[str, str, str], str] = {}
+
+
 def _service() -> SearchService:
     from icon_pipeline.core.database import DatabaseError, describe_url, ensure_database
+    from icon_pipeline.core.paths import ENV_DATABASE_URL, get_paths
 
+    paths = get_paths()
+    where = (os.environ.get(ENV_DATABASE_URL, ""), str(paths.data_dir), str(paths.pgdata))
+    if where in _database_urls:
+        try:
+            conn = psycopg.connect(_database_urls[where], connect_timeout=5, autocommit=True)
+            return SearchService(conn, bundles=_bundles)
+        except psycopg.OperationalError:
+            del _database_urls[where]  # the server may have been restarted elsewhere: look it up again
     try:
-        url = ensure_database().libpq_url
+        url = _database_urls[where] = ensure_database().libpq_url
+        conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
     except DatabaseError as exc:
         raise SearchUnavailable(f"the search index is unreachable: {exc}") from None
-    try:
-        conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError:
         raise SearchUnavailable(
             f"the search index is unreachable: cannot connect to {describe_url(url)}"

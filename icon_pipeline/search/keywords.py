@@ -290,6 +290,7 @@ class LibraryKeywords:
 
     index: BM25Index
     groups: dict[str, str]
+    names: dict[str, str]  # icon_id -> name, for exact-name matches
 
 
 _library_cache: dict[tuple, LibraryKeywords] = {}
@@ -319,4 +320,5 @@ def _build_library_keywords() -> LibraryKeywords:
     return LibraryKeywords(
         index=BM25Index.build(documents_from_records(icons, captions)),
         groups=icon_groups(pairs, (icon.icon_id for icon in icons)),
+        names={icon.icon_id: icon.name for icon in icons},
     )

@@ -176,9 +176,8 @@ class ChannelSet:
         return {name: self.channel(name) for name in names}
 
     def library(self) -> LibraryIndex:
-        keywords = self.keywords()
-        names = {icon.icon_id: icon.name for icon in read_catalog()}
-        return LibraryIndex.build(keywords.groups, names)
+        keywords = self.keywords()  # cached per version of the catalog: no catalog read per query
+        return LibraryIndex.build(keywords.groups, keywords.names)
 
     def hybrid(
         self, settings: FusionSettings | None = None, names: Collection[str] | None = None
