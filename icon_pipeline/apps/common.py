@@ -8,7 +8,6 @@ modification time, so a re-materialization shows up on the next page load withou
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 
 import pyarrow.parquet as pq
 
-from icon_pipeline.core.storage import asset_path, data_root, resolved_rows
+from icon_pipeline.core.storage import asset_path, cached, data_root, resolved_rows
 
 PER_PAGE = 48
 T = TypeVar("T")
@@ -78,33 +77,6 @@ def require_batches(stage: str, asset: str) -> MissingAsset | None:
 
 
 # --- cached reads ------------------------------------------------------------------------------
-
-_cache: dict[str, tuple[tuple, Any]] = {}
-_cache_lock = threading.Lock()
-
-
-def _stamp(paths: Sequence[Path]) -> tuple:
-    stamp = []
-    for path in paths:
-        try:
-            stat = path.stat()
-            stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
-        except FileNotFoundError:
-            stamp.append((str(path), None, None))
-    return tuple(stamp)
-
-
-def cached(name: str, paths: Sequence[Path], load: Callable[[], T]) -> T:
-    """`load()`, reused until one of `paths` changes (by mtime and size)."""
-    stamp = _stamp(paths)
-    with _cache_lock:
-        hit = _cache.get(name)
-        if hit and hit[0] == stamp:
-            return hit[1]
-    value = load()
-    with _cache_lock:
-        _cache[name] = (stamp, value)
-    return value
 
 
 def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from icon_pipeline.core.paths import get_paths
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from icon_pipeline.library.records import IconRecord
+
+T = TypeVar("T")
 
 # item -> its path relative to the data root; {keys} are filled by relative_path.
 LAYOUT: dict[str, str] = {
@@ -426,3 +429,34 @@ def read_checkpoint_pointer(name: str, asset: str) -> dict:
         raise FileNotFoundError(f"no {name} checkpoint yet ({path}): materialize {asset} first")
     raw = json.loads(path.read_text())
     return {k: resolve_checkpoint(v) if k in POINTER_PATH_KEYS and v else v for k, v in raw.items()}
+
+
+# --- reads cached while their files do not change ---------------------------------------------
+
+_cache: dict[str, tuple[tuple, Any]] = {}
+_cache_lock = threading.Lock()
+
+
+def _stamp(paths: Sequence[Path]) -> tuple:
+    stamp = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            stamp.append((str(path), None, None))
+    return tuple(stamp)
+
+
+def cached(name: str, paths: Sequence[Path], load: Callable[[], T]) -> T:
+    """`load()`, reused in this process until one of `paths` changes (by mtime and size): what a
+    long-running app or API reads from the data root once rather than per request."""
+    stamp = _stamp(paths)
+    with _cache_lock:
+        hit = _cache.get(name)
+        if hit and hit[0] == stamp:
+            return hit[1]
+    value = load()
+    with _cache_lock:
+        _cache[name] = (stamp, value)
+    return value

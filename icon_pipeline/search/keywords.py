@@ -293,21 +293,13 @@ class LibraryKeywords:
     names: dict[str, str]  # icon_id -> name, for exact-name matches
 
 
-_library_cache: dict[tuple, LibraryKeywords] = {}
-
-
 def library_keywords() -> LibraryKeywords:
     """From the icon catalog (names, tags) and the training pairs (captions): what the benchmark's
     BM25 row and keyword search both use. Built once per version of those two files (about a
     second for 6k icons); FileNotFoundError until those assets exist."""
-    from icon_pipeline.core.storage import catalog_path, pairs_path
+    from icon_pipeline.core.storage import cached, catalog_path, pairs_path
 
-    files = (catalog_path(), pairs_path())
-    key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
-    if key not in _library_cache:
-        _library_cache.clear()
-        _library_cache[key] = _build_library_keywords()
-    return _library_cache[key]
+    return cached("library-keywords", [catalog_path(), pairs_path()], _build_library_keywords)
 
 
 def _build_library_keywords() -> LibraryKeywords:

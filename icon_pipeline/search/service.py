@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import psycopg
 
 from icon_pipeline.core.database import ensure_database
 from icon_pipeline.core.storage import (
+    cached,
     catalog_path,
     icon_images_path,
     read_catalog,
@@ -58,6 +58,29 @@ MAX_DEPTH = 1000  # check_k's limit: the most icons one search ranks
 VARIANTS_PER_CONCEPT = 4  # icons asked for per concept shown when folding (outline, filled, sizes)
 
 
+def _display_tables() -> tuple[dict[str, IconRecord], dict[str, tuple[str, str]]]:
+    """(icon_id -> catalog record, icon_id -> (display name, png path)), read once per version of
+    the catalog and image table: the app and the API open a service per request."""
+
+    def load() -> tuple[dict[str, IconRecord], dict[str, tuple[str, str]]]:
+        if not catalog_path().exists():
+            return {}, {}
+        records = {icon.icon_id: icon for icon in read_catalog()}
+        if not icon_images_path().exists():
+            return records, {}
+        pngs = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
+        names = {
+            icon.icon_id: (
+                f"{icon.name} ({icon.style})" if icon.style else icon.name,
+                pngs.get(icon.icon_id, ""),
+            )
+            for icon in records.values()
+        }
+        return records, names
+
+    return cached("search-display-tables", [catalog_path(), icon_images_path()], load)
+
+
 def style_of(record: IconRecord) -> str:
     """The style people filter by: the catalog's, or the sub-folder/page that tells variants apart."""
     return record.style or record.context
@@ -73,7 +96,7 @@ def catalog_facets() -> tuple[list[str], list[str]]:
     """facets() from the files alone (no database); NotReadyError before the catalog and pairs exist."""
     try:
         known = library_keywords().groups
-        return facets(read_catalog(), known)
+        return facets(_display_tables()[0].values(), known)
     except FileNotFoundError as exc:
         raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
 
@@ -243,26 +266,15 @@ class SearchService:
             self._hybrid = self.channel_set.hybrid()
         return self._hybrid
 
-    @cached_property
+    @property
     def records(self) -> dict[str, IconRecord]:
         """icon_id -> catalog record (name, style, category, source file); empty before the catalog."""
-        if not catalog_path().exists():
-            return {}
-        return {icon.icon_id: icon for icon in read_catalog()}
+        return _display_tables()[0]
 
-    @cached_property
+    @property
     def catalog(self) -> dict[str, tuple[str, str]]:
         """icon_id -> (name, png path), for results people can read and see."""
-        if not self.records or not icon_images_path().exists():
-            return {}
-        pngs = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
-        return {
-            icon.icon_id: (
-                f"{icon.name} ({icon.style})" if icon.style else icon.name,
-                pngs.get(icon.icon_id, ""),
-            )
-            for icon in self.records.values()
-        }
+        return _display_tables()[1]
 
     def icon(self, icon_id: str) -> IconRecord:
         """The catalog record of one icon; QueryError naming it when the catalog has no such icon."""
