@@ -363,6 +363,26 @@ def test_bad_images_fail_clearly(fresh_dir: Path) -> None:
         prepare_query_image(truncated)
 
 
+def test_fit_counts_ties_as_a_random_order_would() -> None:
+    """`tags` gives the right icon and three others one score (icons sharing a tag); `model` always
+    puts an unrelated icon first, then the right one before those three. Search breaks ties by icon
+    id, which knows nothing of relevance: `tags` alone finds a quarter of them first (counting ties
+    in the right icon's favour said all, and the fit kept `tags` alone), and `model` breaks its ties."""
+    groups, queries = {}, []
+    for n in range(30):
+        target, others, unrelated = f"t{n}", [f"o{n}-{k}" for k in range(3)], f"u{n}"
+        groups |= {i: i for i in (target, *others, unrelated)}
+        tags = _hits((target, 1.0), *((o, 1.0) for o in others), (unrelated, 0.2))
+        model = _hits(*((i, 1.0 - k / 10) for k, i in enumerate([unrelated, target, *others])))
+        queries.append(FittingQuery("words", {"tags": tags, "model": model}, frozenset({target})))
+    settings = fit_fusion(queries, {"words": ["tags", "model"]}, groups)
+    assert settings.fitted["single_channels"]["words"]["tags"] == {"r1": 0.25, "r10": 1.0}
+    assert settings.fitted["single_channels"]["words"]["model"] == {"r1": 0.0, "r10": 1.0}
+    weights = settings.weights["words"]
+    assert weights["tags"] > 0 and weights["model"] > 0
+    assert settings.fitted["per_kind"]["words"]["r1"] == 1.0
+
+
 def test_fit_chooses_image_weights_under_folding() -> None:
     """A screenshot of one variant: `source` finds the icon itself first (folding then brings its
     variant, the relevant one); `variant` ranks the variant itself second. Unfolded, `variant` looks

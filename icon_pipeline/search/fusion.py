@@ -19,9 +19,10 @@ them badly.
 
 The weights, then the boost and folding, are fitted per library on the frozen eval set (never on
 the benchmark queries) by `fit_fusion`: an exhaustive grid over the weight simplex maximising
-mean R@1 + R@10 without boost or folding (so every weight means the same with folding on or
-off), then the boost and folding that add most; a channel that does not help gets weight 0, and
-ties go to fewer channels.
+mean R@1 + R@10, with and without variant folding (the better whole decides), then the boost
+that adds most; a channel that does not help gets weight 0, and ties go to fewer channels.
+Results a weighting scores alike count as a random order of them would (search breaks such ties
+by icon id, which knows nothing of relevance).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MIN_CHANNEL_OBJECTIVE = 0.1
 # A channel of weight 0 that was asked anyway only fills in: it orders the icons no weighted channel
 # returned (a query whose words match no name, tag or caption still gets an answer).
 FILL_WEIGHT = 1e-3
+TIE_TOLERANCE = 1e-9  # fused scores closer than this are a tie
 
 
 def fusion_kind(query: Query) -> str:
@@ -227,10 +229,19 @@ def _prepare(
     )
 
 
-def _ranks(prepared: _Prepared | None, grid: np.ndarray, boost: float, fold: bool) -> np.ndarray:
-    """0-based rank of the first relevant icon for every weighting in `grid` (inf: not found)."""
+def _hit_rates(
+    prepared: _Prepared | None, grid: np.ndarray, boost: float, fold: bool, cutoffs: Sequence[int]
+) -> np.ndarray:
+    """P(a relevant icon in the top k) for every k in `cutoffs` and every weighting in `grid`:
+    shape (len(cutoffs), weightings).
+
+    Ties are counted fairly, as the chance over a random order of the tied results: search breaks
+    them by icon id, which knows nothing of relevance. Counting them in the relevant icon's favour
+    (as a plain rank would) made a channel that scores many icons alike (every icon sharing a tag)
+    look perfect, and a channel that separates them look useless."""
+    rates = np.zeros((len(cutoffs), grid.shape[1]))
     if prepared is None:
-        return np.full(grid.shape[1], np.inf)
+        return rates
     scores = prepared.normalised @ grid + boost * prepared.matched[:, None]
     if fold:
         scores = np.maximum.reduceat(scores, prepared.unit_starts, axis=0)
@@ -238,9 +249,26 @@ def _ranks(prepared: _Prepared | None, grid: np.ndarray, boost: float, fold: boo
     else:
         sizes, relevant = prepared.icon_sizes, prepared.icon_relevant
     if not relevant.any():
-        return np.full(grid.shape[1], np.inf)
+        return rates
+    shown = sizes > 0
     best_relevant = scores[relevant].max(axis=0)
-    return ((scores > best_relevant[None, :]) * sizes[:, None]).sum(axis=0)
+    tied = np.isclose(scores, best_relevant[None, :], rtol=0.0, atol=TIE_TOLERANCE) & shown[:, None]
+    ahead = ((scores > best_relevant[None, :]) & ~tied) * sizes[:, None]
+    above = ahead.sum(axis=0)  # icons certainly ranked before the best relevant one
+    tied_relevant = (tied & relevant[:, None]).sum(axis=0)
+    tied_other = (tied & ~relevant[:, None]).sum(axis=0)
+    other_size = np.where(
+        tied_other > 0, sizes @ (tied & ~relevant[:, None]) / np.maximum(tied_other, 1), 1.0
+    )
+    for row, k in enumerate(cutoffs):
+        # The first m tied results must all be other icons for the relevant ones to miss the top k.
+        room = np.ceil(np.maximum(k - above, 0) / other_size)
+        miss = np.where(room > 0, 1.0, 0.0)
+        for i in range(int(room.max(initial=0))):
+            step = np.clip(tied_other - i, 0, None) / np.maximum(tied_other + tied_relevant - i, 1)
+            miss = np.where(i < room, miss * step, miss)
+        rates[row] = np.where(above < k, 1.0 - miss, 0.0)
+    return rates
 
 
 def fit_fusion(
@@ -267,14 +295,11 @@ def fit_fusion(
     }
 
     def objective(kind: str, grid: np.ndarray, boost: float, fold: bool) -> tuple[np.ndarray, np.ndarray]:
-        r1 = np.zeros(grid.shape[1])
-        r10 = np.zeros(grid.shape[1])
+        rates = np.zeros((2, grid.shape[1]))
         for query in prepared[kind]:
-            ranks = _ranks(query, grid, boost, fold)
-            r1 += ranks < 1
-            r10 += ranks < 10
+            rates += _hit_rates(query, grid, boost, fold, (1, 10))
         n = max(1, len(prepared[kind]))
-        return r1 / n, r10 / n
+        return rates[0] / n, rates[1] / n
 
     single = {
         kind: {
@@ -384,8 +409,7 @@ def _single_channel_score(
     if not queries:
         return {}
     grid = np.ones((1, 1))
-    ranks = [_ranks(_prepare(q, [channel], group_of, group_sizes), grid, 0.0, False)[0] for q in queries]
-    return {
-        "r1": float(np.mean([r < 1 for r in ranks])),
-        "r10": float(np.mean([r < 10 for r in ranks])),
-    }
+    rates = sum(
+        _hit_rates(_prepare(q, [channel], group_of, group_sizes), grid, 0.0, False, (1, 10)) for q in queries
+    )
+    return {"r1": float(rates[0, 0]) / len(queries), "r10": float(rates[1, 0]) / len(queries)}
