@@ -18,7 +18,7 @@ from icon_pipeline.dataset.augment import (
     downsample_upsample,
 )
 from icon_pipeline.dataset.evalset import OfflineParaphraser, build_eval_set
-from icon_pipeline.dataset.grouping import Group, split_groups
+from icon_pipeline.dataset.grouping import Group, normalise_caption, split_groups
 from icon_pipeline.dataset.queries import (
     IntentTemplates,
     build_benchmark_queries,
@@ -249,9 +249,17 @@ def test_fitting_queries_come_from_the_eval_set_only(library, tmp_path: Path) ->
     split = split_groups(groups, heldout_share=0.25, seed=0)
     eval_rows, _ = build_eval_set(groups, split, OfflineParaphraser.default(), n_groups=6)
     rows = fitting_queries(eval_rows, groups, images, terms=group_terms(groups))
-    kinds = [r["kind"] for r in rows]
     eval_groups = {r["group_id"] for r in eval_rows}
-    assert kinds.count("text") == len(eval_rows) + len(eval_groups)  # each caption, one intent per group
+    texts = [r["text"] for r in rows if r["kind"] == "text"]
+    assert len(texts) == len(set(texts))  # one query per distinct text
+    assert {normalise_caption(r["caption"]) for r in eval_rows} <= set(texts)
+    assert len(texts) <= len(eval_rows) + len(eval_groups)  # each caption, one intent per group
+    # Two groups writing the same caption: one query, relevant to both (as in the benchmark).
+    shared = eval_rows[0]["caption"]
+    other = next(g.group_id for g in groups if g.group_id != eval_rows[0]["group_id"])
+    doubled = fitting_queries([*eval_rows, {"group_id": other, "caption": shared}], groups, images)
+    matching = [r for r in doubled if r.get("text") == normalise_caption(shared)]
+    assert len(matching) == 1 and {eval_rows[0]["group_id"], other} <= set(matching[0]["relevant_groups"])
     assert all(
         set(r["relevant_groups"]) >= {g for g in r["relevant_groups"] if g in eval_groups} for r in rows
     )

@@ -390,7 +390,7 @@ def fitting_queries(
 ) -> list[dict[str, Any]]:
     """Queries to fit hybrid search on, built from the frozen eval set only (never the benchmark's):
 
-    - text: every eval caption;
+    - text: every distinct eval caption;
     - intent: one sentence per eval group, from one of its eval captions and the intent templates;
     - image: `copies_per_group` degraded copies of icons of each eval group, relevant: the group's
       other variants (or, for a library without variants, the icon itself).
@@ -406,21 +406,28 @@ def fitting_queries(
         for phrase in phrases:
             carriers[phrase].add(group_id)
 
-    def text_row(text: str, group_id: str, source: str) -> dict[str, Any]:
-        relevant = sorted({group_id} | carriers.get(source, set()))
-        return {"kind": "text", "text": text, "relevant_groups": relevant, "exclude": []}
+    # One query per distinct text, relevant to every group it was written for, as in the benchmark:
+    # two groups proposing "settings" are one query that either answers, not two that each miss
+    # when the other one ranks first.
+    texts: dict[str, set[str]] = {}
 
-    rows: list[dict[str, Any]] = []
+    def add_text(text: str, group_id: str, source: str) -> None:
+        texts.setdefault(text, set()).update({group_id} | carriers.get(source, set()))
+
     captions: dict[str, list[str]] = defaultdict(list)
     for row in eval_rows:
         caption = normalise_caption(row["caption"])
         if caption and row["group_id"] in by_id:
-            rows.append(text_row(caption, row["group_id"], caption))
+            add_text(caption, row["group_id"], caption)
             captions[row["group_id"]].append(caption)
     sentence_rng = random.Random(stable_key(seed, "fit", "intent"))
     for group_id in sorted(captions):
         caption = random.Random(stable_key(seed, "fit", group_id)).choice(captions[group_id])
-        rows.append(text_row(templates.sentence(caption, sentence_rng), group_id, caption))
+        add_text(templates.sentence(caption, sentence_rng), group_id, caption)
+    rows: list[dict[str, Any]] = [
+        {"kind": "text", "text": text, "relevant_groups": sorted(relevant), "exclude": []}
+        for text, relevant in texts.items()
+    ]
     eval_groups = [by_id[g] for g in sorted(captions)]
     with_variants = [g for g in eval_groups if sum(m in images for m in g.members) >= 2]
     pool = with_variants or eval_groups
