@@ -240,6 +240,9 @@ def test_fuse_normalises_weighs_boosts_and_folds_variants() -> None:
     assert plain[0].channel_scores == {"x": 5.0, "y": 0.8}
     only_y = fuse(hits, {"y": 1.0}, 4, fold_variants=False, **common)
     assert [h.icon_id for h in only_y] == ["c", "b", "a"]  # a channel of weight 0 changes nothing
+    # ... not even the order of a tie (that is the icon ids'); it only ranks what the others left out.
+    tie = {"y": _hits(("b", 0.5), ("c", 0.5)), "x": _hits(("c", 9.0), ("a", 5.0), ("b", 1.0))}
+    assert [h.icon_id for h in fuse(tie, {"y": 1.0}, 4, fold_variants=False, **common)] == ["b", "c", "a"]
     boosted = fuse(
         hits, {"x": 0.5, "y": 0.5}, 4, fold_variants=False, name_matches={"c"}, name_boost=1.0, **common
     )

@@ -136,10 +136,13 @@ def fuse(
     weighted channels did not return."""
     raw: dict[str, dict[str, float]] = {}
     own: dict[str, float] = {}
+    weighted = {c for c in channel_hits if weights.get(c)}
+    answered = {h.icon_id for c in weighted for h in channel_hits[c]}
     for channel, hits in channel_hits.items():
         weight = weights.get(channel) or FILL_WEIGHT
         for icon_id, value in minmax(hits).items():
-            own[icon_id] = own.get(icon_id, 0.0) + weight * value
+            if channel in weighted or icon_id not in answered:  # fillers never reorder the answer
+                own[icon_id] = own.get(icon_id, 0.0) + weight * value
         for hit in hits:
             raw.setdefault(hit.icon_id, {})[channel] = hit.score
     matched = set(name_matches)
