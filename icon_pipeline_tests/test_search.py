@@ -48,6 +48,8 @@ from icon_pipeline.search.channels import (
 from icon_pipeline.search.fusion import FittingQuery, FusionSettings, fit_fusion, fuse, fusion_kind, minmax
 from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
 from icon_pipeline.search.index import (
+    TEXT_ROWS_PER_ICON,
+    TEXT_SOFTMAX_TEMPERATURE,
     DimensionMismatchError,
     UnknownModelError,
     get_model_index,
@@ -183,19 +185,35 @@ def test_image_queries_accept_bytes_and_pil(indexed: IndexedIcons) -> None:
     assert first == [icon_id, icon_id]
 
 
-def test_the_caption_channel_scores_each_icon_by_its_best_text(indexed: IndexedIcons) -> None:
+def test_the_caption_channel_scores_each_icon_by_a_soft_maximum_of_its_texts(indexed: IndexedIcons) -> None:
+    encoder = load_sentence_encoder()
+    texts_of = {i: {indexed.names[i].replace("-", " "), *indexed.tags[i]} for i in indexed.names}
+    distinct = sorted(set().union(*texts_of.values()))
+    vectors = dict(zip(distinct, encoder.embed(distinct), strict=True))
     with psycopg.connect(indexed.db_url) as conn:
         table = get_model_index(conn, CAPTIONS)
         # One row per distinct text, however many icons carry it.
-        distinct = {t for i in indexed.names for t in [indexed.names[i].replace("-", " "), *indexed.tags[i]]}
         assert table.row_kind == "text" and table.rows == len(distinct)
-        channel = caption_channel(conn, load_sentence_encoder())
+        channel = caption_channel(conn, encoder)
         name = indexed.names[next(iter(indexed.names))]
+        query = channel.encode([name.replace("-", " ")])[0]
+        # numpy: the nearest texts (as many as the search reads), then per icon tau * ln(sum(exp(cos / tau))).
+        cosine = {t: float(v @ query) for t, v in vectors.items()}
+        nearest = set(sorted(distinct, key=lambda t: -cosine[t])[: 10 * TEXT_ROWS_PER_ICON])
+        tau = TEXT_SOFTMAX_TEMPERATURE
+        expected = {
+            i: tau * np.log(sum(np.exp(cosine[t] / tau) for t in texts & nearest))
+            for i, texts in texts_of.items()
+            if texts & nearest
+        }
         for exact in (True, False):
-            hits = channel.search(channel.encode([name.replace("-", " ")])[0], 10, exact=exact)
-            assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # its own name, word for word
-            assert indexed.names[hits[0].icon_id] == name
+            hits = channel.search(query, 10, exact=exact)
+            assert indexed.names[hits[0].icon_id] == name  # its own name, word for word, first
+            assert hits[0].score >= 1.0 - 1e-3  # at least the cosine of that name
             assert len({h.icon_id for h in hits}) == len(hits) == 10  # each icon once
+            if exact:
+                for hit in hits:
+                    assert hit.score == pytest.approx(expected[hit.icon_id], abs=2e-3)
 
 
 def test_the_pixel_channel_finds_the_icon_of_a_screenshot(indexed: IndexedIcons) -> None:

@@ -124,7 +124,8 @@ def model_channel(
 
 
 def caption_channel(conn: psycopg.Connection, encoder: Any, ef_search: int | None = None) -> VectorChannel:
-    """The sentence encoder over each icon's name, tags and captions (an icon scores by its best text)."""
+    """The sentence encoder over each icon's name, tags and captions; an icon scores by a soft
+    maximum over its texts near the query (search.index.TEXT_SOFTMAX_TEMPERATURE)."""
     return VectorChannel(
         name=CAPTIONS,
         kinds=frozenset({"text"}),
