@@ -344,9 +344,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    how = {"hybrid": "hybrid search, fused scores", "bm25": "keyword search, BM25 scores"}.get(
-        model, f"{model} channel, cosine"
-    )
+    how = {
+        "hybrid": "hybrid search, fused scores",
+        "bm25": "keyword search, BM25 scores",
+        "captions": "captions channel, soft maximum of the icon's text cosines",
+    }.get(model, f"{model} channel, cosine")
     if not hits:
         print(f"no icon's name, tags or captions share a word with {what} ({how})")
         return 0

@@ -266,7 +266,7 @@ def _hit_rates(
     for row, k in enumerate(cutoffs):
         # The first m tied results must all be other icons for the relevant ones to miss the top k.
         room = np.ceil(np.maximum(k - above, 0) / other_size)
-        miss = np.where(room > 0, 1.0, 0.0)
+        miss = np.ones(grid.shape[1])
         for i in range(int(room.max(initial=0))):
             step = np.clip(tied_other - i, 0, None) / np.maximum(tied_other + tied_relevant - i, 1)
             miss = np.where(i < room, miss * step, miss)
