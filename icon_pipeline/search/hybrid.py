@@ -12,18 +12,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
-from icon_pipeline.search.keywords import fold_plural, words
 
 HYBRID = "hybrid"
-
-
-def name_key(text: str) -> str:
-    """A name or query as comparable words: `shopping-cart`, "Shopping carts" -> "shopping cart";
-    every word counts (`letter-a` is "letter a", not "letter")."""
-    return " ".join(fold_plural(word) for word in words(text))
 
 
 @dataclass

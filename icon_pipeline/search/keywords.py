@@ -24,7 +24,6 @@ What designers expect on top of plain BM25:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,12 +33,8 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 from icon_pipeline.core.package_data import data_file
+from icon_pipeline.library.naming import fold_plural, words
 from icon_pipeline.library.records import IconRecord
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_WORD = re.compile(r"[a-z0-9]+")
-# "don't", "it's": the clitic is no word of its own (a stray "t" would match letter-t)
-_CLITIC = re.compile(r"(?<=[a-z])['\u2019](?:t|s|d|ll|m|re|ve)\b")
 
 # The score an exact match adds, in units of the query's best BM25 score, so that it outranks
 # icons that merely share words while BM25 still orders the exact matches among themselves.
@@ -73,24 +68,6 @@ def search_words() -> SearchWords:
 def _stopwords() -> frozenset[str]:
     """What documents (and `tokenize`) never index: English stop words and "icon"-like noise."""
     return frozenset(STOPWORDS_EN) | search_words().noise
-
-
-def words(text: str) -> list[str]:
-    """Every lowercased word of a text, stop words included: "folderPlus_Icon" -> folder, plus, icon."""
-    spaced = _CAMEL.sub(" ", text).lower()
-    return _WORD.findall(_CLITIC.sub("", spaced))
-
-
-def fold_plural(word: str) -> str:
-    # "files" -> "file", "boxes" stays as is apart from the final s; "class"/"bus"/"news" are kept.
-    if (
-        len(word) > 3
-        and word.endswith("s")
-        and not word.endswith(("ss", "us", "is"))
-        and word not in search_words().not_plurals
-    ):
-        return word[:-1]
-    return word
 
 
 def tokenize(text: str) -> list[str]:

@@ -7,55 +7,24 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from icon_pipeline.library.records import IconRecord, SourceFailure, SourceScan, sha256_bytes
+from icon_pipeline.library.sources.npm import PackageFetchError, extract_npm_package, fetch_npm_package
 
 DEFAULT_VERSION = "3.51.0"
 PACKAGE_NAME = "@tabler/icons"
 STYLES = ("outline", "filled")
-NPM_TIMEOUT_S = 600
 
 
-class TablerFetchError(RuntimeError):
-    """The Tabler package could not be fetched or unpacked; the message says what to do."""
-
-
-def _tail(text: str, limit: int = 1500) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else "..." + text[-limit:]
+TablerFetchError = PackageFetchError  # the name callers and tests know
 
 
 def extract_package(tarball: Path, dest_dir: Path) -> Path:
-    """Unpack an npm tarball into `dest_dir/package` safely; returns that folder.
-
-    Uses tarfile's "data" filter: absolute paths, `..` components, links pointing outside,
-    device files and the like are refused rather than written. The result appears atomically.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_dir))
-    try:
-        try:
-            with tarfile.open(tarball, "r:*") as archive:
-                archive.extractall(staging, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise TablerFetchError(f"cannot unpack {tarball.name}: {exc}") from None
-        unpacked = staging / "package"
-        if not (unpacked / "icons.json").is_file():
-            raise TablerFetchError(f"{tarball.name} has no package/icons.json: not an @tabler/icons package")
-        target = dest_dir / "package"
-        if target.exists():  # a partial earlier attempt (no icons.json): replace it
-            shutil.rmtree(target)
-        unpacked.rename(target)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Unpack an @tabler/icons tarball into `dest_dir/package` (see npm.extract_npm_package)."""
+    return extract_npm_package(tarball, dest_dir, marker="icons.json")
 
 
 def fetch_tabler(dest_root: Path, version: str = DEFAULT_VERSION, npm: str = "npm") -> Path:
@@ -63,44 +32,7 @@ def fetch_tabler(dest_root: Path, version: str = DEFAULT_VERSION, npm: str = "np
 
     Idempotent: an existing unpacked package is reused without running npm.
     """
-    version_dir = Path(dest_root) / version
-    package_dir = version_dir / "package"
-    if (package_dir / "icons.json").is_file():
-        return package_dir
-    npm_path = shutil.which(npm)
-    if npm_path is None:
-        raise TablerFetchError(
-            f"npm not found (looked for {npm!r} on PATH): install Node.js/npm, or unpack "
-            f"`npm pack {PACKAGE_NAME}@{version}` into {version_dir}"
-        )
-    version_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-pack-", dir=dest_root) as work:
-        spec = f"{PACKAGE_NAME}@{version}"
-        try:
-            completed = subprocess.run(
-                [npm_path, "pack", spec],
-                cwd=work,
-                capture_output=True,
-                text=True,
-                timeout=NPM_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise TablerFetchError(f"`npm pack {spec}` did not finish within {NPM_TIMEOUT_S}s") from None
-        except OSError as exc:
-            raise TablerFetchError(f"cannot run npm ({npm_path}): {exc}") from None
-        if completed.returncode != 0:
-            raise TablerFetchError(
-                f"`npm pack {spec}` failed with exit code {completed.returncode}: "
-                f"{_tail(completed.stderr or completed.stdout)}"
-            )
-        tarballs = sorted(Path(work).glob("*.tgz"))
-        if len(tarballs) != 1:
-            raise TablerFetchError(
-                f"`npm pack {spec}` produced {len(tarballs)} tarballs, expected 1; "
-                f"output: {_tail(completed.stdout)}"
-            )
-        return extract_package(tarballs[0], version_dir)
+    return fetch_npm_package(PACKAGE_NAME, version, dest_root, marker="icons.json", npm=npm)
 
 
 def _package_version(package_dir: Path) -> str:
