@@ -127,7 +127,7 @@ class ModelConfig(_Strict):
     tokenizer trained on the captions (`text_tower: own`)."""
 
     base_model: str | None = Field(default=None, description="e.g. google/siglip2-base-patch16-naflex")
-    size: Literal["whole-icon-32", "tiny", "small", "base"] = "whole-icon-32"
+    size: Literal["effnet-lite0", "whole-icon-32", "tiny", "small", "base"] = "effnet-lite0"
     text_tower: Literal["minilm", "own"] = "minilm"
     vocab_size: int = Field(default=8000, ge=100, description="text_tower own: the tokenizer's vocabulary")
     max_num_patches: int | None = Field(
@@ -159,6 +159,9 @@ class TrainingConfig(_Strict):
     )
     linear_probe_ridge: float = Field(default=0.1, gt=0)
     export_best: bool = Field(default=True, description="export the linear probe if fine-tuning did worse")
+    discriminant_ridge: float = Field(
+        default=0.01, gt=0, description="trunk models: ridge of the visual head's closed-form discriminant"
+    )
     dataloader_workers: int | None = Field(
         default=None, ge=0, description="unset: none on the CPU, up to 8 per GPU (the cores allow)"
     )
@@ -176,6 +179,63 @@ class IndexConfig(_Strict):
     ef_search: int = Field(default=100, ge=1)
 
 
+class CorpusConfig(_Strict):
+    """Other open icon sets trained on (library/sources/icon_sets.py): their drawings with the names,
+    aliases and tags people gave them teach the model concepts across drawing styles. None unless
+    listed (the shipped icon_pipeline.yaml lists four)."""
+
+    sets: list[str] = Field(
+        default_factory=list,
+        description="corpus sets trained on: mdi, iconoir, remixicon, material-symbols",
+    )
+    styles: dict[str, list[str]] = Field(
+        default_factory=dict, description="set -> styles to read (default: the set's own default styles)"
+    )
+    fit_share: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="share of the library concepts a corpus set also draws whose corpus drawings and names "
+        "are held out of training and fit hybrid search instead (queries written by other people)",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="only the first N icon names of each set (tests)"
+    )
+    seed: int = 0
+
+    @field_validator("sets")
+    @classmethod
+    def _known_corpus_sets(cls, sets: list[str]) -> list[str]:
+        from icon_pipeline.library.sources.icon_sets import icon_set
+
+        for name in sets:
+            icon_set(name, role="corpus")  # refuses unknown, benchmark, Lucide and Feather sets
+        return sets
+
+
+class ExternalConfig(_Strict):
+    """The external benchmark: other open icon sets' human tags and drawings as queries, matched to
+    the library's icons by name and alias. Never trained on, fitted on, or used as vocabulary."""
+
+    sets: list[str] = Field(default_factory=list, description="phosphor, fontawesome (none unless listed)")
+    min_matches: int = Field(default=20, ge=1, description="a set matching fewer library icons is skipped")
+    max_queries: int = Field(
+        default=1500,
+        ge=1,
+        description="per set and query slice (all tags, novel tags, drawings): a seeded sample",
+    )
+    seed: int = 0
+
+    @field_validator("sets")
+    @classmethod
+    def _known_benchmark_sets(cls, sets: list[str]) -> list[str]:
+        from icon_pipeline.library.sources.icon_sets import icon_set
+
+        for name in sets:
+            icon_set(name, role="benchmark")
+        return sets
+
+
 class BatchingConfig(_Strict):
     icons_per_batch: int = Field(default=1000, ge=1)
 
@@ -191,6 +251,8 @@ class PipelineConfig(_Strict):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     index: IndexConfig = IndexConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    external: ExternalConfig = ExternalConfig()
 
     @field_validator("sources")
     @classmethod

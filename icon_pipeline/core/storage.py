@@ -33,6 +33,7 @@ from icon_pipeline.core.paths import get_paths
 if TYPE_CHECKING:
     import pandas as pd
 
+    from icon_pipeline.core.config import PipelineConfig
     from icon_pipeline.library.records import IconRecord
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ LAYOUT: dict[str, str] = {
     "base_checkpoint": "models/base/{size}",
     "pretrained_reference": "models/base/pretrained",  # a pretrained base and its patch budget
     "finetune_run": "models/finetuned/{run_key}",
+    "training_cache": "models/cache",  # decoded images, trunk features: shared by fine-tuning runs
     "caption_vectors": "index/caption_vectors.npz",
     "reports": "reports",
     "benchmark_json": "reports/benchmark.json",
@@ -69,6 +71,14 @@ LAYOUT: dict[str, str] = {
     "tabler_versions": "sources/tabler",
     "tabler_package": "sources/tabler/{version}/package",
     "figma_downloads": "sources/figma/{name}",
+    "icon_set_versions": "sources/{set}",  # npm packages of the open icon sets, one folder per version
+    "corpus_set": "corpus/sets/{set}.parquet",  # one corpus set's drawings, names and renders
+    "corpus_preview": "corpus/previews/{set}.png",
+    "corpus_pairs": "corpus/corpus_pairs.parquet",  # concepts across sets and the library, trained on
+    "corpus_fitting": "corpus/fitting_queries.parquet",  # held-out corpus queries that fit hybrid search
+    "external_queries": "external/{set}.parquet",  # the external benchmark's queries from one set
+    "external_json": "reports/external_benchmark.json",
+    "external_markdown": "reports/external_benchmark.md",
     "dagster_artifacts": "dagster",
     "data_root_id": ".data_root_id",  # names this root's database; a copy of the root carries it
 }
@@ -379,6 +389,14 @@ def frozen_set_path(name: str, library: str, version: int | str) -> Path:
 
     path, _ = frozen_paths(eval_dir(library), name, version)
     return path
+
+
+def frozen_file(name: str, config: PipelineConfig) -> Path:
+    """The configured version of a frozen set (EVAL_NAME or QUERIES_NAME) of the configured library."""
+    from icon_pipeline.core.config import library_id
+
+    version = config.eval.version if name == EVAL_NAME else config.queries.version
+    return frozen_set_path(name, library_id(config), version)
 
 
 def read_all_batches(stage: str, batch_keys: list[str]) -> pd.DataFrame:

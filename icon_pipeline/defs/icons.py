@@ -153,9 +153,7 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
             description=f"batch {batch} has no icon in icon_catalog (its source is no longer configured, "
             "and icon_catalog retires it); nothing was written"
         )
-    settings = RenderSettings(
-        size=config.size, theme=config.theme, max_svg_bytes=config.max_svg_bytes, timeout_s=config.timeout_s
-    )
+    settings = RenderSettings.from_config(config)
     last_logged = [0]
 
     def progress(done: int, total: int) -> None:

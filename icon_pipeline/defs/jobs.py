@@ -12,24 +12,38 @@ ingest_job = define_asset_job(
     tags={"stage": "ingest"},
 )
 
+corpus_job = define_asset_job(
+    "corpus_job",
+    selection=AssetSelection.assets("icon_corpus"),
+    description="Read and render one open icon set of the training corpus (partition: the set); a set "
+    "that cannot be read fails its own partition and the model trains without it.",
+    tags={"stage": "ingest"},
+)
+
 train_job = define_asset_job(
     "train_job",
     selection=AssetSelection.assets(
-        "training_pairs", "eval_set", "benchmark_queries", "base_checkpoint", "finetuned_checkpoint"
+        "training_pairs",
+        "corpus_pairs",
+        "eval_set",
+        "benchmark_queries",
+        "base_checkpoint",
+        "finetuned_checkpoint",
     ),
-    description="Group the captioned icons into training pairs, freeze the eval set and benchmark "
-    "queries, build the base checkpoint and fine-tune it with torchrun.",
+    description="Group the captioned icons into training pairs, join the corpus's concepts to them, "
+    "freeze the eval set and benchmark queries, build the base checkpoint and fine-tune it with torchrun.",
     tags={"stage": "train"},
 )
 
 index_job = define_asset_job(
     "index_job",
     selection=AssetSelection.assets(
-        "icon_embeddings", "caption_embeddings", "search_fusion", "benchmark_report"
+        "icon_embeddings", "caption_embeddings", "search_fusion", "external_benchmark", "benchmark_report"
     ),
     description="Embed every icon (one pgvector HNSW table per model) and every caption, fit the hybrid "
-    "search fusion, then benchmark search against the frozen queries.",
+    "search fusion, then benchmark search on other icon sets' tags and drawings (external) and on the "
+    "frozen queries (internal).",
     tags={"stage": "index"},
 )
 
-JOBS = [ingest_job, train_job, index_job]
+JOBS = [ingest_job, corpus_job, train_job, index_job]

@@ -206,6 +206,31 @@ def _split_by_job(
     return ordered
 
 
+PARTIAL_OK_TAG = "icon_pipeline/partial_ok"
+
+
+def partition_keys(
+    partitions_def: Any, instance: DagsterInstance, requested: list[str] | None = None
+) -> list[str]:
+    """The partitions a stage runs: `requested` when given (those the asset has), else every icon
+    batch registered, or the open icon sets `corpus.sets` configures."""
+    from icon_pipeline.core.config import load_config
+    from icon_pipeline.defs.corpus import corpus_sets
+
+    if partitions_def is None:
+        return []
+    if partitions_def == icon_batches:
+        known = instance.get_dynamic_partitions(icon_batches.name)
+    elif partitions_def == corpus_sets:
+        configured = load_config().corpus.sets
+        known = [key for key in corpus_sets.get_partition_keys() if key in configured]
+        if requested:
+            known = corpus_sets.get_partition_keys()
+    else:
+        known = list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+    return [key for key in requested if key in known] if requested else known
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
@@ -248,14 +273,18 @@ def materialize_assets(
     ]
     for stage, stage_job, partitioned in runs:
         names = [k.to_user_string() for k in stage]
-        keys_for_stage = partitions if partitioned and partitions else None
-        if partitioned and keys_for_stage is None:
-            keys_for_stage = instance.get_dynamic_partitions(icon_batches.name)
+        keys_for_stage = None
+        if partitioned:
+            keys_for_stage = partition_keys(graph.get(stage[0]).partitions_def, instance, partitions)
             if not keys_for_stage:
-                log(f"no icon batches registered yet; skipping {', '.join(names)}")
+                log(f"no partitions to run (none registered or configured); skipping {', '.join(names)}")
                 continue
+        # A stage whose assets say so (icon_corpus: one open icon set each) goes on past a failed
+        # partition: later stages use the partitions that succeeded.
+        partial_ok = all(graph.get(k).tags.get(PARTIAL_OK_TAG) == "true" for k in stage)
         for partition in keys_for_stage if partitioned else [None]:
-            label = f"{', '.join(names)}" + (f" [batch {partition}]" if partition else "")
+            unit = "batch" if graph.get(stage[0]).partitions_def == icon_batches else "partition"
+            label = f"{', '.join(names)}" + (f" [{unit} {partition}]" if partition else "")
             log(
                 f"materializing {label}" + ("" if stage_job.name.startswith("__") else f" ({stage_job.name})")
             )
@@ -295,6 +324,8 @@ def materialize_assets(
             status = "ok" if result.success else "FAILED"
             checks = f", {len(failed)} check(s) failed" if failed else ""
             log(f"  {status} in {elapsed:.1f}s (run {result.run_id[:8]}){checks}")
-            if not result.success:
+            if not result.success and partial_ok:
+                log(f"  {label} failed: the pipeline goes on without it")
+            elif not result.success:
                 return summary
     return summary

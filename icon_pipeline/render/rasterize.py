@@ -112,6 +112,16 @@ class RenderSettings:
         """Side of the square the icon is fitted into."""
         return max(1, self.size - 2 * round(self.size * self.margin))
 
+    @classmethod
+    def from_config(cls, render: object) -> RenderSettings:
+        """The settings of icon_pipeline.yaml's `render:` section (core.config.RenderConfig)."""
+        return cls(
+            size=render.size,  # type: ignore[attr-defined]
+            theme=render.theme,  # type: ignore[attr-defined]
+            max_svg_bytes=render.max_svg_bytes,  # type: ignore[attr-defined]
+            timeout_s=render.timeout_s,  # type: ignore[attr-defined]
+        )
+
     def key(self) -> str:
         # Limits (bytes, timeout) only decide which icons fail, not how the others look: leaving
         # them out means raising a limit does not re-render the whole library.
