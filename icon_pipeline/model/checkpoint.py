@@ -25,10 +25,12 @@ Two text towers for the checkpoints this project builds (`text_tower`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import string
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +55,9 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
+from icon_pipeline.model.sentence_encoder import MAX_LENGTH as SENTENCE_MAX_LENGTH
+from icon_pipeline.model.trunk import unpatchify
+
 # Written beside config.json in every checkpoint this project saves; its presence marks "ours".
 CHECKPOINT_META_FILE = "icon_pipeline.json"
 # 2: architecture, padding_side and trained were added (version 1 checkpoints read as siglip2,
@@ -68,7 +73,7 @@ DEFAULT_MAX_NUM_PATCHES = 196
 INIT_LOGIT_SCALE = math.log(10.0)
 INIT_LOGIT_BIAS = -10.0
 
-ARCHITECTURES = ("siglip2", "locked_text_siglip2")
+ARCHITECTURES = ("siglip2", "locked_text_siglip2", "trunk_lit")
 TEXT_TOWERS = ("minilm", "own")
 
 PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "[PAD]", "[UNK]", "[EOS]"
@@ -99,6 +104,10 @@ class ModelSize:
     max_num_patches: int = DEFAULT_MAX_NUM_PATCHES  # the default budget; model.max_num_patches overrides
 
 
+# The embedded default: a pretrained EfficientNet-Lite0 trunk (frozen) with a semantic and a visual
+# head against the locked sentence encoder (trunk_lit.py). Trunk input size per model size.
+TRUNK_SIZES: dict[str, int] = {"effnet-lite0": 96}
+
 MODEL_SIZES: dict[str, ModelSize] = {
     # The embedded default's vision tower: the whole icon as ONE 32 px patch, no encoder layer, and
     # the attention-pooling head's MLP 4,096 wide. Its head learns in closed form (the training
@@ -124,7 +133,8 @@ MODEL_SIZES: dict[str, ModelSize] = {
 
 def model_size(size: str) -> ModelSize:
     if size not in MODEL_SIZES:
-        raise CheckpointError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
+        known = ", ".join([*TRUNK_SIZES, *MODEL_SIZES])
+        raise CheckpointError(f"unknown model size {size!r}; known: {known}")
     return MODEL_SIZES[size]
 
 
@@ -321,6 +331,27 @@ def new_locked_text_model(size: str, seed: int, max_num_patches: int | None = No
     return model, tokenizer
 
 
+def new_trunk_lit_model(size: str, seed: int) -> tuple[Any, Any]:
+    """(model, its tokenizer): the packaged pretrained trunk and sentence encoder, with fresh heads."""
+    from transformers import BertModel
+
+    from icon_pipeline.model.sentence_encoder import model_dir
+    from icon_pipeline.model.trunk import pretrained_trunk
+    from icon_pipeline.model.trunk_lit import TrunkLiTConfig, TrunkLiTModel
+
+    encoder_dir = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    with _quiet_transformers():
+        encoder = BertModel.from_pretrained(encoder_dir, local_files_only=True, add_pooling_layer=False)
+    config = TrunkLiTConfig(text_config=encoder.config.to_dict(), trunk_image_size=TRUNK_SIZES[size])
+    torch.manual_seed(seed)
+    model = TrunkLiTModel(config)
+    model.text_model.load_state_dict(encoder.state_dict())
+    model.trunk.load_state_dict(pretrained_trunk().state_dict())
+    _set_logit_init(model)
+    return model, tokenizer
+
+
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """No progress bars ("Loading weights", "Writing model shards") and no misleading warnings while
@@ -364,6 +395,24 @@ def build_base_checkpoint(
     """An untrained checkpoint of `size`: text_tower "own" is a whole SigLIP2 with a tokenizer
     trained on `captions`; "minilm" is LiT (a SigLIP2 vision tower, the locked sentence encoder;
     `captions` and `vocab_size` are then unused). `max_num_patches` None: the size's own budget."""
+    if size in TRUNK_SIZES:
+        if text_tower != "minilm":
+            raise CheckpointError(
+                f"model size {size} trains against the sentence encoder: set text_tower: minilm"
+            )
+        model, tokenizer = new_trunk_lit_model(size, seed)
+        patches = max_num_patches or DEFAULT_MAX_NUM_PATCHES
+        meta = CheckpointMeta(
+            size=size,
+            max_length=SENTENCE_MAX_LENGTH,
+            max_num_patches=patches,
+            vocab_size=len(tokenizer),
+            seed=seed,
+            tokenizer_loader="auto",
+            architecture="trunk_lit",
+            padding_side=tokenizer.padding_side,
+        )
+        return save_checkpoint(model, make_processor(tokenizer, patches), meta, Path(out_dir))
     spec = model_size(size)
     patches = max_num_patches or spec.max_num_patches
     if text_tower == "minilm":
@@ -398,7 +447,7 @@ def build_base_checkpoint(
 def text_padding(architecture: str) -> str:
     """SigLIP text towers read pads as real tokens (no attention mask): always pad to max_length.
     The LiT sentence encoder masks them, so padding to the longest text gives the same vectors faster."""
-    return "longest" if architecture == "locked_text_siglip2" else "max_length"
+    return "longest" if architecture in ("locked_text_siglip2", "trunk_lit") else "max_length"
 
 
 def encode_texts(
@@ -467,6 +516,8 @@ class EncoderBundle:
     @property
     def dim(self) -> int:
         """Embedding width (both towers project to it)."""
+        if hasattr(self.model, "embedding_dim"):  # trunk_lit: semantic and visual parts
+            return int(self.model.embedding_dim)
         projection = getattr(self.model, "text_projection", None)
         if projection is not None:  # LiT: the projection onto the vision tower's width
             return int(projection.out_features)
@@ -485,7 +536,38 @@ class EncoderBundle:
 
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """L2-normalised float32 image embeddings, shape (len(images), dim)."""
+        if hasattr(self.model, "embed_pooled"):
+            return self._embed_trunk_images(images, batch_size)
         return self._embed(images, self.image_inputs, self.model.get_image_features, batch_size)
+
+    @torch.inference_mode()
+    def _embed_trunk_images(self, images: Sequence[Image.Image], batch_size: int) -> np.ndarray:
+        """A frozen-trunk model: the trunk's features of an image already seen by any checkpoint on
+        the same trunk in this process (the base and the fine-tuned one, over the same benchmark
+        queries) are reused; only the heads run again."""
+        self.model.eval()
+        fingerprint = self.model.trunk_fingerprint()
+        keys = [
+            (fingerprint, hashlib.sha1(image.tobytes() + str(image.size).encode()).hexdigest())
+            for image in images
+        ]
+        found = {i: _pooled_memo.get(key) for i, key in enumerate(keys)}
+        missing = [i for i, row in found.items() if row is None]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            inputs = {k: v.to(self.device) for k, v in self.image_inputs([images[i] for i in chunk]).items()}
+            pixels = unpatchify(
+                inputs["pixel_values"], inputs["spatial_shapes"], self.model.config.patch_size
+            )
+            with self._autocast():
+                pooled = self.model.pooled_features(pixels).float().cpu().numpy()
+            for i, row in zip(chunk, pooled, strict=True):
+                found[i] = row
+                _pooled_memo.put(keys[i], row)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pooled = torch.from_numpy(np.stack([found[i] for i in range(len(images))])).to(self.device)
+        return self.model.embed_pooled(pooled).float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised float32 text embeddings, shape (len(texts), dim)."""
@@ -503,7 +585,37 @@ class EncoderBundle:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
 
+class _PooledMemo:
+    """The last MEMO_SIZE images' trunk features, shared by every frozen-trunk checkpoint in the process."""
+
+    MEMO_SIZE = 8192
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, str], value: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.MEMO_SIZE:
+                self._items.popitem(last=False)
+
+
+_pooled_memo = _PooledMemo()
+
+
 def _model_class(architecture: str) -> type:
+    if architecture == "trunk_lit":
+        from icon_pipeline.model.trunk_lit import TrunkLiTModel
+
+        return TrunkLiTModel
     if architecture == "locked_text_siglip2":
         from icon_pipeline.model.locked_text import LockedTextSiglip2Model
 
@@ -525,8 +637,9 @@ def _load_ours(directory: Path, device: torch.device) -> EncoderBundle:
             model = model_class.from_pretrained(directory, local_files_only=True, attn_implementation="sdpa")
     except Exception as error:  # safetensors, JSON and config errors all mean "unusable checkpoint"
         raise CheckpointError(f"checkpoint {directory} is incomplete or corrupt: {error}") from error
-    if hasattr(model, "lock_text_tower"):
-        model.lock_text_tower()
+    for lock in ("lock_text_tower", "lock"):  # frozen parts stay frozen after a reload
+        if hasattr(model, lock):
+            getattr(model, lock)()
     if meta.tokenizer_loader == "fast" and (
         tokenizer.unk_token != UNK_TOKEN or tokenizer.convert_tokens_to_ids(PAD_TOKEN) != 0
     ):

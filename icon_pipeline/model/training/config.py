@@ -33,6 +33,9 @@ class TrainConfig:
     )
     eval_images_path: str | None = None  # icon_id -> png: parquet (icon_id, png_path) or JSON object
     eval_sha256: str | None = None  # the eval set version this run must evaluate on
+    # The open icon corpus's groups (dataset/corpus.py): same columns; a group id that is also a
+    # library group's joins it (its other sets' drawings become that group's positives).
+    corpus_pairs_path: str | None = None
     # Where relative PNG paths in the pairs and eval image tables start (the pipeline's data root);
     # None: each table's own directory.
     images_root: str | None = None
@@ -64,6 +67,10 @@ class TrainConfig:
     linear_probe_ridge: float = 0.1
     # Export the better, on the frozen eval set, of the linear probe's weights and the final ones.
     export_best: bool = True
+    # Models with a frozen pretrained trunk (trunk_lit) train their heads on the trunk's features,
+    # computed once: the visual head is a discriminant fitted in closed form with this ridge (a
+    # share of the within-concept scatter's mean variance).
+    discriminant_ridge: float = 0.01
     dataloader_workers: int | None = None  # None: 0 on the CPU, up to 8 per GPU (run.dataloader_workers)
     bf16: bool | None = None  # None: on when CUDA is available
     report_to: tuple[str, ...] = ("tensorboard",)
@@ -95,7 +102,15 @@ class TrainConfig:
             report_to = values["report_to"]
             values["report_to"] = (report_to,) if isinstance(report_to, str) else tuple(report_to)
         if base_dir is not None:
-            paths = ("pairs_path", "output_dir", "eval_path", "eval_images_path", "images_root", "cache_dir")
+            paths = (
+                "pairs_path",
+                "corpus_pairs_path",
+                "output_dir",
+                "eval_path",
+                "eval_images_path",
+                "images_root",
+                "cache_dir",
+            )
             for key in paths:
                 if values.get(key):
                     values[key] = str((base_dir / values[key]).resolve())
@@ -141,6 +156,8 @@ class TrainConfig:
             problems.append(f"image_size must be >= 16, got {self.image_size}")
         if self.linear_probe not in ("auto", "on", "off"):
             problems.append(f"linear_probe must be auto, on or off, got {self.linear_probe!r}")
+        if self.discriminant_ridge <= 0:
+            problems.append(f"discriminant_ridge must be > 0, got {self.discriminant_ridge}")
         if self.linear_probe_ridge <= 0:
             problems.append(f"linear_probe_ridge must be > 0, got {self.linear_probe_ridge}")
         if isinstance(self.logit_bias, str) and self.logit_bias not in ("auto", "keep"):
@@ -177,6 +194,8 @@ def train_config_from_pipeline(
     eval_images_path: str | None = None,
     eval_sha256: str | None = None,
     images_root: str | None = None,
+    corpus_pairs_path: str | None = None,
+    cache_dir: str | None = None,
 ) -> TrainConfig:
     """The training job's config from icon_pipeline.yaml: every `training:` setting under its own
     name (augmentation whole), the patch budget from `model:`, and the inputs and output given."""
@@ -192,4 +211,6 @@ def train_config_from_pipeline(
         eval_images_path=eval_images_path,
         eval_sha256=eval_sha256,
         images_root=images_root,
+        corpus_pairs_path=corpus_pairs_path,
+        cache_dir=cache_dir,
     )

@@ -49,6 +49,8 @@ class DecodedImages:
 
     array: np.ndarray
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    paths: list[str] = field(default_factory=list)  # the file of each row
+    key: str = ""  # names the cache file: the same paths, sizes and times give the same key
 
     def image(self, row: int) -> Image.Image:
         return Image.fromarray(np.asarray(self.array[row]), mode="RGB")
@@ -154,7 +156,7 @@ def read_icon_paths(path: str | Path, images_root: str | Path | None = None) -> 
     return {str(i): _resolve(str(p), base) for i, p in zip(ids, paths, strict=True) if p}
 
 
-def _decode(path: str, size: int) -> np.ndarray:
+def decode_image(path: str, size: int) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
         if image.mode in ("RGBA", "LA", "P"):
@@ -188,7 +190,7 @@ def _write_cache(target: Path, paths: Sequence[str], size: int, workers: int) ->
     def work(item: tuple[int, str]) -> None:
         row, path = item
         try:
-            array[row] = _decode(path, size)
+            array[row] = decode_image(path, size)
         except Exception as error:  # a corrupt or missing file is recorded, the rest carry on
             failures[path] = f"{type(error).__name__}: {error}"
             array[row] = 255
@@ -213,7 +215,8 @@ def decode_images(
     array_path = cache_dir / f"images-{key}.npy"
     failures_path = cache_dir / f"images-{key}.failures.json"
     if array_path.is_file() and failures_path.is_file():
-        return DecodedImages(np.load(array_path, mmap_mode="r"), json.loads(failures_path.read_text()))
+        failures = json.loads(failures_path.read_text())
+        return DecodedImages(np.load(array_path, mmap_mode="r"), failures, list(paths), key)
 
     tmp = cache_dir / f".images-{key}.{uuid.uuid4().hex}.npy"
     failures = _write_cache(tmp, paths, size, workers or min(8, os.cpu_count() or 1))
@@ -221,7 +224,7 @@ def decode_images(
     failures_tmp.write_text(json.dumps(failures, indent=1, sort_keys=True))
     os.replace(tmp, array_path)
     os.replace(failures_tmp, failures_path)
-    return DecodedImages(np.load(array_path, mmap_mode="r"), failures)
+    return DecodedImages(np.load(array_path, mmap_mode="r"), failures, list(paths), key)
 
 
 @dataclass
@@ -235,10 +238,30 @@ class TrainingData:
         return self.images.failures
 
 
+def merge_groups(
+    groups: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]],
+) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Groups of one id from several tables (a library group and the corpus drawings that join it)
+    as one: captions and images in first-seen order."""
+    merged: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+    for group_id, captions, pngs in groups:
+        texts, images = merged.setdefault(group_id, ({}, {}))
+        texts.update(dict.fromkeys(captions))
+        images.update(dict.fromkeys(pngs))
+    return [(g, tuple(texts), tuple(images)) for g, (texts, images) in merged.items()]
+
+
 def load_training_data(
-    pairs_path: str | Path, size: int, cache_dir: Path, images_root: str | Path | None = None
+    pairs_path: str | Path,
+    size: int,
+    cache_dir: Path,
+    images_root: str | Path | None = None,
+    corpus_pairs_path: str | Path | None = None,
 ) -> TrainingData:
+    """The library's train-split groups, joined (by group id) by the corpus's groups when given."""
     raw_groups = read_pairs(pairs_path, images_root)
+    if corpus_pairs_path:
+        raw_groups = merge_groups([*raw_groups, *read_pairs(corpus_pairs_path, images_root)])
     unique_paths = sorted({p for _, _, pngs in raw_groups for p in pngs})
     row_of = {p: i for i, p in enumerate(unique_paths)}
     images = decode_images(unique_paths, size, cache_dir)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from icon_pipeline.model.training.data import (
     load_training_data,
     read_eval_set,
 )
+from icon_pipeline.model.training.heads import is_trunk_model, load_head_data, train_heads
 from icon_pipeline.model.training.launch import DDP_BACKEND_ENV
 from icon_pipeline.model.training.probe import fit_linear_probe, initial_logit_bias, wants_linear_probe
 from icon_pipeline.model.training.reporting import Reporter, global_rank, world_size
@@ -143,6 +145,8 @@ def _validate_inputs(config: TrainConfig) -> None:
         raise TrainConfigError(f"training pairs file {config.pairs_path} does not exist")
     if config.eval_path and not Path(config.eval_path).is_file():
         raise TrainConfigError(f"eval set {config.eval_path} does not exist")
+    if config.corpus_pairs_path and not Path(config.corpus_pairs_path).is_file():
+        raise TrainConfigError(f"corpus pairs file {config.corpus_pairs_path} does not exist")
     if config.eval_images_path and not Path(config.eval_images_path).is_file():
         raise TrainConfigError(f"eval image map {config.eval_images_path} does not exist")
     if config.eval_path:
@@ -155,6 +159,8 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     _validate_inputs(config)
     bundle = load_base(config)
+    if is_trunk_model(bundle.model):
+        return _run_heads(config, bundle, reporter) if rank == 0 else {}
 
     use_cuda = torch.cuda.is_available()
     # Creating the arguments sets up the process group (once per process, so it must be the final one).
@@ -174,7 +180,11 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
             )
     with args.main_process_first(desc="decode training images"):
         data: TrainingData = load_training_data(
-            config.pairs_path, config.image_size, config.cache_path, images_root=config.images_root
+            config.pairs_path,
+            config.image_size,
+            config.cache_path,
+            images_root=config.images_root,
+            corpus_pairs_path=config.corpus_pairs_path,
         )
     reporter.info(
         f"{len(data.groups)} training groups, {data.images.array.shape[0]} images "
@@ -269,6 +279,93 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
             f"model at {report['checkpoint_path']}"
         )
     return report
+
+
+def _run_heads(config: TrainConfig, bundle: EncoderBundle, reporter: Reporter) -> dict[str, Any]:
+    """A frozen-trunk model (trunk_lit): its heads train on the trunk's features, computed once, in
+    one process (heads.py); then the export and report every run makes."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bundle.model.to(device)
+    data, eval_data, feature_seconds = load_head_data(config, bundle.model, reporter)
+    reporter.info(
+        f"{len(data.groups)} training groups (library and corpus), {data.features.shape[0]} images "
+        f"({len(data.failures)} unreadable, {len(data.dropped_groups)} groups dropped); eval: "
+        f"{len(eval_data.rows) if eval_data else 0} captions over "
+        f"{len(eval_data.icon_ids) if eval_data else 0} images; trunk features in {feature_seconds:.0f} s; "
+        f"the frozen trunk's heads train on them in one process ({device.type})"
+    )
+    output_dir = Path(config.output_dir)
+    writer = _tensorboard_writer(config, output_dir / TENSORBOARD_DIR, reporter)
+    try:
+        result = train_heads(
+            config,
+            bundle.model,
+            bundle.tokenizer,
+            bundle.max_length,
+            data,
+            eval_data,
+            reporter,
+            log_scalar=writer.add_scalar if writer else None,
+        )
+    finally:
+        if writer:
+            writer.close()
+    bundle.model.to("cpu")
+    base_meta = bundle.meta
+    meta = replace(
+        base_meta,
+        base=config.base_checkpoint,
+        trained=True,
+        extra={
+            "steps": result["steps"],
+            "eval_sha256": eval_data.sha256 if eval_data else None,
+            "exported": "final",
+        },
+    )
+    final_dir = save_checkpoint(bundle.model, bundle.processor, meta, output_dir / FINAL_MODEL_DIR)
+    losses = result["loss_curve"]
+    report: dict[str, Any] = {
+        "completed": True,
+        "checkpoint_path": str(final_dir),
+        "tensorboard_dir": str(output_dir / TENSORBOARD_DIR),
+        "base_checkpoint": config.base_checkpoint,
+        "resumed_from_step": 0,
+        "epochs": None,
+        "world_size": world_size(),
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "bf16": device.type == "cuda",
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "min_loss": min(loss for _, loss in losses) if losses else None,
+        "final_metrics": result["eval_history"][-1] if result["eval_history"] else {},
+        "exported": "final",
+        "linear_probe": None,
+        "eval_sha256": eval_data.sha256 if eval_data else None,
+        "eval_missing_icons": eval_data.missing_icons if eval_data else [],
+        "dropped_groups": data.dropped_groups,
+        "unreadable_images": data.failures,
+        "config": config.to_dict(),
+        "feature_seconds": round(feature_seconds, 3),
+        **result,
+    }
+    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+    reporter.materialize(_materialization_metadata(report))
+    reporter.info(
+        f"done: {report['steps']} steps, {report['pairs_per_second']:.1f} pairs/s on cached features "
+        f"(trunk features {report['feature_seconds']:.0f} s), model at {final_dir}"
+    )
+    return report
+
+
+def _tensorboard_writer(config: TrainConfig, directory: Path, reporter: Reporter) -> Any:
+    if "tensorboard" not in config.report_to:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        reporter.warning("tensorboard is not installed: metrics go to the report and Dagster only")
+        return None
+    return SummaryWriter(log_dir=str(directory))
 
 
 def selection_score(metrics: dict[str, float]) -> float:
