@@ -160,6 +160,15 @@ def icon_groups(pair_rows: Iterable[Mapping[str, Any]], icon_ids: Iterable[str])
     return {icon_id: groups.get(icon_id, f"solo:{icon_id}") for icon_id in icon_ids}
 
 
+def library_groups() -> dict[str, str]:
+    """icon_id -> group of every rendered icon, from the training_pairs and icon images tables; an icon
+    left out of training (no captions) is a group of its own."""
+    from icon_pipeline.core.storage import icon_images_path, pairs_path, read_records
+
+    images = read_records(icon_images_path(), "icon images")
+    return icon_groups(read_records(pairs_path(), "training_pairs"), (row["icon_id"] for row in images))
+
+
 def normalise_caption(caption: str) -> str:
     return " ".join(caption.lower().split())
 

@@ -1,12 +1,9 @@
 """icon_embeddings, caption_embeddings, search_fusion and benchmark_report: the index, how hybrid
 search merges its channels, and what it is worth."""
 
-import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,6 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AutomationCondition,
     MaterializeResult,
@@ -24,22 +20,18 @@ from dagster import (
 )
 from PIL import Image
 
-from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE, TASKS, run_benchmark
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.frozen import read_frozen_jsonl
 from icon_pipeline.core.storage import (
     asset_path,
     for_writing,
     icon_images_path,
-    pairs_path,
-    read_all_batches,
     read_catalog,
     read_checkpoint_pointer,
     read_records,
-    resolved_rows,
     to_relative,
 )
-from icon_pipeline.dataset.grouping import icon_groups
+from icon_pipeline.dataset.grouping import library_groups
 from icon_pipeline.dataset.queries import fitting_queries, group_terms
 from icon_pipeline.defs.captions import icon_captions
 from icon_pipeline.defs.dataset import (
@@ -51,7 +43,7 @@ from icon_pipeline.defs.dataset import (
     load_groups,
     training_pairs,
 )
-from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, table
+from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, table
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.model.checkpoint import load_checkpoint
@@ -72,6 +64,7 @@ from icon_pipeline.search.inventory import index_inventory, stored_icon_ids
 from icon_pipeline.search.pixels import pixel_vector
 from icon_pipeline.search.query import prepare_query_image
 from icon_pipeline.search.service import ChannelSet
+from icon_pipeline.search.texts import icon_texts
 
 
 def _configured_models() -> dict[str, str]:
@@ -90,12 +83,6 @@ def _configured_models() -> dict[str, str]:
     return models
 
 
-def _icon_groups() -> dict[str, str]:
-    """icon_id -> group_id; icons left out of training (no captions) are groups of their own."""
-    images = read_records(icon_images_path(), "icon images")
-    return icon_groups(read_records(pairs_path(), "training_pairs"), (row["icon_id"] for row in images))
-
-
 @asset(
     owners=OWNERS,
     tags=asset_tags("search", "index"),
@@ -111,17 +98,24 @@ def icon_embeddings(context: AssetExecutionContext, postgres: PostgresResource) 
     images = read_records(icon_images_path(), "icon images")
     icon_ids = [row["icon_id"] for row in images]
     paths = [row["png_path"] for row in images]
-    groups = _icon_groups()
+    groups = library_groups()
+    models = _configured_models()
+    context.log.info(
+        f"embedding {len(icon_ids)} icons with {', '.join(models)} and their normalised drawings"
+    )
     rows = []
     with postgres.connect(autocommit=True) as conn:
-        for model_id, checkpoint in _configured_models().items():
+        for model_id, checkpoint in models.items():
             bundle = load_checkpoint(checkpoint)
 
             def progress(done: int, total: int, model_id: str = model_id) -> None:
                 if done == total or done % (settings.batch_size * 20) == 0:
                     context.log.info(f"{model_id}: embedded {done}/{total} icons")
 
-            embeddings, seconds = embed_image_files(bundle, paths, settings.batch_size, progress)
+            # A frozen-trunk model finds the trunk features the training run stored for these files.
+            embeddings, seconds = embed_image_files(
+                bundle, paths, settings.batch_size, progress, cache_dir=asset_path("training_cache")
+            )
             stats = write_embeddings(
                 conn,
                 model_id,
@@ -232,31 +226,6 @@ def index_complete(postgres: PostgresResource) -> AssetCheckResult:
     )
 
 
-def icon_texts() -> tuple[list[str], list[str], list[str]]:
-    """(icon ids, group ids, texts): every rendered icon's name, tags and captions (reviewers' edits
-    applied; captions of an icon a reviewer rejected left out), one row per distinct text."""
-    groups = _icon_groups()
-    icons = [icon for icon in read_catalog() if icon.icon_id in groups]
-    captions = read_all_batches("captions", sorted({icon.batch_key for icon in icons}))
-    phrases: dict[str, list[str]] = {}
-    for row in captions.itertuples():
-        if not row.error and not bool(getattr(row, "rejected", False)):
-            phrases[row.icon_id] = list(row.phrases)
-    out_ids, out_groups, out_texts = [], [], []
-    for icon in icons:
-        texts = [
-            icon.name.replace("-", " ").replace("_", " "),
-            *map(str, icon.tags),
-            *phrases.get(icon.icon_id, ()),
-        ]
-        for text in dict.fromkeys(" ".join(t.lower().split()) for t in texts):
-            if text:
-                out_ids.append(icon.icon_id)
-                out_groups.append(groups[icon.icon_id])
-                out_texts.append(text)
-    return out_ids, out_groups, out_texts
-
-
 def _cached_text_vectors(texts: list[str], cache: Path, context: AssetExecutionContext) -> np.ndarray:
     """Sentence vectors for `texts`, computing only those not in the cache file (keyed by text)."""
     encoder = load_sentence_encoder()
@@ -335,11 +304,12 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
     tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres"},
-    deps=[icon_embeddings, caption_embeddings, eval_set, benchmark_queries],
+    deps=[icon_embeddings, caption_embeddings, eval_set, benchmark_queries, "corpus_pairs"],
 )
 def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
-    """How hybrid search weighs its channels, fitted on the frozen eval set (never on the benchmark
-    queries: the eval captions the benchmark reuses as text2img queries are left out): per query
+    """How hybrid search weighs its channels, fitted on the frozen eval set and the corpus's held-out
+    names and drawings (corpus_pairs), each source counting equally; never on the benchmark queries
+    (the eval captions the benchmark reuses as text2img queries are left out): per query
     kind a weight for each channel (0 for one that does not help), the exact-name boost and variant
     folding; stored beside the index, used by every search."""
     config = load_config()
@@ -354,25 +324,32 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
     queries_path = frozen_file(QUERIES_NAME, config)
     benchmark_texts = {row["text"] for row in read_frozen_jsonl(queries_path) if row.get("text")}
     held_back = sum(1 for spec in specs if spec.get("text") in benchmark_texts)
-    specs = [spec for spec in specs if spec.get("text") not in benchmark_texts]
-    with postgres.connect(autocommit=True) as conn, _search_connections(postgres) as connections:
+    specs = [{**spec, "source": "eval_set"} for spec in specs if spec.get("text") not in benchmark_texts]
+    specs += corpus_fitting_specs()
+    with postgres.connect(autocommit=True) as conn, postgres.connections() as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)
         available = [n for n in channel_set.available() if n != HYBRID]
         search = channel_set.hybrid(settings=FusionSettings({}, fitted={}), names=available)
         objects = [
             spec["text"] if spec["kind"] == "text" else prepare_query_image(spec["image"]) for spec in specs
         ]
-        context.log.info(f"fitting on {len(objects)} eval-set queries over channels {', '.join(available)}")
+        context.log.info(
+            f"fitting on {len(objects)} eval-set and corpus queries over channels {', '.join(available)}"
+        )
         results = search.gather(objects, available, connections=connections)
+        kinds = [fusion_kind(query) for query in objects]
+        shares = source_shares([(kind, spec["source"]) for kind, spec in zip(kinds, specs, strict=True)])
         fitting = [
             FittingQuery(
-                fusion_kind(query),
+                kind,
                 result.hits,
                 frozenset(spec["relevant_groups"]),
                 frozenset(spec["exclude"]),
                 search.library.name_matches(query),
+                weight=shares[(kind, spec["source"])],
+                protected=spec["source"] == "eval_set",
             )
-            for spec, query, result in zip(specs, objects, results, strict=True)
+            for kind, spec, query, result in zip(kinds, specs, objects, results, strict=True)
         ]
         by_kind = {
             kind: [n for n in available if channel_kind(kind) in search.channels[n].kinds] for kind in KINDS
@@ -408,6 +385,13 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
         "fold_variants": settings.fold_variants,
         "fitting_queries": MetadataValue.json({k: v.get("queries", 0) for k, v in per_kind.items()}),
         "eval_queries_held_back": held_back,
+        "fitting_queries_by_source": table(
+            pd.DataFrame(
+                [{"source": spec["source"], "kind": kind} for spec, kind in zip(specs, kinds, strict=True)]
+            )
+            .value_counts()
+            .reset_index(name="queries")
+        ),
         "channels_without_data": MetadataValue.json(fitted["channels_without_data"]),
     }
     for kind, values in per_kind.items():
@@ -416,177 +400,34 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
     return MaterializeResult(metadata=metadata)
 
 
-@contextmanager
-def _search_connections(postgres: PostgresResource) -> Iterator[list]:
-    """One connection per core: thousands of searches (exact ones scan every row) run in parallel."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(postgres.connect(autocommit=True)) for _ in range(os.cpu_count() or 1)]
+def corpus_fitting_specs() -> list[dict]:
+    """The corpus's held-out names and drawings (corpus_pairs) as fitting queries: how people other
+    than the project name and draw the library's concepts. Empty without a corpus."""
+    path = asset_path("corpus_fitting")
+    if not path.exists():
+        return []
+    return [
+        {
+            "kind": row["kind"],
+            **({"text": row["text"]} if row["kind"] == "text" else {"image": row["image_path"]}),
+            "relevant_groups": list(row["relevant_groups"]),
+            "exclude": [],
+            "source": "corpus",
+        }
+        for row in read_records(path, "corpus fitting queries")
+    ]
 
 
-BENCHMARK_CHECK = "finetuned_beats_base_and_baselines"
-REGRESSION_CHECK = "no_regression_since_previous"
-# An absolute drop in a recall figure that counts as a regression (below it: query noise).
-REGRESSION_TOLERANCE = 0.02
-
-
-@asset(
-    owners=OWNERS,
-    tags=asset_tags("search", "index"),
-    group_name="search",
-    kinds={"json", "markdown"},
-    deps=[search_fusion, benchmark_queries],
-    check_specs=[
-        AssetCheckSpec(
-            BENCHMARK_CHECK,
-            asset="benchmark_report",
-            description="the fine-tuned model beats its base on every task, and the trivial baselines",
-        ),
-        AssetCheckSpec(
-            REGRESSION_CHECK,
-            asset="benchmark_report",
-            description=f"no headline figure (R@1, R@10 per task and search) dropped by more than "
-            f"{REGRESSION_TOLERANCE} since the previous materialization; the first one passes with a note",
-        ),
-    ],
-)
-def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
-    """R@1/5/10/30 and mAP per task for hybrid search and each of its channels (exact beside HNSW),
-    seen and held-out icons, BM25 and raw-pixel baselines, paired significance tests; as metadata
-    and as files under data/reports/."""
-    config = load_config()
-    queries_path = frozen_file(QUERIES_NAME, config)
-    queries = resolved_rows(read_frozen_jsonl(queries_path))
-    images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
-    # Read before this materialization is stored: the latest one is the previous.
-    previous = context.instance.get_latest_materialization_event(context.asset_key)
-    with postgres.connect(autocommit=True) as conn, _search_connections(postgres) as connections:
-        channel_set = ChannelSet(conn, config.index.ef_search)
-        search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
-        report = run_benchmark(queries, search, _icon_groups(), icon_images=images, connections=connections)
-    out_dir = asset_path("reports")
-    json_path = for_writing(asset_path("benchmark_json"))
-    markdown_path = asset_path("benchmark_markdown")
-    report.write_json(json_path)
-    markdown = report.to_markdown()
-    markdown_path.write_text(markdown)
-    plots = report.plots(out_dir)
-    flat = pd.DataFrame(report.to_json()["rows"])
-    headline = flat[flat["subset"] == "all"] if "subset" in flat else flat
-    metadata: dict = {
-        "queries": len(queries),
-        "queries_file": queries_path.name,
-        "query_counts": MetadataValue.json(report.query_counts),
-        "report": MetadataValue.md(markdown),
-        "results": table(headline, max_rows=80),
-        "comparisons": table(pd.DataFrame([c.as_dict() for c in report.comparisons])),
-        "json": MetadataValue.path(str(json_path)),
-        "markdown": MetadataValue.path(str(markdown_path)),
-        "failures": len(report.failures),
-        "warnings": MetadataValue.json(report.warnings),
+def source_shares(keys: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(fusion kind, source) -> each query's weight, so that every source of a kind counts equally
+    in the fit however many queries it has (the eval set's captions and the corpus's names)."""
+    counts: dict[tuple[str, str], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    sources_per_kind: dict[str, int] = {}
+    for kind, _ in counts:
+        sources_per_kind[kind] = sources_per_kind.get(kind, 0) + 1
+    totals = {kind: sum(n for (k, _), n in counts.items() if k == kind) for kind in sources_per_kind}
+    return {
+        (kind, source): totals[kind] / (sources_per_kind[kind] * n) for (kind, source), n in counts.items()
     }
-    # Numeric headline figures: the UI plots each across materializations.
-    for row in report.headline():
-        if row["model"] in (HYBRID, BM25_BASELINE, PIXEL_BASELINE, "finetuned", "base"):
-            for metric in ("R@1", "R@10"):
-                if row[metric] is not None and math.isfinite(row[metric]):
-                    metadata[f"{row['model']}/{row['task']}/{metric}"] = round(
-                        float(row[metric]), FLOAT_PLACES
-                    )
-    for plot in plots:
-        metadata[f"plot_{plot.stem}"] = image_markdown(plot, plot.stem)
-    context.log.info(f"benchmark written to {out_dir}: {json.dumps([p.name for p in plots])}")
-    regression = _regression_check(previous, metadata)
-    return MaterializeResult(metadata=metadata, check_results=[_finetuned_check(report), regression])
-
-
-def _headline_figures(metadata: dict) -> dict[str, float]:
-    """{"hybrid/text2img/R@10": 0.8, ...}: the numeric headline entries of a report's metadata."""
-    figures = {}
-    for key, value in metadata.items():
-        value = getattr(value, "value", value)
-        if key.count("/") == 2 and key.rsplit("/", 1)[1].startswith("R@") and isinstance(value, int | float):
-            figures[key] = float(value)
-    return figures
-
-
-def _regression_check(previous, metadata: dict) -> AssetCheckResult:
-    """WARN naming every headline figure that dropped beyond REGRESSION_TOLERANCE since the previous
-    materialization (same frozen queries); the first materialization passes with a note."""
-    current = _headline_figures(metadata)
-    materialization = previous.asset_materialization if previous else None
-    if materialization is None:
-        return AssetCheckResult(
-            check_name=REGRESSION_CHECK,
-            passed=True,
-            description="first materialization: nothing to compare with yet",
-            metadata={"previous_run": "none"},
-        )
-    before = _headline_figures(dict(materialization.metadata))
-    old_file = materialization.metadata.get("queries_file")
-    if old_file is not None and str(old_file.value) != metadata["queries_file"]:
-        return AssetCheckResult(
-            check_name=REGRESSION_CHECK,
-            passed=True,
-            description=f"the previous report used other queries ({old_file.value}, now "
-            f"{metadata['queries_file']}): figures are not comparable",
-            metadata={"previous_run": previous.run_id},
-        )
-    drops, compared = [], []
-    for key in sorted(set(current) & set(before)):
-        model, task, metric = key.split("/")
-        change = current[key] - before[key]
-        compared.append(
-            {"task": task, "search": model, "metric": metric, "previous": before[key], "now": current[key]}
-        )
-        if change < -REGRESSION_TOLERANCE:
-            drops.append(f"{task} {model} {metric} {before[key]:.3f} -> {current[key]:.3f}")
-    return AssetCheckResult(
-        check_name=REGRESSION_CHECK,
-        passed=not drops,
-        severity=AssetCheckSeverity.WARN,
-        description=(
-            f"dropped since the previous materialization (tolerance {REGRESSION_TOLERANCE}): "
-            + "; ".join(drops)
-            if drops
-            else f"no figure dropped by more than {REGRESSION_TOLERANCE} ({len(compared)} compared)"
-        ),
-        metadata={
-            "previous_run": previous.run_id,
-            "dropped": MetadataValue.json(drops),
-            "compared": table(pd.DataFrame(compared)),
-        },
-    )
-
-
-def _finetuned_check(report) -> AssetCheckResult:
-    """WARN, in plain words, wherever the fine-tuned model does not beat its base or a baseline."""
-    shortfalls, figures = [], {}
-    for task in TASKS:
-        try:
-            tuned = report.row(task, "finetuned", "hnsw").recall[10]
-        except KeyError:
-            continue
-        rivals = {"base": ("base", "hnsw")}
-        rivals.update(
-            {PIXEL_BASELINE: (PIXEL_BASELINE, "numpy")}
-            if task == "img2img"
-            else {BM25_BASELINE: (BM25_BASELINE, "lexical")}
-        )
-        for label, (model, mode) in rivals.items():
-            try:
-                other = report.row(task, model, mode).recall[10]
-            except KeyError:
-                continue
-            figures[f"{task}: finetuned vs {label}"] = f"{tuned:.3f} vs {other:.3f}"
-            if not tuned > other:
-                shortfalls.append(
-                    f"{task}: the fine-tuned model's R@10 {tuned:.3f} does not beat {label}'s {other:.3f}"
-                )
-    return AssetCheckResult(
-        check_name=BENCHMARK_CHECK,
-        passed=not shortfalls,
-        severity=AssetCheckSeverity.WARN,
-        description="; ".join(shortfalls)
-        or "the fine-tuned model beats its base and the baselines on every task",
-        metadata={"R@10 (HNSW)": MetadataValue.json(figures)},
-    )

@@ -50,6 +50,8 @@ MIN_CHANNEL_OBJECTIVE = 0.1
 # returned (a query whose words match no name, tag or caption still gets an answer).
 FILL_WEIGHT = 1e-3
 TIE_TOLERANCE = 1e-9  # fused scores closer than this are a tie
+# How much R@1 on the protected fitting queries a weighting may give up for the others' sake.
+PROTECTED_R1_TOLERANCE = 0.005
 
 
 def fusion_kind(query: Query) -> str:
@@ -130,7 +132,9 @@ def fuse(
     fold_variants: bool = True,
     exclude: Collection[str] = (),
 ) -> list[FusedHit]:
-    """The top k icons of the merged channels (see the module doc); `exclude` never ranks.
+    """The top k icons of the merged channels (see the module doc); `exclude` never ranks, nor
+    lends its score to its variants (a screenshot of an indexed icon, with that icon excluded, must
+    find its concept by the other variants' own scores).
 
     Channels in `channel_hits` without a weight count FILL_WEIGHT: they only order what the
     weighted channels did not return."""
@@ -152,6 +156,8 @@ def fuse(
     if fold_variants:
         best: dict[str, float] = {}
         for icon_id, value in own.items():
+            if icon_id in exclude:
+                continue
             group = group_of.get(icon_id, icon_id)
             best[group] = max(best.get(group, float("-inf")), value)
         for group, value in best.items():
@@ -174,6 +180,10 @@ class FittingQuery:
     relevant_groups: frozenset[str]
     exclude: frozenset[str] = frozenset()
     name_matches: frozenset[str] = frozenset()
+    weight: float = 1.0  # its share of the objective (queries from two sources can count equally)
+    # A query of the source whose R@1 the fit may not lower by more than PROTECTED_R1_TOLERANCE
+    # (the eval set: the library's own vocabulary) while it gains on the others.
+    protected: bool = False
 
 
 def weight_grid(channels: Sequence[str], step: float = WEIGHT_STEP) -> np.ndarray:
@@ -296,12 +306,24 @@ def fit_fusion(
         kind: [_prepare(q, list(channels.get(kind, ())), group_of, group_sizes) for q in by_kind[kind]]
         for kind in KINDS
     }
+    weights_of = {kind: [q.weight for q in by_kind[kind]] for kind in KINDS}
+    protected_of = {kind: [q.protected for q in by_kind[kind]] for kind in KINDS}
+
+    def protected_r1(kind: str, grid: np.ndarray, boost: float, fold: bool) -> np.ndarray | None:
+        """R@1 of each weighting on the kind's protected queries (None: it has none)."""
+        if not any(protected_of[kind]):
+            return None
+        hits = np.zeros(grid.shape[1])
+        for query, protected in zip(prepared[kind], protected_of[kind], strict=True):
+            if protected:
+                hits += _hit_rates(query, grid, boost, fold, (1,))[0]
+        return hits / sum(protected_of[kind])
 
     def objective(kind: str, grid: np.ndarray, boost: float, fold: bool) -> tuple[np.ndarray, np.ndarray]:
         rates = np.zeros((2, grid.shape[1]))
-        for query in prepared[kind]:
-            rates += _hit_rates(query, grid, boost, fold, (1, 10))
-        n = max(1, len(prepared[kind]))
+        for query, weight in zip(prepared[kind], weights_of[kind], strict=True):
+            rates += weight * _hit_rates(query, grid, boost, fold, (1, 10))
+        n = max(1e-12, sum(weights_of[kind]))
         return rates[0] / n, rates[1] / n
 
     single = {
@@ -318,24 +340,47 @@ def fit_fusion(
         kept = [c for c in names if sum(single[kind][c].values()) >= MIN_CHANNEL_OBJECTIVE]
         return kept or names
 
-    def fit_weights(fold: bool) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], float]:
-        """Per kind, the weighting with the best objective under `fold`; and their total."""
+    def kind_grid(kind: str) -> np.ndarray:
+        names, kept = list(channels.get(kind, ())), useful(kind)
+        grid = weight_grid(kept, step)
+        # Rows for every channel (zero for those left out), so `objective` sees them all.
+        return np.array([grid[kept.index(c)] if c in kept else np.zeros(grid.shape[1]) for c in names])
+
+    # The best R@1 the protected queries reach, folded or not: the level the fit keeps within
+    # PROTECTED_R1_TOLERANCE whatever else it gains.
+    protected_best: dict[str, float] = {}
+    for kind in KINDS:
+        if by_kind[kind] and channels.get(kind):
+            levels = [protected_r1(kind, kind_grid(kind), 0.0, fold) for fold in (False, True)]
+            if levels[0] is not None:
+                protected_best[kind] = float(max(level.max() for level in levels))
+
+    def feasible(kind: str, grid: np.ndarray, boost: float, fold: bool) -> np.ndarray:
+        level = protected_r1(kind, grid, boost, fold)
+        if level is None:
+            return np.ones(grid.shape[1], dtype=bool)
+        return level >= protected_best[kind] - PROTECTED_R1_TOLERANCE - 1e-9
+
+    def fit_weights(fold: bool) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], float, bool]:
+        """Per kind, the weighting with the best objective under `fold` that keeps the protected
+        queries' R@1; their total; whether every kind had such a weighting."""
         weights: dict[str, dict[str, float]] = {}
         chosen: dict[str, np.ndarray] = {}
         total = 0.0
+        kept_all = True
         for kind in KINDS:
             names = list(channels.get(kind, ()))
             if not by_kind[kind] or not names:
                 continue
-            kept = useful(kind)
-            grid = weight_grid(kept, step)
-            # Rows for every channel (zero for those left out), so `objective` sees them all.
-            grid = np.array([grid[kept.index(c)] if c in kept else np.zeros(grid.shape[1]) for c in names])
+            grid = kind_grid(kind)
             r1, r10 = objective(kind, grid, 0.0, fold)
             # Parsimony: a channel is only added when it gains more than two queries' worth (a
             # random model otherwise picks up weight by chance on a few hundred queries); then the
-            # best objective, then the grid's (deterministic) order.
-            score = r1 + r10
+            # best objective, then the grid's (deterministic) order. Weightings that lose the
+            # protected queries' R@1 are not candidates.
+            score = np.where(feasible(kind, grid, 0.0, fold), r1 + r10, -np.inf)
+            if not np.isfinite(score).any():
+                score, kept_all = r1 + r10, False  # none keeps it folded this way
             tolerance = max(PARSIMONY, 2 / len(by_kind[kind]))
             nonzero = (grid > 0).sum(axis=0)
             near_best = score >= score.max() - tolerance
@@ -344,15 +389,15 @@ def fit_fusion(
             best = int(candidates[np.lexsort((candidates, -np.round(score[candidates], 9)))[0]])
             chosen[kind] = grid[:, [best]]
             weights[kind] = {c: round(float(w), 6) for c, w in zip(names, grid[:, best], strict=True)}
-            total += float(score[best]) * len(by_kind[kind])
-        return weights, chosen, total
+            total += float(score[best]) * sum(weights_of[kind])
+        return weights, chosen, total, kept_all
 
     # Folding changes which weighting is best (an image query that finds its own icon first brings
     # the concept's other variants with it), so the weights are fitted under both and the better
     # whole is kept; unfolded wins a tie.
     fits = {fold: fit_weights(fold) for fold in (False, True)}
-    fold = fits[True][2] > fits[False][2] + 1e-9
-    weights, chosen, _ = fits[fold]
+    fold = (fits[True][3], fits[True][2]) > (fits[False][3], fits[False][2] + 1e-9)
+    weights, chosen, _, _ = fits[fold]
 
     # A kind with channels but no fitting query (a small library's eval set may have no sentences)
     # borrows the other text kind's weights, or weighs its channels equally.
@@ -373,9 +418,10 @@ def fit_fusion(
         for kind, grid in chosen.items():
             r1, r10 = objective(kind, grid, boost, fold)
             per_kind[kind] = {"r1": float(r1[0]), "r10": float(r10[0]), "queries": len(prepared[kind])}
-        total = sum((v["r1"] + v["r10"]) * v["queries"] for v in per_kind.values())
-        options.append((round(total, 9), -boost, boost, per_kind))
-    _, _, boost, per_kind = max(options, key=lambda o: o[:2]) if options else (0, 0, 0.0, {})
+        total = sum((v["r1"] + v["r10"]) * sum(weights_of[k]) for k, v in per_kind.items())
+        keeps = all(feasible(kind, grid, boost, fold)[0] for kind, grid in chosen.items())
+        options.append((keeps, round(total, 9), -boost, boost, per_kind))
+    _, _, _, boost, per_kind = max(options, key=lambda o: o[:3]) if options else (0, 0, 0, 0.0, {})
     unfolded = {
         kind: {
             "r1": float(r1[0]),
@@ -413,6 +459,8 @@ def _single_channel_score(
         return {}
     grid = np.ones((1, 1))
     rates = sum(
-        _hit_rates(_prepare(q, [channel], group_of, group_sizes), grid, 0.0, False, (1, 10)) for q in queries
+        q.weight * _hit_rates(_prepare(q, [channel], group_of, group_sizes), grid, 0.0, False, (1, 10))
+        for q in queries
     )
-    return {"r1": float(rates[0, 0]) / len(queries), "r10": float(rates[1, 0]) / len(queries)}
+    total = sum(q.weight for q in queries)
+    return {"r1": float(rates[0, 0]) / total, "r10": float(rates[1, 0]) / total}

@@ -54,6 +54,8 @@ REGISTRY_TABLE = "icon_index_models"
 MAX_HNSW_DIM = 4000
 # What the HNSW index is built over: tables written before halfvec indexes say "vector".
 HNSW_PRECISION = "halfvec"
+# Vectors up to this width are stored inline (a float32 row must fit an 8 KB page).
+PLAIN_STORAGE_MAX_DIM = 1536
 # pgvector accepts hnsw.ef_search in [1, 1000].
 MAX_EF_SEARCH = 1000
 # Text-row tables (the caption channel): nearest texts fetched per icon wanted (a text names one
@@ -335,6 +337,14 @@ def write_embeddings(
                     sql.Identifier(staging), columns.format(sql.Literal(dim))
                 )
             )
+            if dim <= PLAIN_STORAGE_MAX_DIM:
+                # Vectors over ~2 KB (500 dimensions) are otherwise TOASTed: exact search then
+                # detoasts every row, 10x slower (640 dimensions: 40 ms a query against 4 ms).
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(
+                        sql.Identifier(staging)
+                    )
+                )
             started = time.perf_counter()
             if texts is None:
                 names, types = ["icon_id", "group_id", "embedding"], ["text", "text", "vector"]
