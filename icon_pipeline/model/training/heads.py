@@ -82,6 +82,13 @@ def fit_discriminant(
     x = features.astype(np.float32)
     mean = x.mean(axis=0)
     centred = x - mean
+    if len(x) < x.shape[1]:
+        # Fewer drawings than features (a small library): every direction that separates them lies
+        # in their span, so solve there (a few hundred dimensions, not 5,120) and map back.
+        _, _, basis = np.linalg.svd(centred, full_matrices=False)
+        weight, _ = fit_discriminant(centred @ basis.T, labels, dim, ridge)
+        projection = weight @ basis  # (dim, d)
+        return projection.astype(np.float32), (-(projection @ mean)).astype(np.float32)
     classes = int(labels.max()) + 1
     counts = np.bincount(labels, minlength=classes).astype(np.float32)
     means = np.zeros((classes, x.shape[1]), dtype=np.float32)
