@@ -109,6 +109,10 @@ def _print_database_contents(url: str) -> None:
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
+    """The default library (Tabler) and the open icon sets of `corpus:` and `external:` (npm pack,
+    once). A set that cannot be fetched is reported and skipped: its icon_corpus partition fails
+    with the reason later, and the rest of the pipeline runs without it."""
+    from icon_pipeline.library.sources.icon_sets import PackageFetchError, fetch_icon_set, icon_set
     from icon_pipeline.library.sources.tabler import fetch_tabler
 
     config = load_config()
@@ -116,6 +120,16 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
         if source.kind == "tabler":
             package = fetch_tabler(asset_path("tabler_versions"), source.version)
             print(f"tabler {source.version}: {package}")
+    for name in [*config.corpus.sets, *config.external.sets]:
+        spec = icon_set(name)
+        try:
+            package = fetch_icon_set(spec, asset_path("icon_set_versions", set=name).parent)
+        except PackageFetchError as exc:
+            print(
+                f"{name} {spec.version}: NOT fetched ({exc}); the pipeline runs without it", file=sys.stderr
+            )
+            continue
+        print(f"{name} {spec.version} ({spec.package}, {spec.role}, {spec.licence}): {package}")
     return 0
 
 
@@ -146,7 +160,7 @@ def _print_summary(summary) -> None:
         verdict = f"all succeeded, but {len(failed)} check(s) FAILED"
     print(f"\n{len(summary.runs)} run(s), {verdict}:")
     for run in summary.runs:
-        where = f" [batch {run.partition}]" if run.partition else ""
+        where = f" [{run.partition}]" if run.partition else ""
         state = "ok" if run.success else "FAILED"
         print(f"  {state:6} {run.seconds:6.1f}s  {', '.join(run.assets)}{where}")
     if failed:
@@ -188,12 +202,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     instance = _instance()
     summary = materialize_assets(defs, instance)
     _print_summary(summary)
-    if summary.success:
+    if summary.success or asset_path("benchmark_json").exists():
+        _print_external_benchmark(asset_path("external_json"))
         _print_benchmark(asset_path("benchmark_json"))
         _print_example_search("hide layer")
     print(f"\nArtifacts are under {paths.data_dir}; runs and metadata are in PostgreSQL.")
     print("Look at them with:  icon-pipeline ui   (then open http://127.0.0.1:3000)")
     return _exit_code(summary, args.allow_failed_checks)
+
+
+def _print_external_benchmark(report_file: Path) -> None:
+    """Queries nobody on the project wrote (other sets' tags and drawings), pooled over the sets."""
+    import json
+
+    if not report_file.exists():
+        return
+    report = json.loads(report_file.read_text())
+    rows = [r for r in report["rows"] if r["set"] == "pooled"]
+    sets = ", ".join(name for name, info in report["sets"].items() if not info.get("skipped"))
+    if not rows:
+        return
+    print(f"\nExternal benchmark: queries nobody on the project wrote ({sets}; {report_file}), pooled, HNSW:")
+    print(f"  {'task':13} {'search':18} {'n':>5} {'R@1':>6} {'R@10':>6}")
+    for row in rows:
+        print(f"  {row['task']:13} {row['model']:18} {row['n']:5d} {row['R@1']:6.3f} {row['R@10']:6.3f}")
+    for name, info in report["sets"].items():
+        if info.get("skipped"):
+            print(f"  {name}: skipped: {info['skipped']}")
 
 
 def _print_benchmark(report_file: Path) -> None:
@@ -205,7 +240,7 @@ def _print_benchmark(report_file: Path) -> None:
     report = json.loads(report_file.read_text())
     rows = [r for r in report["rows"] if r["subset"] == "all" and r["mode"] != "exact" and r["n_queries"]]
     lead = {"hybrid": 0, "bm25": 1, "raw-pixels-16x16": 1}
-    print(f"\nBenchmark ({report_file}), R@K over all queries (HNSW):")
+    print(f"\nInternal benchmark, generated from the project's own vocabulary ({report_file}), HNSW:")
     print(f"  {'task':13} {'search':18} {'n':>5} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
     for task in ("text2img", "semantic2img", "img2img"):
         for row in sorted(
@@ -452,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status", "url"])
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("fetch-data", help="download the configured default icon set (npm pack, once)")
+    p = sub.add_parser(
+        "fetch-data", help="download the default icon set and the open icon sets (npm pack, once)"
+    )
     p.set_defaults(func=cmd_fetch_data)
 
     p = sub.add_parser("lexicon", help="mine search terms from a names file, one JSON object per line")

@@ -2,7 +2,9 @@
 
 from dagster import Definitions
 
+from icon_pipeline.defs.benchmark import benchmark_report, external_benchmark
 from icon_pipeline.defs.captions import icon_captions, icon_lexicon, nightly_recaption
+from icon_pipeline.defs.corpus import corpus_pairs, icon_corpus
 from icon_pipeline.defs.dataset import (
     benchmark_queries,
     benchmark_queries_frozen_hash,
@@ -18,7 +20,6 @@ from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.defs.search import (
-    benchmark_report,
     caption_embeddings,
     icon_embeddings,
     index_complete,
@@ -32,6 +33,8 @@ defs = Definitions(
         icon_lexicon,
         icon_captions,
         training_pairs,
+        icon_corpus,
+        corpus_pairs,
         eval_set,
         benchmark_queries,
         base_checkpoint,
@@ -39,6 +42,7 @@ defs = Definitions(
         icon_embeddings,
         caption_embeddings,
         search_fusion,
+        external_benchmark,
         benchmark_report,
     ],
     asset_checks=[eval_set_frozen_hash, benchmark_queries_frozen_hash, index_complete],

@@ -40,7 +40,7 @@ def test_every_asset_has_owners_and_tags_and_every_check_sensor_schedule_a_descr
     jobs = {job.name: job for job in repository.get_all_jobs()}
     assert {"ingest_job", "train_job", "index_job"} <= set(jobs)
     covered = set()
-    for name in ("ingest_job", "train_job", "index_job"):
+    for name in ("ingest_job", "corpus_job", "train_job", "index_job"):
         assert jobs[name].description
         covered |= set(jobs[name].asset_layer.executable_asset_keys)
     assert covered == set(graph.materializable_asset_keys)  # every asset belongs to a named job

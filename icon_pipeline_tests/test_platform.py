@@ -193,7 +193,7 @@ def test_a_database_that_dies_mid_run_is_one_line_and_the_run_is_failed_later(
         )
         assert run.stdout is not None
         for line in run.stdout:
-            if "embedded 6/6 icons" in line:  # the step is in the middle of its work
+            if "embedding 6 icons with" in line:  # the step has begun its work
                 os.kill(_postgres_alive(pgdata), signal.SIGKILL)
                 break
         output = line + run.stdout.read()

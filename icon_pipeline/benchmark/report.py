@@ -46,13 +46,19 @@ from icon_pipeline.search.fusion import FusionSettings, fusion_kind
 from icon_pipeline.search.hybrid import HYBRID, HybridSearch
 from icon_pipeline.search.query import QueryError, prepare_query_image
 
-TASKS: tuple[str, ...] = ("text2img", "semantic2img", "img2img")
-TEXT_TASKS = frozenset({"text2img", "semantic2img"})
+# The internal benchmark's tasks and the kind of query each takes; the external benchmark
+# (benchmark/external.py) passes its own.
+INTERNAL_TASKS: dict[str, str] = {"text2img": "text", "semantic2img": "text", "img2img": "image"}
+TASKS: tuple[str, ...] = tuple(INTERNAL_TASKS)
+TEXT_TASKS = frozenset(t for t, kind in INTERNAL_TASKS.items() if kind == "text")
 SUBSETS: tuple[str, ...] = ("all", "seen", "heldout")
 MODES: tuple[str, ...] = ("exact", "hnsw")
 PIXEL_BASELINE = "raw-pixels-16x16"
 BM25_BASELINE = KEYWORDS  # the row keyword search answers for
 HYBRID_UNFOLDED = "hybrid-unfolded"
+# Image queries made from an indexed icon: hybrid search with that icon neither ranked nor folded
+# into its variants, so finding the concept is measured, not recognising the same pixels.
+HYBRID_CONCEPT = "hybrid-concept"
 PIXEL_SIDE = 16
 # Fewer queries than this in a task: its figures are flagged as not meaningful (one query is
 # then worth 2 points of R@K or more).
@@ -72,16 +78,16 @@ class BenchmarkQuery:
     exclude_source: bool = True  # img2img: False when the icon has no variant and is its own answer
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> BenchmarkQuery:
+    def from_row(cls, row: Mapping[str, Any], tasks: Mapping[str, str] = INTERNAL_TASKS) -> BenchmarkQuery:
         task = row.get("task")
         query_id = str(row.get("query_id", "?"))
-        if task not in TASKS:
-            raise ValueError(f"query {query_id}: unknown task {task!r}; allowed: {', '.join(TASKS)}")
+        if task not in tasks:
+            raise ValueError(f"query {query_id}: unknown task {task!r}; allowed: {', '.join(tasks)}")
         text, image_path = row.get("text"), row.get("image_path")
-        if task in TEXT_TASKS and not text:
+        if tasks[task] == "text" and not text:
             raise ValueError(f"query {query_id}: task {task} needs a text")
-        if task == "img2img" and not image_path:
-            raise ValueError(f"query {query_id}: task img2img needs an image_path")
+        if tasks[task] == "image" and not image_path:
+            raise ValueError(f"query {query_id}: task {task} needs an image_path")
         groups = row.get("relevant_group_ids")
         if groups is None or isinstance(groups, str) or not len(groups):
             raise ValueError(f"query {query_id}: relevant_group_ids must be a non-empty list")
@@ -98,10 +104,10 @@ class BenchmarkQuery:
 
     @property
     def exclude(self) -> frozenset[str]:
-        # img2img: the icon the query was degraded from is neither relevant nor rankable.
+        # An image made from an indexed icon (img2img): that icon is neither relevant nor rankable.
         return (
             frozenset({self.source_icon_id})
-            if self.task == "img2img" and self.source_icon_id and self.exclude_source
+            if self.image_path and self.source_icon_id and self.exclude_source
             else frozenset()
         )
 
@@ -186,6 +192,7 @@ class BenchmarkReport:
     comparisons: list[Comparison] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a task with too few queries to mean anything
     fusion: dict[str, Any] = field(default_factory=dict)  # the hybrid settings the run used
+    tasks: dict[str, str] = field(default_factory=lambda: dict(INTERNAL_TASKS))  # task -> text | image
 
     @property
     def map_k(self) -> int:
@@ -211,7 +218,7 @@ class BenchmarkReport:
         return {
             "ks": list(self.ks),
             "map_k": self.map_k,
-            "tasks": [t for t in TASKS if t in results],
+            "tasks": [t for t in self.tasks if t in results],
             "models": list(self.models),
             "query_counts": dict(self.query_counts),
             "results": results,
@@ -230,7 +237,7 @@ class BenchmarkReport:
     def headline(self) -> list[dict[str, Any]]:
         """Per task: hybrid search against its baseline and every channel (HNSW, all queries)."""
         out = []
-        for task in TASKS:
+        for task in self.tasks:
             rows = [
                 r
                 for r in self.rows
@@ -287,7 +294,7 @@ class BenchmarkReport:
             + [f"R@{k}" for k in self.ks]
             + [f"mAP@{self.map_k}", "p50 ms", "p95 ms", "ANN∩exact@10"]
         )
-        for task in TASKS:
+        for task in self.tasks:
             rows = [r for r in self.rows if r.task == task and r.n_queries > 0]
             if not rows:
                 continue
@@ -318,7 +325,7 @@ class BenchmarkReport:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for task in TASKS:
+        for task in self.tasks:
             rows = [r for r in self.rows if r.task == task and r.subset == "all" and r.n_queries > 0]
             if not rows:
                 continue
@@ -401,7 +408,7 @@ def _load_query_images(
 ) -> dict[str, Image.Image]:
     images = {}
     for query in queries:
-        if query.task != "img2img":
+        if not query.image_path:
             continue
         try:
             images[query.query_id] = prepare_query_image(
@@ -426,7 +433,7 @@ def _pixel_matrix(
         except (OSError, ValueError) as exc:
             # The icon drops out of the baseline's candidates only; recorded, the run goes on.
             failures.append(
-                QueryFailure(f"icon {icon_id}", "img2img", f"pixel baseline: cannot read {path}: {exc}")
+                QueryFailure(f"icon {icon_id}", "image", f"pixel baseline: cannot read {path}: {exc}")
             )
             continue
         kept.append(icon_id)
@@ -482,12 +489,14 @@ def run_benchmark(
     icon_images: Mapping[str, str | Path] | None = None,
     modes: Sequence[str] = MODES,
     connections: Sequence[Any] = (),
+    tasks: Mapping[str, str] = INTERNAL_TASKS,
 ) -> BenchmarkReport:
     """Score hybrid search and every channel of `search` (vector channels exact and HNSW, BM25 once),
     plus the 16x16 pixel baseline (needs `icon_images`: icon_id -> PNG), on the queries.
 
     `icon_to_group` is the indexed icons' grouping: relevance is by group. `connections`: extra
-    database connections to search on in parallel (HybridSearch.gather).
+    database connections to search on in parallel (HybridSearch.gather). `tasks`: task -> the kind
+    of query it takes (text or image); the internal benchmark's by default.
     """
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
@@ -495,17 +504,19 @@ def run_benchmark(
     unknown_modes = set(modes) - set(MODES)
     if unknown_modes:
         raise ValueError(f"unknown search modes {sorted(unknown_modes)}; allowed: {', '.join(MODES)}")
-    parsed = [BenchmarkQuery.from_row(row) for row in queries]
+    parsed = [BenchmarkQuery.from_row(row, tasks) for row in queries]
     if len({q.query_id for q in parsed}) != len(parsed):
         raise ValueError("query ids must be unique")
     fetch = max(ks)
     members = group_members(icon_to_group)
     relevant = {q.query_id: relevant_icons(q.relevant_group_ids, members, q.exclude) for q in parsed}
     channels = list(search.channels)
-    report = BenchmarkReport(ks=ks, models=[HYBRID, *channels], fusion=json.loads(search.settings.to_json()))
+    report = BenchmarkReport(
+        ks=ks, models=[HYBRID, *channels], fusion=json.loads(search.settings.to_json()), tasks=dict(tasks)
+    )
     images = _load_query_images(parsed, report.failures)
-    usable = [q for q in parsed if q.task in TEXT_TASKS or q.query_id in images]
-    by_task = {task: [q for q in usable if q.task == task] for task in TASKS}
+    usable = [q for q in parsed if tasks[q.task] == "text" or q.query_id in images]
+    by_task = {task: [q for q in usable if q.task == task] for task in tasks}
     report.query_counts = {task: len(qs) for task, qs in by_task.items()}
     for task, count in report.query_counts.items():
         if 0 < count < MIN_MEANINGFUL_QUERIES:
@@ -513,7 +524,7 @@ def run_benchmark(
                 f"{task}: only {count} queries (fewer than {MIN_MEANINGFUL_QUERIES}): its figures are not "
                 "meaningful; a larger library, or queries.total, gives more"
             )
-    objects = [q.text if q.task in TEXT_TASKS else images[q.query_id] for q in usable]
+    objects = [q.text if tasks[q.task] == "text" else images[q.query_id] for q in usable]
     per_query: dict[tuple[str, str, str], dict[str, QueryScore]] = {}
 
     def score(
@@ -553,7 +564,7 @@ def run_benchmark(
             if name == KEYWORDS and mode != modes[0]:
                 continue  # keyword search has no index mode: scored once
             label = "lexical" if name == KEYWORDS else mode
-            for task in TASKS:
+            for task in tasks:
                 rankings, times, overlaps = {}, {}, {}
                 for q, r in zip(usable, results, strict=True):
                     if q.task != task or name not in r.hits:
@@ -569,36 +580,46 @@ def run_benchmark(
                         overlaps[q.query_id] = len(top10 & expected) / len(expected)
                 score(task, name, label, rankings, times, overlaps)
         variants = [(HYBRID, settings)] + ([(HYBRID_UNFOLDED, unfolded)] if settings.fold_variants else [])
+        if settings.fold_variants and any(q.exclude for q in usable):
+            variants.append((HYBRID_CONCEPT, settings))
         for name, chosen in variants:
-            for task in TASKS:
+            for task in tasks:
                 rankings, times = {}, {}
                 for q, obj, r in zip(usable, objects, results, strict=True):
-                    if q.task != task:
+                    if q.task != task or (name == HYBRID_CONCEPT and not q.exclude):
                         continue
                     started = time.perf_counter()
-                    fused = search.fuse(obj, r, fetch + len(q.exclude), settings=chosen)
+                    fused = search.fuse(
+                        obj,
+                        r,
+                        fetch + len(q.exclude),
+                        settings=chosen,
+                        exclude=q.exclude if name == HYBRID_CONCEPT else (),
+                    )
                     merge = time.perf_counter() - started
                     rankings[q.query_id] = [h.icon_id for h in fused]
                     active = chosen.channels(fusion_kind(obj))
                     times[q.query_id] = merge + sum(r.seconds.get(c, 0.0) for c in active)
                 score(task, name, mode, rankings, times)
 
-    if icon_images and by_task["img2img"]:
+    image_tasks = [task for task, kind in tasks.items() if kind == "image" and by_task[task]]
+    if icon_images and image_tasks:
         icon_ids, matrix = _pixel_matrix(icon_images, sorted(icon_to_group), report.failures)
-        rankings, times = {}, {}
-        for q in by_task["img2img"]:
-            started = time.perf_counter()
-            similarity = matrix @ pixel_vector(images[q.query_id])
-            top = np.argsort(-similarity, kind="stable")[: fetch + len(q.exclude)]
-            times[q.query_id] = time.perf_counter() - started
-            rankings[q.query_id] = [icon_ids[i] for i in top]
-        score("img2img", PIXEL_BASELINE, "numpy", rankings, times)
+        for task in image_tasks:
+            rankings, times = {}, {}
+            for q in by_task[task]:
+                started = time.perf_counter()
+                similarity = matrix @ pixel_vector(images[q.query_id])
+                top = np.argsort(-similarity, kind="stable")[: fetch + len(q.exclude)]
+                times[q.query_id] = time.perf_counter() - started
+                rankings[q.query_id] = [icon_ids[i] for i in top]
+            score(task, PIXEL_BASELINE, "numpy", rankings, times)
 
-    for task in TASKS:
-        baseline = PIXEL_BASELINE if task == "img2img" else BM25_BASELINE
+    for task, kind in tasks.items():
+        baseline = PIXEL_BASELINE if kind == "image" else BM25_BASELINE
         _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, baseline)
         _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", "base")
-        if task == "img2img":
+        if kind == "image":
             _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", PIXEL_BASELINE)
         else:
             _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, "captions")

@@ -18,14 +18,14 @@ from dagster import (
 )
 
 from icon_pipeline.captions import is_valid_phrase
-from icon_pipeline.core.config import PipelineConfig, library_id, load_config
+from icon_pipeline.core.config import library_id, load_config
 from icon_pipeline.core.frozen import read_frozen_jsonl, verify_frozen, write_frozen_jsonl
 from icon_pipeline.core.storage import (
     EVAL_NAME,
     QUERIES_NAME,
     asset_path,
     for_writing,
-    frozen_set_path,
+    frozen_file,
     icon_images_path,
     pairs_path,
     read_all_batches,
@@ -45,12 +45,6 @@ from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, roun
 from icon_pipeline.lexicon.mining import normalised_base_name
 from icon_pipeline.model.training.data import sha256_file
 from icon_pipeline.render.rasterize import preview_grid
-
-
-def frozen_file(name: str, config: PipelineConfig) -> Path:
-    """The configured version of a frozen set (EVAL_NAME or QUERIES_NAME) of the configured library."""
-    version = config.eval.version if name == EVAL_NAME else config.queries.version
-    return frozen_set_path(name, library_id(config), version)
 
 
 def _valid_captions(captions: list[str]) -> list[str]:
