@@ -180,6 +180,15 @@ def test_a_failing_source_never_shrinks_the_library(
     assert f"the folder {mine} does not exist" in _failure_message(instance, result.runs[-1].run_id)
     assert set(pd.read_parquet(catalog_file)["icon_id"]) == set(before["icon_id"])
 
+    # The folder is there but empty (an unmounted share): a failure too, never a library of nothing.
+    mine.mkdir()
+    result = materialize_assets(defs, instance, ["icon_catalog"], log=lambda _: None)
+    assert not result.success
+    failure = _failure_message(instance, result.runs[-1].run_id)
+    assert "source 'mine': yielded no icons where the last good scan had 3" in failure, failure
+    assert set(pd.read_parquet(catalog_file)["icon_id"]) == set(before["icon_id"])
+    assert set(instance.get_dynamic_partitions(icon_batches.name)) == partitions
+
 
 def _failure_message(instance: DagsterInstance, run_id: str) -> str:
     from dagster import DagsterEventType

@@ -120,10 +120,19 @@ def update_catalog(
     stale: dict[str, str] = {}
     unreadable = []
     for source, scan in zip(config.sources, scans, strict=True):
+        name = source_name(source)
+        if scan.error is None and not scan.icons:
+            # An existing but empty folder (an unmounted share), an emptied Figma file: a source
+            # never silently takes the library down to nothing.
+            had = sum(icon.source == name for icon in previous)
+            refused = f" ({len(scan.failures)} files refused, listed as failures)" if scan.failures else ""
+            was = f" where the last good scan had {had}" if had else ""
+            scan = replace(
+                scan, error=f"yielded no icons{refused}{was}; an unmounted share or an emptied folder?"
+            )
         if scan.error is None:
             icons += scan.icons
             continue
-        name = source_name(source)
         kept = [replace(icon, stale=True) for icon in previous if icon.source == name]
         if source.on_failure == "keep":
             icons += kept
