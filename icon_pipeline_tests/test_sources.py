@@ -328,17 +328,30 @@ def test_scan_local_refuses_links_leaving_the_folder_and_follows_links_inside(
     scan = scan_local(icon_folder, "mine")
 
     failures = {f.item: f.reason for f in scan.failures}
-    assert sorted(failures) == ["leak.svg", "media/metadata.json", "nav/up.svg", "vault"]
+    assert sorted(failures) == ["home-again.svg", "leak.svg", "media/metadata.json", "nav/up.svg", "vault"]
+    assert failures.pop("home-again.svg").startswith("a link to nav/home.svg, which is indexed already")
     for item, reason in failures.items():
         assert reason.startswith("a link leaving the folder (to "), (item, reason)
     assert (
         str(outside / "private.svg") in failures["leak.svg"] and str(outside / "secrets") in failures["vault"]
     )
     ids = {icon.icon_id for icon in scan.icons}
-    assert "mine:home-again.svg" in ids and len(ids) == 6  # the five icons and the link inside
+    assert "mine:home-again.svg" not in ids and len(ids) == 5  # a link inside repeats nav/home.svg
     assert not any(str(outside) in icon.file_path for icon in scan.icons)
     play = next(icon for icon in scan.icons if icon.icon_id == "mine:media/play.svg")
     assert play.tags == (), "metadata from outside the folder is not read"
+
+
+def test_scan_local_indexes_a_link_inside_once_when_its_target_is_not_an_icon_itself(
+    icon_folder: Path,
+) -> None:
+    """A link to a hidden file is the only way that drawing is indexed; two links to it, once."""
+    (icon_folder / "shown.svg").symlink_to(icon_folder / ".hidden.svg")
+    (icon_folder / "shown-too.svg").symlink_to(icon_folder / ".hidden.svg")
+    scan = scan_local(icon_folder, "mine")
+    ids = {icon.icon_id for icon in scan.icons}
+    assert "mine:shown-too.svg" in ids and "mine:shown.svg" not in ids and len(ids) == 6
+    assert [f.item for f in scan.failures] == ["shown.svg"]
 
 
 def test_scan_local_refuses_a_huge_file_by_its_size_without_reading_it(icon_folder: Path) -> None:

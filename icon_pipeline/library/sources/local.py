@@ -252,4 +252,30 @@ def scan_local(folder: Path, source_name: str, max_svg_bytes: int = DEFAULT_MAX_
                     source_version=scan.version,
                 )
             )
+    _drop_links_to_indexed_icons(scan, folder)
     return scan
+
+
+def _drop_links_to_indexed_icons(scan: SourceScan, folder: Path) -> None:
+    """A link to an icon of the folder would index that drawing twice under two names: the file
+    itself is kept (or the first link, when the target is not indexed), the other links become
+    failures that name the file they repeat."""
+    first_of: dict[str, str] = {}
+    for icon in sorted(scan.icons, key=lambda i: (Path(i.file_path).is_symlink(), i.icon_id)):
+        first_of.setdefault(os.path.realpath(icon.file_path), icon.icon_id)
+    kept = []
+    for icon in scan.icons:
+        first = first_of[os.path.realpath(icon.file_path)]
+        if first == icon.icon_id:
+            kept.append(icon)
+            continue
+        relative = icon.icon_id.removeprefix(f"{scan.source}:")
+        scan.failures.append(
+            SourceFailure(
+                scan.source,
+                relative,
+                f"a link to {first.removeprefix(f'{scan.source}:')}, which is indexed already: "
+                "the same drawing is kept once",
+            )
+        )
+    scan.icons = kept
