@@ -705,6 +705,39 @@ def test_apps_started_before_their_assets_say_what_to_materialize(
     assert not ready and "materialize `icon_embeddings`" in note
 
 
+def test_search_on_an_empty_catalog_is_one_clear_line(
+    postgres: DatabaseInfo, project_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog with no icon (as an unmounted share once left it): the CLI prints one line, no
+    traceback, and the search page says what to do."""
+    import os
+    import subprocess
+
+    from icon_pipeline.apps import search
+    from icon_pipeline.core.storage import pairs_path, write_catalog, write_table
+
+    empty = demo_environment(project_tmp / f"no-icons-{uuid.uuid4().hex[:6]}", postgres)
+    for key, value in empty.env.items():
+        monkeypatch.setenv(key, value)
+    write_catalog([])
+    import pandas as pd
+
+    write_table(pd.DataFrame({"group_id": [], "members": [], "captions": []}), pairs_path())
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "icon-pipeline"), "search", "arrow", "--model", "bm25"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **empty.env},
+    )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0 and "Traceback" not in output, output
+    assert output.splitlines()[-1].startswith("icon-pipeline: error:"), output
+    assert "the icon catalog holds no icons" in output, output
+    *_, note, ready = search.page_state()
+    assert not ready and "materialize" in note, note
+
+
 def test_every_app_builds(demo: Demo) -> None:
     for name in ("captions", "dataset", "augment", "search"):
         assert build_app(name).title

@@ -270,10 +270,14 @@ class LibraryKeywords:
     names: dict[str, str]  # icon_id -> name, for exact-name matches
 
 
+class EmptyCatalogError(LookupError):
+    """The catalog exists but holds no icon: nothing can be searched."""
+
+
 def library_keywords() -> LibraryKeywords:
     """From the icon catalog (names, tags) and the training pairs (captions): what the benchmark's
     BM25 row and keyword search both use. Built once per version of those two files (about a
-    second for 6k icons); FileNotFoundError until those assets exist."""
+    second for 6k icons); FileNotFoundError until those assets exist, EmptyCatalogError on no icons."""
     from icon_pipeline.core.storage import cached, catalog_path, pairs_path
 
     return cached("library-keywords", [catalog_path(), pairs_path()], _build_library_keywords)
@@ -284,6 +288,10 @@ def _build_library_keywords() -> LibraryKeywords:
     from icon_pipeline.dataset.grouping import icon_groups
 
     icons = read_catalog()
+    if not icons:
+        raise EmptyCatalogError(
+            "the icon catalog holds no icons: materialize icon_catalog on a source with icons"
+        )
     pairs = read_records(pairs_path(), "training_pairs")
     captions = {member: row["captions"] for row in pairs for member in row["members"]}
     return LibraryKeywords(

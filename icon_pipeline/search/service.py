@@ -6,6 +6,7 @@ are loaded only when a query needs them (keyword search loads no model).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from icon_pipeline.search.channels import (
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
 from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
 from icon_pipeline.search.index import embedder_info, list_models, read_fusion_settings
-from icon_pipeline.search.keywords import LibraryKeywords, library_keywords
+from icon_pipeline.search.keywords import EmptyCatalogError, LibraryKeywords, library_keywords
 from icon_pipeline.search.query import (
     ImageQuery,
     QueryError,
@@ -95,10 +96,19 @@ def facets(records: Collection[IconRecord], known: Collection[str]) -> tuple[lis
 def catalog_facets() -> tuple[list[str], list[str]]:
     """facets() from the files alone (no database); NotReadyError before the catalog and pairs exist."""
     try:
-        known = library_keywords().groups
-        return facets(_display_tables()[0].values(), known)
+        return facets(_display_tables()[0].values(), _library_keywords().groups)
     except FileNotFoundError as exc:
         raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
+
+
+def _library_keywords() -> LibraryKeywords:
+    """library_keywords(), or NotReadyError saying which asset to materialize."""
+    try:
+        return library_keywords()
+    except FileNotFoundError as exc:
+        raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
+    except EmptyCatalogError as exc:
+        raise NotReadyError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -169,15 +179,14 @@ class ChannelSet:
         return [HYBRID, *ordered] if registered else ordered
 
     def keywords(self) -> LibraryKeywords:
-        try:
-            return library_keywords()
-        except FileNotFoundError as exc:
-            raise NotReadyError(f"search needs the catalog and the training pairs: {exc}") from None
+        return _library_keywords()
 
     def bundle(self, model_id: str) -> EncoderBundle:
         checkpoint = model_checkpoint(self.conn, model_id)
         if checkpoint not in self.bundles:
-            self.bundles[checkpoint] = load_checkpoint(checkpoint)
+            with _load_lock:  # services on other threads share `bundles`: each checkpoint loads once
+                if checkpoint not in self.bundles:
+                    self.bundles[checkpoint] = load_checkpoint(checkpoint)
         return self.bundles[checkpoint]
 
     def channel(self, name: str) -> Channel:
@@ -187,7 +196,9 @@ class ChannelSet:
             elif name == CAPTIONS:
                 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 
-                channel = caption_channel(self.conn, load_sentence_encoder(), self.ef_search)
+                with _load_lock:
+                    encoder = load_sentence_encoder()
+                channel = caption_channel(self.conn, encoder, self.ef_search)
             elif name == PIXELS:
                 channel = pixel_channel(self.conn, self.ef_search)
             else:
@@ -199,8 +210,7 @@ class ChannelSet:
         return {name: self.channel(name) for name in names}
 
     def library(self) -> LibraryIndex:
-        keywords = self.keywords()  # cached per version of the catalog: no catalog read per query
-        return LibraryIndex.build(keywords.groups, keywords.names)
+        return _library_index(self.keywords())  # both cached per version of the catalog and pairs
 
     def hybrid(
         self, settings: FusionSettings | None = None, names: Collection[str] | None = None
@@ -213,6 +223,20 @@ class ChannelSet:
                 {kind: [n for n in available if channel_kind(kind) in _kinds(n)] for kind in KINDS}
             )
         return HybridSearch(self.channels(available if names is None else names), settings, self.library())
+
+
+_load_lock = threading.Lock()  # model loads one at a time (searches themselves run in parallel)
+_library_memo: list[tuple[LibraryKeywords, LibraryIndex]] = []
+
+
+def _library_index(keywords: LibraryKeywords) -> LibraryIndex:
+    """LibraryIndex of `keywords`, built once per keywords object (about 0.1 s for 6k icons): the
+    app and the API open a service per request."""
+    memo = _library_memo[0] if _library_memo else None
+    if memo is None or memo[0] is not keywords:
+        memo = (keywords, LibraryIndex.build(keywords.groups, keywords.names))
+        _library_memo[:] = [memo]
+    return memo[1]
 
 
 def _kinds(name: str) -> frozenset[str]:
@@ -289,10 +313,12 @@ class SearchService:
 
     def _hits(self, query: Any, model: str, k: int) -> list[SearchHit]:
         kind = query_kind(query)
+        tables = _display_tables()  # once per search, not per hit
         if model == HYBRID:
             search = self.hybrid()
             fused = search.search(query, k)
-            return [self._hit(h.icon_id, h.score, search.library.group_of, h.channel_scores) for h in fused]
+            group_of = search.library.group_of
+            return [self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables) for h in fused]
         if kind not in _kinds(model):
             wanted, given = ("words", "an image") if kind == "image" else ("an image", "words")
             raise QueryError(f"{model} takes {wanted}, not {given}")
@@ -300,11 +326,19 @@ class SearchService:
         encoded = channel.encode([query])[0]
         groups = self.channel_set.keywords().groups  # the configured library's icons
         hits = [h for h in channel.search(encoded, k) if h.icon_id in groups]
-        return [self._hit(h.icon_id, h.score, groups, {model: h.score}) for h in hits]
+        return [self._hit(h.icon_id, h.score, groups, {model: h.score}, tables) for h in hits]
 
-    def _hit(self, icon_id: str, score: float, groups: Any, channel_scores: dict[str, float]) -> SearchHit:
-        name, png_path = self.catalog.get(icon_id, (icon_id, None))
-        record = self.records.get(icon_id)
+    def _hit(
+        self,
+        icon_id: str,
+        score: float,
+        groups: Any,
+        channel_scores: dict[str, float],
+        tables: tuple[dict[str, IconRecord], dict[str, tuple[str, str]]],
+    ) -> SearchHit:
+        records, catalog = tables
+        name, png_path = catalog.get(icon_id, (icon_id, None))
+        record = records.get(icon_id)
         return SearchHit(
             icon_id,
             name,
