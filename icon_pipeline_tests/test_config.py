@@ -101,3 +101,58 @@ def test_bad_augmentation_settings_are_located(tmp_path: Path) -> None:
 def test_every_training_setting_is_carried_into_the_job_under_its_own_name() -> None:
     job_fields = {f.name for f in fields(TrainConfig)}
     assert set(TrainingConfig.model_fields) <= job_fields
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        (
+            "sources:\n  - kind: tabler\nrender:\n  size: 64\nsources:\n  - kind: local\n    path: x\n",
+            5,
+            "duplicate key 'sources' (first at line 1)",
+        ),
+        (
+            "sources:\n  - kind: tabler\n    name: ours\n    version: 3.51.0\n    name: theirs\n",
+            5,
+            "duplicate key 'name' (first at line 3)",
+        ),
+        (
+            "render: {size: 64, theme: dark, size: 128}\nsources: [{kind: tabler}]\n",
+            1,
+            "duplicate key 'size'",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_both_lines(text: str, where: int, reason: str) -> None:
+    file = Path("/configs/icon_pipeline.yaml")
+    with pytest.raises(ConfigError) as excinfo:
+        parse_config(text, file)
+    assert str(excinfo.value).startswith(f"{file}:{where}: not valid YAML: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("sources: &x [*x]\n", 1),
+        ("sources:\n  - kind: tabler\nbatching: &loop\n  icons_per_batch: *loop\n", 4),
+        ("sources:\n  - &s\n    kind: tabler\n    name: [*s]\n", 4),
+    ],
+)
+def test_a_self_referencing_alias_is_a_config_error_not_a_traceback(
+    tmp_path: Path, text: str, where: int
+) -> None:
+    file = tmp_path / "icon_pipeline.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(file)
+    assert str(excinfo.value).startswith(f"{file}:{where}: not valid YAML: self-referencing alias *")
+
+
+def test_a_merged_key_may_be_overridden_but_an_own_key_not_given_twice(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    merged = "sources:\n  - &one\n    kind: local\n    path: a\n  - <<: *one\n    path: b\n    name: b\n"
+    config = parse_config(merged, file)  # `path` overrides the merged one: not a duplicate
+    assert [s.path for s in config.sources] == [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(ConfigError) as excinfo:
+        parse_config(merged + "    path: c\n", file)
+    assert str(excinfo.value) == f"{file}:8: not valid YAML: duplicate key 'path' (first at line 6)"

@@ -288,8 +288,53 @@ def library_id(config: PipelineConfig) -> str:
     return f"{names[:40]}-{digest}"
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses what safe_load lets through: a key given twice in one mapping
+    (the later value silently won) and an alias inside its own anchor (a recursive structure that
+    ended as a RecursionError deep inside validation)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open_anchors: list[tuple[str, yaml.Mark]] = []  # anchors whose node is being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent):
+            for name, mark in self._open_anchors:
+                if name == anchor:
+                    raise yaml.composer.ComposerError(
+                        problem=f"self-referencing alias *{anchor} (inside its own anchor &{anchor} "
+                        f"of line {mark.line + 1})",
+                        problem_mark=event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        if anchor is None:
+            return super().compose_node(parent, index)
+        self._open_anchors.append((anchor, event.start_mark))
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open_anchors.pop()
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Mark] = {}
+        for key, _ in node.value:
+            # Keys merged in by `<<: *defaults` may be overridden: that is what merging is for.
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            seen = first.get((key.tag, key.value))
+            if seen is not None:
+                raise yaml.composer.ComposerError(
+                    problem=f"duplicate key {key.value!r} (first at line {seen.line + 1})",
+                    problem_mark=key.start_mark,
+                )
+            first[(key.tag, key.value)] = key.start_mark
+        return node
 
 
 def _line_index(text: str) -> dict[tuple[Any, ...], int]:
@@ -306,7 +351,7 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
 
-    root = yaml.compose(text, Loader=_LineLoader)
+    root = yaml.compose(text, Loader=_YamlLoader)
     if root is not None:
         walk(root, ())
     return lines
@@ -329,13 +374,22 @@ def _describe(error: dict[str, Any], lines: dict[tuple[Any, ...], int], file: Pa
     return f"{where}: {key}: {message}"
 
 
-def parse_config(text: str, file: Path) -> PipelineConfig:
+def load_yaml(text: str, file: Path) -> Any:
+    """YAML as safe_load reads it, but a duplicate key or a self-referencing alias is a ConfigError
+    naming the file, the line and why, as is any other YAML error. The one YAML reader for the
+    pipeline config and the CLI's Dagster run config."""
     try:
-        raw = yaml.safe_load(text)
+        return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:  # thousands of nested brackets: Python's stack, not a recursive alias
+        raise ConfigError(f"{file}: not valid YAML: nested too deeply") from None
+
+
+def parse_config(text: str, file: Path) -> PipelineConfig:
+    raw = load_yaml(text, file)
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping with a `sources:` list at the top level")
     try:
