@@ -6,8 +6,10 @@ auth by the `X-Figma-Token` header. Image URLs point back at this server (`/cdn/
 for Figma's pre-signed S3 URLs, and need no token.
 
 Knobs: `fail(endpoint, status, times, retry_after)` injects 429/5xx, `null_image_ids` makes a render
-fail, `max_ids_per_request` refuses over-long id lists (as Figma refuses over-large renders), and
-`files[key].bump()` publishes a new version. Usage:
+fail, `max_ids_per_request` refuses over-long id lists as Figma refuses a request that is too large
+(`{"status": 400, "err": "Request too large. ..."}`; `too_large_status` 413 or 414 for the answers of
+the front ends before it), `oversized_ids` are nodes too large to export in any request, even alone,
+and `files[key].bump()` publishes a new version. Usage:
 
     with FigmaTestServer({"KIT": tabler_figma_file(tabler_dir, "KIT")}, token="t") as server:
         client = FigmaClient("t", api_url=server.url)
@@ -260,6 +262,8 @@ class FigmaTestServer:
         self.files: dict[str, FigmaFile] = dict(files or {})
         self.token = token
         self.max_ids_per_request = max_ids_per_request
+        self.too_large_status = 400
+        self.oversized_ids: set[str] = set()
         self.null_image_ids: set[str] = set()
         self.requests: list[RecordedRequest] = []
         self._faults: dict[str, list[Fault]] = {"files": [], "images": [], "cdn": []}
@@ -378,8 +382,17 @@ class FigmaTestServer:
             return _error(400, "Missing ids")
         if query.get("format") != "svg":
             return _error(400, "this test server only exports format=svg")
-        if len(ids) > self.max_ids_per_request:
-            return _error(400, f"Too many ids ({len(ids)} > {self.max_ids_per_request}): request fewer nodes")
+        if len(ids) > self.max_ids_per_request or self.oversized_ids.intersection(ids):
+            if self.too_large_status == 413:
+                return 413, {"Content-Type": "text/html"}, b"<html><body>413 Payload Too Large</body></html>"
+            if self.too_large_status == 414:
+                return (
+                    414,
+                    {"Content-Type": "text/html"},
+                    b"<html><body>414 Request-URI Too Large</body></html>",
+                )
+            # Figma's own words for a request that asks for too much at once.
+            return _error(400, "Request too large. If applicable, filter by query params.")
         images = {
             node_id: (
                 None

@@ -238,10 +238,48 @@ def test_a_missing_file_makes_the_scan_incomplete_and_other_files_go_on(server, 
     assert scan.version.startswith("Gone404=unavailable;TablerKit=")
 
 
-def test_chunk_larger_than_the_server_allows_is_a_clear_400(server):
-    with make_client(server, ids_per_request=5) as client, pytest.raises(FigmaError) as caught:
+def _image_batch_sizes(server: FigmaTestServer) -> list[int]:
+    return [len(r.query["ids"].split(",")) for r in server.requests_to("images")]
+
+
+@pytest.mark.parametrize("status", [400, 413, 414])
+def test_a_batch_figma_refuses_as_too_large_is_halved_until_every_icon_is_downloaded(
+    server, tmp_path, status
+):
+    server.too_large_status = status  # 400: Figma's {"status": 400, "err": "Request too large. ..."}
+    with make_client(server, ids_per_request=8) as client:
+        scan, _ = scan_figma(client, [KEY], tmp_path)
+    assert scan.error is None and scan.failures == []
+    assert sorted(by_node_id(scan)) == sorted(ALL_IDS)
+    assert all(Path(icon.file_path).read_bytes().startswith(b"<svg") for icon in scan.icons)
+    # The server takes 3 ids at most: 8 -> 4 + 4 -> 2 + 2 each; the last 2 ids go at the size that worked.
+    assert _image_batch_sizes(server) == [8, 4, 2, 2, 4, 2, 2, 2]
+    assert len(server.requests_to("cdn")) == len(ALL_IDS)
+
+
+def test_a_node_refused_even_on_its_own_is_that_icons_failure_and_the_rest_go_on(server, tmp_path):
+    server.oversized_ids = {"2:4"}  # any request with this node is "too large"
+    with make_client(server) as client:
+        scan, _ = scan_figma(client, [KEY], tmp_path)
+    assert scan.error is None  # not a source problem: every other icon came
+    assert sorted(by_node_id(scan)) == sorted(set(ALL_IDS) - {"2:4"})
+    [failure] = scan.failures
+    assert failure.item == f"{KEY}/heart/Style=Filled (2:4)"
+    assert failure.reason == (
+        "Figma refused to export it even on its own (400): "
+        "Request too large. If applicable, filter by query params."
+    )
+    with make_client(server) as client, pytest.raises(FigmaError) as caught:
+        client.get_svg_urls(KEY, ["2:3", "2:4"])  # without a `refused` map: the error itself
+    assert "was refused (400)" in str(caught.value) and caught.value.said.startswith("Request too large")
+
+    # Any other 400 (not about the request's size) is final at once: no halving into more requests.
+    server.oversized_ids = set()
+    server.fail("images", 400, times=None)
+    before = len(server.requests_to("images"))
+    with make_client(server) as client, pytest.raises(FigmaError) as caught:
         client.get_svg_urls(KEY, ALL_IDS)
-    assert "was refused (400)" in str(caught.value) and "Too many ids" in str(caught.value)
+    assert "was refused (400)" in str(caught.value) and len(server.requests_to("images")) == before + 1
 
 
 def test_version_change_is_visible_through_figma_versions(server):

@@ -56,12 +56,14 @@ class FigmaError(RuntimeError):
         status: int | None = None,
         retry_after_s: float | None = None,
         item_problem: bool = False,
+        said: str = "",
     ) -> None:
         super().__init__(message)
         self.file_key = file_key
         self.endpoint = endpoint
         self.status = status
         self.retry_after_s = retry_after_s
+        self.said = said  # Figma's own error text, when it gave one
         # True: the item itself is unusable (a download over the size limit), not the source.
         self.item_problem = item_problem
 
@@ -138,32 +140,86 @@ class FigmaClient:
         reply = self._get(self._api, f"/v1/files/{file_key}", params, file_key=file_key, endpoint=endpoint)
         return self._json(reply, file_key, endpoint)
 
-    def get_svg_urls(self, file_key: str, ids: Sequence[str]) -> dict[str, str | None]:
-        """GET /v1/images/:key?format=svg in chunks of `ids_per_request`; a failed render maps to None."""
+    def get_svg_urls(
+        self, file_key: str, ids: Sequence[str], refused: dict[str, str] | None = None
+    ) -> dict[str, str | None]:
+        """GET /v1/images/:key?format=svg in chunks of `ids_per_request`; a failed render maps to None.
+
+        A chunk Figma refuses as too large (a 400 about too many ids or too large a request, a 413,
+        a 414) is halved and retried, down to one id; later chunks keep to the size that worked.
+        An id refused even alone maps to None with the reason in `refused` (without `refused`:
+        raises that FigmaError), and the other ids go on.
+        """
         _check_file_key(file_key)
         unique_ids = list(dict.fromkeys(ids))
-        endpoint = f"GET /v1/images/{file_key}"
         urls: dict[str, str | None] = {}
-        for start in range(0, len(unique_ids), self.ids_per_request):
-            chunk = unique_ids[start : start + self.ids_per_request]
-            params = {"ids": ",".join(chunk), "format": "svg"}
-            reply = self._get(
-                self._api, f"/v1/images/{file_key}", params, file_key=file_key, endpoint=endpoint
-            )
-            body = self._json(reply, file_key, endpoint)
-            if body.get("err"):
-                raise FigmaError(
-                    f"{endpoint} failed for file {file_key}: {self._redact(str(body['err']))}",
-                    file_key=file_key,
-                    endpoint=endpoint,
-                    status=reply.status,
-                )
-            images = body.get("images") or {}
-            # The spec promises every requested id in the map; a missing one is treated as null.
-            for node_id in chunk:
-                url = images.get(node_id)
-                urls[node_id] = url if isinstance(url, str) and url else None
+        size = self.ids_per_request
+        start = 0
+        while start < len(unique_ids):
+            chunk = unique_ids[start : start + size]
+            start += len(chunk)
+            accepted = self._svg_urls_halving(file_key, chunk, urls, refused)
+            if 0 < accepted < len(chunk):
+                size = accepted
         return urls
+
+    def _svg_urls_halving(
+        self, file_key: str, chunk: list[str], urls: dict[str, str | None], refused: dict[str, str] | None
+    ) -> int:
+        """Export URLs of `chunk` into `urls`; the size of the largest request Figma accepted."""
+        endpoint = f"GET /v1/images/{file_key}"
+        try:
+            urls.update(self._svg_urls_once(file_key, chunk, endpoint))
+            return len(chunk)
+        except FigmaError as exc:
+            if not _batch_too_large(exc):
+                raise
+            if len(chunk) == 1:
+                if refused is None:
+                    raise
+                node_id = chunk[0]
+                refused[node_id] = (
+                    f"Figma refused to export it even on its own ({exc.status}): {exc.said or exc}"
+                )
+                urls[node_id] = None
+                log.warning(
+                    "%s for file %s: node %s refused on its own: %s", endpoint, file_key, node_id, exc
+                )
+                return 0
+            half = (len(chunk) + 1) // 2
+            log.warning(
+                "%s for file %s: %d ids refused as too large (%s); retrying as %d + %d",
+                endpoint,
+                file_key,
+                len(chunk),
+                exc.status,
+                half,
+                len(chunk) - half,
+            )
+            return max(
+                self._svg_urls_halving(file_key, chunk[:half], urls, refused),
+                self._svg_urls_halving(file_key, chunk[half:], urls, refused),
+            )
+
+    def _svg_urls_once(self, file_key: str, chunk: list[str], endpoint: str) -> dict[str, str | None]:
+        params = {"ids": ",".join(chunk), "format": "svg"}
+        reply = self._get(self._api, f"/v1/images/{file_key}", params, file_key=file_key, endpoint=endpoint)
+        body = self._json(reply, file_key, endpoint)
+        if body.get("err"):
+            raise FigmaError(
+                f"{endpoint} failed for file {file_key}: {self._redact(str(body['err']))}",
+                file_key=file_key,
+                endpoint=endpoint,
+                status=reply.status,
+                said=self._redact(str(body["err"])),
+            )
+        images = body.get("images") or {}
+        # The spec promises every requested id in the map; a missing one is treated as null.
+        return {
+            node_id: url if isinstance(url, str) and url else None
+            for node_id in chunk
+            for url in [images.get(node_id)]
+        }
 
     def download(self, url: str, file_key: str = "") -> bytes:
         """Fetch an exported image URL (without the token), at most `max_download_bytes`."""
@@ -304,7 +360,7 @@ class FigmaClient:
             message = f"file {file_key} not found (404 from {endpoint}): check the file key"
         else:
             message = f"{endpoint} for file {file_key} was refused ({status}): {said}"
-        return FigmaError(message, file_key=file_key, endpoint=endpoint, status=status)
+        return FigmaError(message, file_key=file_key, endpoint=endpoint, status=status, said=said)
 
     def _error_text(self, reply: _Reply) -> str:
         """Figma's own error text from either error shape, else the start of the body."""
@@ -341,6 +397,18 @@ class _TooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+# How Figma (and the servers in front of it) refuse an export request that asks for too much at
+# once: "Request too large. ...", too many ids, "try requesting fewer or smaller images", a URI too
+# long for the front end. A smaller request may pass; any other 400 (a bad format) would not.
+_TOO_LARGE_RE = re.compile(r"too (large|many|long|big)|fewer|\bids\b|request size", re.IGNORECASE)
+
+
+def _batch_too_large(error: FigmaError) -> bool:
+    if error.status in (413, 414):
+        return True
+    return error.status == 400 and bool(_TOO_LARGE_RE.search(error.said))
 
 
 def _check_file_key(file_key: str) -> None:
@@ -521,8 +589,9 @@ def scan_figma(
             failures.append(SourceFailure(source_name, f"file {file_key}", reason))
             continue
         log.info("figma file %s (%s): %d components", file_key, info["name"], len(components))
+        refused: dict[str, str] = {}  # node id -> why Figma would not export it even on its own
         try:
-            urls = client.get_svg_urls(file_key, [c.node_id for c in components])
+            urls = client.get_svg_urls(file_key, [c.node_id for c in components], refused)
         except FigmaError as exc:
             errors.append(str(exc))
             continue
@@ -530,7 +599,12 @@ def scan_figma(
         file_dir.mkdir(parents=True, exist_ok=True)
         fetch = partial(_fetch_icon, client, file_key, file_dir)
         with ThreadPoolExecutor(max_workers=max(1, download_workers)) as pool:
-            results = pool.map(fetch, components, [urls.get(c.node_id) for c in components])
+            results = pool.map(
+                fetch,
+                components,
+                [urls.get(c.node_id) for c in components],
+                [refused.get(c.node_id) for c in components],
+            )
             for component, result in zip(components, results, strict=True):
                 item = f"{file_key}/{component.label} ({component.node_id})"
                 if isinstance(result, FigmaError):  # a download that failed for good: transient
@@ -563,12 +637,17 @@ def scan_figma(
 
 
 def _fetch_icon(
-    client: FigmaClient, file_key: str, file_dir: Path, component: FigmaComponent, url: str | None
+    client: FigmaClient,
+    file_key: str,
+    file_dir: Path,
+    component: FigmaComponent,
+    url: str | None,
+    refused: str | None = None,
 ) -> tuple[Path, bytes] | str | FigmaError:
     """Download one exported SVG. A bad item comes back as its reason (str) so the batch goes on; a
     request that failed for good comes back as the FigmaError (the scan is then incomplete)."""
     if url is None:
-        return "Figma returned no image (null URL)"
+        return refused or "Figma returned no image (null URL)"
     try:
         data = client.download(url, file_key=file_key)
     except FigmaError as exc:
