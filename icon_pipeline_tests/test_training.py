@@ -601,3 +601,99 @@ def test_a_failing_rank_fails_the_dagster_run_with_its_error(inputs: dict[str, A
     assert "training rank" in description and "failed" in description
     assert "another version than the config expects" in description and "ffff" in description
     assert not (output_dir / "checkpoint-1").exists()
+
+
+# --- The failure's headline: what happened, never the warning a rank printed last -----------------
+
+# What torchrun 2.13 printed when a rank that had warned was killed (SIGKILL), as the launcher's
+# stderr; then that rank's own stderr.log, whose last line the old headline took.
+TORCHRUN_KILLED = """\
+[default0]:/tmp/tr/die.py:2: FutureWarning: torch.cuda.amp.autocast is deprecated
+[default0]:  warnings.warn("torch.cuda.amp.autocast is deprecated", FutureWarning)
+E1206 11:14:24.725000 27631 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -9) \
+local_rank: 0 (pid: 27823) of binary: /work/main/.venv/bin/python
+Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+  File ".venv/lib/python3.11/site-packages/torch/distributed/launcher/api.py", line 383, in launch_agent
+    raise ChildFailedError(
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+======================================================
+die.py FAILED
+------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-06_11:14:24
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -9 (pid: 27823)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 27823
+======================================================
+"""
+RANK_WARNED_THEN_RAISED = """\
+/work/main/.venv/lib/python3.11/site-packages/torch/utils/data/dataloader.py:665: UserWarning: \
+'pin_memory' argument is set as true but no accelerator is found, then device pinned memory won't be used.
+  warnings.warn(warn_msg)
+Traceback (most recent call last):
+  File "/work/wt/icon_pipeline/model/training/run.py", line 88, in load
+    raise KeyError("pixel_values")
+KeyError: 'pixel_values'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "/work/wt/icon_pipeline/model/training/__main__.py", line 5, in <module>
+    main()
+RuntimeError: the batch has no images
+  (from the collator)
+/usr/lib/python3.11/warnings.py:109: UserWarning: resource_tracker: leaked semaphore objects
+  warnings.warn(
+"""
+
+
+def test_the_failure_headline_is_the_exception_or_the_signal_never_a_warning() -> None:
+    from icon_pipeline.defs.resources.gpu import failure_headline
+
+    assert failure_headline(TORCHRUN_KILLED) == "rank 0 was killed (signal 9, SIGKILL)"
+    assert failure_headline(RANK_WARNED_THEN_RAISED) == "RuntimeError: the batch has no images"
+    warned_only = RANK_WARNED_THEN_RAISED.split("Traceback")[0]
+    assert failure_headline(warned_only) == ""  # nothing but a warning: no headline, not `warnings.warn(`
+    assert failure_headline(warned_only + "Segmentation fault (core dumped)\n  warnings.warn(\n") == (
+        "Segmentation fault (core dumped)"
+    )
+
+
+def test_a_rank_killed_by_a_signal_fails_the_run_with_the_signal_not_its_last_warning(tmp_path: Path) -> None:
+    """Real torchrun, whose rank (torchrun's documented PYTHON_EXEC override) warns, then SIGKILLs itself."""
+    rank = tmp_path / "rank.py"
+    rank.write_text(
+        "import os, signal, warnings\n"
+        "warnings.warn(\n    'dataloader workers are slow', UserWarning\n)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    fake_python = tmp_path / "python-rank"
+    fake_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{rank}"\n')  # torchrun's arguments unused
+    fake_python.chmod(0o755)
+    config_path = tmp_path / "train.json"
+    config_path.write_text("{}")
+    log_dir = tmp_path / "torchrun"
+
+    @asset
+    def finetuned_checkpoint_killed(context, torchrun: TorchrunResource):
+        return torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
+
+    resource = TorchrunResource(
+        nproc_per_node=2, log_dir=str(log_dir), extra_env={"PYTHON_EXEC": str(fake_python)}
+    )
+    with DagsterInstance.ephemeral() as instance, pytest.raises(Failure) as failure:
+        materialize([finetuned_checkpoint_killed], resources={"torchrun": resource}, instance=instance)
+    description = failure.value.description
+    assert description.startswith("training rank 0 was killed (signal 9, SIGKILL)\n"), description
+    assert failure.value.metadata["error"].value == "rank 0 was killed (signal 9, SIGKILL)"
+    assert failure.value.metadata["failed_ranks"].value == 2
+    # The rank's own stderr still follows the headline, warning and all.
+    assert "UserWarning: dataloader workers are slow" in description
+    assert f"(per-rank logs in {log_dir})" in description
