@@ -133,19 +133,36 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(defs, path: Path | None) -> dict | None:
+    """The run config file read and checked against the jobs (CliError naming the file), or None."""
+    from icon_pipeline.defs.runner import RunConfigError, checked_run_config
+
+    if path is None:
+        return None
+    try:
+        return checked_run_config(defs, _read_run_config(path))
+    except RunConfigError as exc:  # e.g. a misspelt resource field: Dagster names it
+        raise CliError(f"{path}: {exc}") from None
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     from icon_pipeline.definitions import defs
-    from icon_pipeline.defs.runner import RunConfigError, materialize_assets
+    from icon_pipeline.defs.runner import materialize_assets
 
-    load_config()  # fail on a bad config before starting any run
+    load_config()  # fail on a bad config or run config before starting any run
+    run_config = _run_config(defs, args.run_config)
     instance = _instance()
     selection = None if args.assets == ["*"] else args.assets
     partitions = [args.partition] if args.partition else None
-    run_config = _read_run_config(args.run_config) if args.run_config else None
     try:
-        summary = materialize_assets(defs, instance, selection, partitions, run_config=run_config)
-    except RunConfigError as exc:  # e.g. a misspelt resource field: Dagster names it
-        raise CliError(f"{args.run_config}: {exc}") from None
+        summary = materialize_assets(
+            defs,
+            instance,
+            selection,
+            partitions,
+            run_config=run_config,
+            on_database_loss=exit_on_database_loss,
+        )
     except ValueError as exc:  # an unknown asset name: the message lists the known ones
         raise CliError(str(exc)) from None
     _print_summary(summary)
@@ -169,6 +186,14 @@ def _print_summary(summary) -> None:
             print(f"  {check.line()}")
 
 
+def exit_on_database_loss(message: str) -> None:
+    """The database is gone mid-run: one line and exit 2 now (nothing more can be recorded; the
+    next start marks the run failed), instead of Dagster retrying every event write for minutes."""
+    print(f"icon-pipeline: error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
+
+
 def _exit_code(summary, allow_failed_checks: bool) -> int:
     """1 when a run failed, or an ERROR check failed (unless --allow-failed-checks)."""
     if not summary.success:
@@ -177,15 +202,18 @@ def _exit_code(summary, allow_failed_checks: bool) -> int:
 
 
 def _read_run_config(path: Path) -> dict:
-    """Dagster run config, as pasted in the launchpad (e.g. the `torchrun` resource's processes)."""
-    import yaml
+    """Dagster run config, as pasted in the launchpad (e.g. the `torchrun` resource's processes).
+    YAML as the pipeline config reads it: a duplicate key or a bad alias names the file and line."""
+    from icon_pipeline.core.config import load_yaml
 
     try:
-        run_config = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read run config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise CliError(f"{path}: not valid YAML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read run config: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        run_config = load_yaml(text, path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
     if not isinstance(run_config, dict):
         raise CliError(f"{path}: run config must be a mapping such as `resources: {{torchrun: ...}}`")
     return run_config
@@ -196,11 +224,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from icon_pipeline.defs.runner import materialize_assets
 
     config = load_config()
+    # Checked before anything is fetched, started or run: a misspelt `torchrun` field must not
+    # surface after an hour of downloads and rendering.
+    run_config = _run_config(defs, args.run_config)
     paths = get_paths()
     print(f"config: {paths.config_file} ({len(config.sources)} source(s)); data: {paths.data_dir}")
     cmd_fetch_data(args)
     instance = _instance()
-    summary = materialize_assets(defs, instance)
+    summary = materialize_assets(
+        defs, instance, run_config=run_config, on_database_loss=exit_on_database_loss
+    )
     _print_summary(summary)
     if summary.success or asset_path("benchmark_json").exists():
         _print_external_benchmark(asset_path("external_json"))
@@ -385,7 +418,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         "captions": "captions channel, soft maximum of the icon's text cosines",
     }.get(model, f"{model} channel, cosine")
     if not hits:
-        print(f"no icon's name, tags or captions share a word with {what} ({how})")
+        why = "no icon's name, tags or captions share a word with" if model == "bm25" else "no icon matches"
+        print(f"{why} {what} ({how})")
         return 0
     print(f"top {len(hits)} for {what} ({how}):")
     for rank, group in enumerate(page.results, 1):
@@ -451,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="set up data and the database, then materialize every asset")
+    p.add_argument(
+        "--run-config",
+        type=Path,
+        help="Dagster run config YAML for every run of the demo, as for `materialize`, e.g. "
+        "`resources: {torchrun: {config: {nproc_per_node: 8}}}` to train on 8 GPUs",
+    )
     p.add_argument(
         "--allow-failed-checks", action="store_true", help="exit 0 even when an ERROR-severity check fails"
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +148,56 @@ def _database_error(error: BaseException) -> bool:
     return False
 
 
+def _lost_message(label: str) -> str:
+    url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
+    where = f" ({describe_url(url)})" if url else ""
+    return (
+        f"the database{where} stopped answering during {label}; the run could not record its "
+        "end and will be marked failed the next time icon-pipeline starts (data already stored "
+        "is unchanged: index writes are swapped in whole or not at all)"
+    )
+
+
+# A server that refuses this many connections in a row, a second apart, is gone: Dagster itself
+# would retry every event write with backoff for about 12 s each, a minute and more per run.
+WATCH_INTERVAL_S, WATCH_MISSES = 1.0, 3
+
+
+@contextmanager
+def _database_watch(label: str, on_loss: Callable[[str], None] | None) -> Iterator[None]:
+    """While a stage runs, connect to Dagster's database every second; after WATCH_MISSES refusals
+    in a row call `on_loss(message)` (the CLI prints one line and exits). No-op without `on_loss`."""
+    url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
+    if on_loss is None or not url:
+        yield
+        return
+    import psycopg
+
+    from icon_pipeline.core.database import to_libpq_url
+
+    done = threading.Event()
+
+    def watch() -> None:
+        misses = 0
+        while not done.wait(WATCH_INTERVAL_S):
+            try:
+                psycopg.connect(to_libpq_url(url), connect_timeout=5).close()
+                misses = 0
+            except psycopg.OperationalError as exc:
+                # A full server ("too many clients") is busy, not lost.
+                misses = 0 if "too many" in str(exc) else misses + 1
+            if misses >= WATCH_MISSES:
+                on_loss(_lost_message(label))
+                return
+
+    watcher = threading.Thread(target=watch, name="database-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
     """Mark failed the runs this machine started in-process whose process is gone without an end
     (killed, or its database stopped under it): they would otherwise show STARTED forever."""
@@ -231,6 +283,19 @@ def partition_keys(
     return [key for key in requested if key in known] if requested else known
 
 
+def checked_run_config(defs: Definitions, run_config: dict[str, Any] | None) -> dict[str, Any]:
+    """`run_config` with the terminal logging added, checked against the whole asset job (a stage's
+    subset ignores config for resources it does not use, so a misspelt `torchrun` field would
+    otherwise pass unnoticed); RunConfigError with Dagster's words otherwise. The CLI calls it before
+    it fetches or starts anything."""
+    run_config = {**TERMINAL_LOGGING, **(run_config or {})}
+    try:
+        validate_run_config(defs.resolve_implicit_global_asset_job_def(), run_config)
+    except DagsterInvalidConfigError as exc:
+        raise RunConfigError(str(exc)) from None
+    return run_config
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
@@ -238,11 +303,14 @@ def materialize_assets(
     partitions: list[str] | None = None,
     log: Callable[[str], None] = print,
     run_config: dict[str, Any] | None = None,
+    on_database_loss: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Materialize `selection` (asset key strings; all assets if None) stage by stage.
 
     `run_config` is Dagster run config as the launchpad takes it, e.g. resource config
     `{"resources": {"torchrun": {"config": {"nproc_per_node": 8}}}}`; it applies to every stage.
+    `on_database_loss(message)`: called from a watcher thread as soon as Dagster's database stops
+    answering mid-run (the CLI prints the message and exits, rather than wait out Dagster's retries).
     """
     graph = defs.resolve_asset_graph()
     all_keys = {k for k in graph.materializable_asset_keys}
@@ -258,13 +326,7 @@ def materialize_assets(
             )
     job = defs.resolve_implicit_global_asset_job_def()
     named_jobs = _named_jobs(defs)
-    run_config = {**TERMINAL_LOGGING, **(run_config or {})}
-    # Against the whole job, before any stage: a stage's subset ignores config for resources it
-    # does not use, so a misspelt `torchrun` field would otherwise pass unnoticed.
-    try:
-        validate_run_config(job, run_config)
-    except DagsterInvalidConfigError as exc:
-        raise RunConfigError(str(exc)) from None
+    run_config = checked_run_config(defs, run_config)
     summary = RunSummary()
     runs = [
         (part, job_for_part, partitioned)
@@ -290,24 +352,19 @@ def materialize_assets(
             )
             started = time.monotonic()
             try:
-                result = stage_job.execute_in_process(
-                    instance=instance,
-                    asset_selection=stage,
-                    partition_key=partition,
-                    raise_on_error=False,
-                    run_config=run_config,
-                    tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
-                )
+                with _database_watch(label, on_database_loss):
+                    result = stage_job.execute_in_process(
+                        instance=instance,
+                        asset_selection=stage,
+                        partition_key=partition,
+                        raise_on_error=False,
+                        run_config=run_config,
+                        tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+                    )
             except Exception as exc:
                 if not _database_error(exc):
                     raise
-                url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
-                where = f" ({describe_url(url)})" if url else ""
-                raise DatabaseLost(
-                    f"the database{where} stopped answering during {label}; the run could not record its "
-                    "end and will be marked failed the next time icon-pipeline starts (data already stored "
-                    "is unchanged: index writes are swapped in whole or not at all)"
-                ) from None
+                raise DatabaseLost(_lost_message(label)) from None
             elapsed = time.monotonic() - started
             failed = [
                 FailedCheck(
