@@ -147,24 +147,21 @@ def _run_config(defs, path: Path | None) -> dict | None:
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     from icon_pipeline.definitions import defs
-    from icon_pipeline.defs.runner import materialize_assets
+    from icon_pipeline.defs.runner import materialize_assets, selected_keys
 
-    load_config()  # fail on a bad config or run config before starting any run
+    # A bad config, run config or asset name fails before the database is started or a run begins.
+    load_config()
     run_config = _run_config(defs, args.run_config)
-    instance = _instance()
     selection = None if args.assets == ["*"] else args.assets
-    partitions = [args.partition] if args.partition else None
     try:
-        summary = materialize_assets(
-            defs,
-            instance,
-            selection,
-            partitions,
-            run_config=run_config,
-            on_database_loss=exit_on_database_loss,
-        )
-    except ValueError as exc:  # an unknown asset name: the message lists the known ones
+        selected_keys(defs, selection)
+    except ValueError as exc:  # the message lists the known assets
         raise CliError(str(exc)) from None
+    instance = _instance()
+    partitions = [args.partition] if args.partition else None
+    summary = materialize_assets(
+        defs, instance, selection, partitions, run_config=run_config, on_database_loss=exit_on_database_loss
+    )
     _print_summary(summary)
     return _exit_code(summary, args.allow_failed_checks)
 

@@ -283,6 +283,22 @@ def partition_keys(
     return [key for key in requested if key in known] if requested else known
 
 
+def selected_keys(defs: Definitions, selection: Iterable[str] | None) -> set[AssetKey]:
+    """The asset keys of `selection` (every materializable asset if None); ValueError naming the
+    unknown ones and listing the known ones."""
+    all_keys = set(defs.resolve_asset_graph().materializable_asset_keys)
+    if selection is None:
+        return all_keys
+    keys = {AssetKey.from_user_string(s) for s in selection}
+    unknown = keys - all_keys
+    if unknown:
+        names = ", ".join(sorted(k.to_user_string() for k in all_keys))
+        raise ValueError(
+            f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
+        )
+    return keys
+
+
 def checked_run_config(defs: Definitions, run_config: dict[str, Any] | None) -> dict[str, Any]:
     """`run_config` with the terminal logging added, checked against the whole asset job (a stage's
     subset ignores config for resources it does not use, so a misspelt `torchrun` field would
@@ -313,17 +329,7 @@ def materialize_assets(
     answering mid-run (the CLI prints the message and exits, rather than wait out Dagster's retries).
     """
     graph = defs.resolve_asset_graph()
-    all_keys = {k for k in graph.materializable_asset_keys}
-    if selection is None:
-        keys = all_keys
-    else:
-        keys = {AssetKey.from_user_string(s) for s in selection}
-        unknown = keys - all_keys
-        if unknown:
-            names = ", ".join(sorted(k.to_user_string() for k in all_keys))
-            raise ValueError(
-                f"unknown asset(s): {', '.join(sorted(k.to_user_string() for k in unknown))}; known: {names}"
-            )
+    keys = selected_keys(defs, selection)
     job = defs.resolve_implicit_global_asset_job_def()
     named_jobs = _named_jobs(defs)
     run_config = checked_run_config(defs, run_config)
