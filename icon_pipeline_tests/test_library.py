@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from icon_pipeline.core.config import library_id, load_config
 from icon_pipeline.core.database import ensure_database
 from icon_pipeline.definitions import defs
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.runner import materialize_assets
-from icon_pipeline.search.service import SearchService
+from icon_pipeline.search.service import NotReadyError, SearchService
 
 
 def _folder(folder: Path, tabler: Path, names: list[str]) -> Path:
@@ -108,8 +108,22 @@ def test_a_30_and_a_400_icon_library_switched_back_and_forth(
     assert (pipeline_env / "data" / "eval" / second["library"] / "eval_t2i_i2t.v1.jsonl").exists()
     assert second["hit_ids"] and second["hit_ids"] <= second["icons"]
     assert second["warnings"] == []  # 400 icons give enough queries for every task
+    regression = instance.get_latest_asset_check_evaluation_record(
+        AssetCheckKey(AssetKey("benchmark_report"), "no_regression_since_previous")
+    )
+    assert regression is not None and regression.event is not None
+    described = regression.event.dagster_event.event_specific_data.description
+    assert f"the previous report was of another library ({first['library']}" in described, described
 
     _use(pipeline_env, small, "alpha")
+    # Switched back, the catalog refreshed, the index not yet: search names the stale index.
+    assert materialize_assets(defs, instance, ["icon_catalog"], log=lambda _: None).success
+    service = SearchService.open()
+    try:
+        with pytest.raises(NotReadyError, match="the finetuned index holds icons of another library"):
+            service.search("arrow", "finetuned", k=5)
+    finally:
+        service.close()
     _run_everything(instance)
     third = _state(pipeline_env, instance)
     assert third["icons"] == first["icons"]

@@ -18,7 +18,7 @@ from dagster import (
 from icon_pipeline.benchmark.external import EXTERNAL_TASKS, build_external_queries, matched_only
 from icon_pipeline.benchmark.external_report import ExternalReport, combined_markdown
 from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE, TASKS, run_benchmark
-from icon_pipeline.core.config import load_config
+from icon_pipeline.core.config import library_id, load_config
 from icon_pipeline.core.frozen import read_frozen_jsonl
 from icon_pipeline.core.storage import (
     QUERIES_NAME,
@@ -176,7 +176,7 @@ def _external_check(report: ExternalReport) -> AssetCheckResult:
         passed=tuned >= 2 * pixels,
         severity=AssetCheckSeverity.WARN,
         description=f"drawings by other sets, R@10: fine-tuned model {tuned:.3f}, raw pixels {pixels:.3f} "
-        f"({tuned / pixels if pixels else float('inf'):.1f}x; wanted 2x)",
+        f"({tuned / pixels if pixels else float('inf'):.2f}x; wanted 2x)",
         metadata={"finetuned_R@10": tuned, "raw_pixels_R@10": pixels},
     )
 
@@ -235,6 +235,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     metadata: dict = {
         "queries": len(queries),
         "queries_file": queries_path.name,
+        "library": library_id(config),
         "query_counts": MetadataValue.json(report.query_counts),
         "report": MetadataValue.md(markdown),
         "results": table(headline, max_rows=80),
@@ -282,6 +283,15 @@ def _regression_check(previous, metadata: dict) -> AssetCheckResult:
             metadata={"previous_run": "none"},
         )
     before = _headline_figures(dict(materialization.metadata))
+    old_library = materialization.metadata.get("library")
+    if old_library is not None and str(old_library.value) != metadata["library"]:
+        return AssetCheckResult(
+            check_name=REGRESSION_CHECK,
+            passed=True,
+            description=f"the previous report was of another library ({old_library.value}, now "
+            f"{metadata['library']}): figures are not comparable",
+            metadata={"previous_run": previous.run_id},
+        )
     old_file = materialization.metadata.get("queries_file")
     if old_file is not None and str(old_file.value) != metadata["queries_file"]:
         return AssetCheckResult(

@@ -325,7 +325,14 @@ class SearchService:
         channel = self.channel_set.channel(model)
         encoded = channel.encode([query])[0]
         groups = self.channel_set.keywords().groups  # the configured library's icons
-        hits = [h for h in channel.search(encoded, k) if h.icon_id in groups]
+        found = channel.search(encoded, k)
+        hits = [h for h in found if h.icon_id in groups]
+        if found and not hits:
+            # Every neighbour is an icon of another library: the index predates a library switch.
+            raise NotReadyError(
+                f"the {model} index holds icons of another library (it was built before the configured "
+                "library changed): materialize icon_embeddings to index this one"
+            )
         return [self._hit(h.icon_id, h.score, groups, {model: h.score}, tables) for h in hits]
 
     def _hit(
