@@ -35,13 +35,13 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from xml.etree import ElementTree
 
 import numpy as np
 from cairosvg.parser import Tree
 from cairosvg.surface import PNGSurface
-from defusedxml import DefusedXmlException
+from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml import ElementTree as SafeElementTree
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 from tqdm import tqdm
@@ -68,6 +68,9 @@ RASTER_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 # Extra seconds a worker gets past the in-process alarm before the pool kills it.
 HARD_TIMEOUT_GRACE_S = 2.0
 MAX_CHUNK = 16  # icons per worker round trip
+# Elements inside elements: icons use a handful of levels, Figma exports a few dozen. The renderer
+# recurses a few Python frames per level, so this stays far below the recursion limit.
+MAX_SVG_DEPTH = 256
 
 
 class RenderError(Exception):
@@ -77,6 +80,9 @@ class RenderError(Exception):
         self.reason = reason
         self.item = item
         super().__init__(f"{item}: {reason}" if item else reason)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.reason, self.item))  # from a worker process with its reason intact
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,47 @@ def render_icon(
         raise RenderError(f"timed out after {settings.timeout_s:g}s", item) from None
     except MemoryError:
         raise RenderError("out of memory while rendering", item) from None
+    except RecursionError:  # the checks below should leave none: a named failure all the same
+        raise RenderError(
+            "SVG too deeply nested or self-referencing for the renderer (Python's recursion limit)", item
+        ) from None
+
+
+_isolated_pool: Any = None  # a pebble ProcessPool, started on first use
+_isolated_lock = threading.Lock()
+
+
+def render_icon_isolated(
+    source: Path | str,
+    settings: RenderSettings | None = None,
+    *,
+    fmt: Literal["svg", "png"] | None = None,
+) -> Image.Image:
+    """render_icon in a worker process, stopped (killed) past the time limit: for untrusted files
+    rendered off a main thread, as search queries are in the API and the app. There the in-process
+    alarm cannot run, and cairo's native code may never return (a circle of radius 1e999 draws
+    forever): such a file would hold a server thread and a core for good."""
+    from pebble import ProcessExpired, ProcessPool
+
+    global _isolated_pool
+    settings = settings or RenderSettings()
+    with _isolated_lock:
+        if _isolated_pool is None:
+            import atexit
+
+            pool = ProcessPool(max_workers=2, context=_pool_context())
+            atexit.register(pool.stop)
+            _isolated_pool = pool
+        pool = _isolated_pool
+    future = pool.submit(render_icon, settings.timeout_s + HARD_TIMEOUT_GRACE_S, source, settings, fmt=fmt)
+    try:
+        return future.result()
+    except FutureTimeoutError:
+        raise RenderError(
+            f"timed out after {settings.timeout_s:g}s; the renderer was stopped", str(source)
+        ) from None
+    except ProcessExpired as exc:
+        raise RenderError(f"renderer crashed ({_exit_status(exc.exitcode)})", str(source)) from None
 
 
 class _RenderTimeout(BaseException):
@@ -319,20 +366,133 @@ def _svg_aspect(root: ElementTree.Element) -> float:
     return width / height
 
 
+class _DepthLimitedBuilder(ElementTree.TreeBuilder):
+    """Builds the tree, refusing it as soon as elements nest more than MAX_SVG_DEPTH deep: a
+    hostile file (100,000 nested <g>) never becomes a tree that anything walks recursively."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ElementTree.Element:
+        self.depth += 1
+        if self.depth > MAX_SVG_DEPTH:
+            raise RenderError(f"SVG nesting too deep (more than {MAX_SVG_DEPTH} levels of elements)")
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> ElementTree.Element:
+        self.depth -= 1
+        return super().end(tag)
+
+
+def _forbidden_xml(exc: DefusedXmlException) -> str:
+    """What the file declares that is refused, by name."""
+    where = getattr(exc, "sysid", None) or getattr(exc, "pubid", None)
+    if isinstance(exc, EntitiesForbidden):
+        target = f" pointing at {where!r}" if where else ""
+        return f"XML entities are not allowed (the file declares <!ENTITY {exc.name}>{target})"
+    if isinstance(exc, ExternalReferenceForbidden):
+        return f"external XML references are not allowed ({where or 'an external entity'})"
+    if isinstance(exc, DTDForbidden):
+        return "a DOCTYPE declaration is not allowed"
+    return f"unsafe XML is not allowed ({exc})"
+
+
+def _parse_svg(data: bytes) -> ElementTree.Element:
+    parser = SafeElementTree.DefusedXMLParser(
+        target=_DepthLimitedBuilder(), forbid_dtd=False, forbid_entities=True, forbid_external=True
+    )
+    try:
+        parser.feed(data)
+        return parser.close()
+    except DefusedXmlException as exc:
+        raise RenderError(_forbidden_xml(exc)) from None
+    except ElementTree.ParseError as exc:
+        raise RenderError(f"malformed SVG (XML parse error: {exc})") from None
+
+
+# Elements whose content is drawn wherever they are referenced (with url(#id)): one that refers to
+# itself, or to an element holding it, makes the renderer recurse until it fails.
+_DRAWN_WHERE_REFERENCED = frozenset({"pattern", "mask", "clipPath", "marker"})
+
+
+def _local(name: str) -> str:
+    return name.rsplit("}", 1)[-1]
+
+
+def _check_reference_loops(root: ElementTree.Element) -> None:
+    """Refuse, by name, a <use>, pattern, mask, clip path or marker that draws itself, directly or
+    through others (an element draws every element referenced inside it). Iterative throughout."""
+    by_id: dict[str, ElementTree.Element] = {}
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.get("id"):
+            by_id.setdefault(element.get("id", ""), element)
+    refers: dict[ElementTree.Element, list[str]] = {}  # element -> ids it draws by reference
+    for element in root.iter():
+        if not isinstance(element.tag, str):
+            continue
+        targets = []
+        for name, value in element.attrib.items():
+            value = value.strip()
+            if _local(element.tag) == "use" and _local(name) == "href" and value.startswith("#"):
+                targets.append(value[1:])
+            for match in _URL_FUNC.finditer(value):
+                ref = match.group(2).strip()
+                target = by_id.get(ref[1:]) if ref.startswith("#") else None
+                if target is not None and _local(str(target.tag)) in _DRAWN_WHERE_REFERENCED:
+                    targets.append(ref[1:])
+        if targets:
+            refers[element] = targets
+    if not refers:
+        return
+    referenced = {target for targets in refers.values() for target in targets}
+    draws: dict[str, set[str]] = {}  # id -> ids drawn inside it
+    stack: list[tuple[ElementTree.Element, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        element, holders = stack.pop()
+        own = element.get("id") if isinstance(element.tag, str) else None
+        if own in referenced:
+            holders = (*holders, own)  # only referenced ids: short, at most MAX_SVG_DEPTH
+        for target in refers.get(element, ()):
+            for holder in holders:
+                draws.setdefault(holder, set()).add(target)
+        stack.extend((child, holders) for child in element)
+    done: set[str] = set()
+    for start in sorted(draws):
+        if start in done:
+            continue
+        path, on_path = [start], {start}
+        branches = [iter(sorted(draws.get(start, ())))]
+        while branches:
+            following = next(branches[-1], None)
+            if following is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                branches.pop()
+                continue
+            if following in on_path:
+                loop = [*path[path.index(following) :], following]
+                raise RenderError(
+                    "SVG refers to itself: " + " draws ".join(f"#{i}" for i in loop) + " (a <use>, pattern, "
+                    "mask, clip path or marker inside what it draws)"
+                )
+            if following not in done:
+                path.append(following)
+                on_path.add(following)
+                branches.append(iter(sorted(draws.get(following, ()))))
+
+
 def _prepare_svg(data: bytes, settings: RenderSettings) -> tuple[bytes, float]:
     """Validate an SVG and paint `currentColor` in the theme foreground; returns (svg bytes, aspect)."""
     if data[:2] == b"\x1f\x8b":
         data = _gunzip_limited(data, settings.max_svg_bytes)
-    try:
-        root = SafeElementTree.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise RenderError(f"XML entities/external DTDs are not allowed ({type(exc).__name__})") from None
-    except ElementTree.ParseError as exc:
-        raise RenderError(f"malformed SVG (XML parse error: {exc})") from None
+    root = _parse_svg(data)
     if root.tag not in ("svg", f"{{{SVG_NS}}}svg"):
         raise RenderError(f"not an SVG document (root element is <{root.tag}>)")
     aspect = _svg_aspect(root)
     _check_references(root, data)
+    _check_reference_loops(root)
 
     foreground = "#{:02x}{:02x}{:02x}".format(*settings.foreground)
     # currentColor resolves from `color`, which icons never set: a renderer then paints black.
@@ -352,6 +512,26 @@ def _fit_size(aspect: float, box: int) -> tuple[int, int]:
     return max(1, round(box * aspect)), box
 
 
+_NOT_A_NUMBER = re.compile(r"could not convert string to float: (.*)")
+
+
+def _renderer_failure(exc: Exception) -> str:
+    """What in the drawing the renderer could not handle, as far as its exception tells."""
+    message = " ".join(str(exc).split())[:200]
+    if "INVALID_MATRIX" in message:
+        return (
+            "a transform, size or font size scales part of the drawing to zero or infinity "
+            "(the renderer's matrix is not invertible)"
+        )
+    if isinstance(exc, ValueError) and (match := _NOT_A_NUMBER.search(message)):
+        return f"an attribute or style that needs a number holds {match.group(1)}"
+    if isinstance(exc, OverflowError):
+        return f"a number in the drawing is too large to draw ({message or 'numeric overflow'})"
+    if isinstance(exc, ElementTree.ParseError):
+        return f"an embedded SVG image or stylesheet is malformed ({message})"
+    return f"the renderer failed on this SVG: {type(exc).__name__}: {message or '(no message)'}"
+
+
 def _rasterize_svg(data: bytes, settings: RenderSettings) -> Image.Image:
     svg, aspect = _prepare_svg(data, settings)
     width, height = _fit_size(aspect, settings.content_box)
@@ -364,10 +544,12 @@ def _rasterize_svg(data: bytes, settings: RenderSettings) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RenderError(f"embedded image too large (decompression-bomb guard): {exc}") from None
-    except RecursionError:
-        raise RenderError("SVG nesting too deep") from None
+    except RecursionError:  # nesting and reference loops were refused before: something else
+        raise RenderError(
+            "SVG too deeply nested or self-referencing for the renderer (Python's recursion limit)"
+        ) from None
     except Exception as exc:  # cairosvg raises bare ValueError/TypeError/... for bad documents
-        raise RenderError(f"SVG could not be rendered: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise RenderError(_renderer_failure(exc)) from None
     cairo_surface = surface.cairo
     cairo_surface.flush()
     # Cairo's ARGB32 is premultiplied BGRA in memory on little-endian machines: "BGRa" un-premultiplies.
@@ -637,6 +819,16 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _exit_status(code: int | None) -> str:
+    """A worker's exit code in words: a negative one is the signal that killed it."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
 def render_batch(
     records: list[IconRecord],
     settings: RenderSettings,
@@ -715,7 +907,7 @@ def render_batch(
                 except FutureTimeoutError:
                     reason = f"timed out after {settings.timeout_s:g}s (worker killed)"
                 except ProcessExpired as exc:
-                    reason = f"renderer crashed (exit code {exc.exitcode})"
+                    reason = f"renderer crashed ({_exit_status(exc.exitcode)})"
                 except Exception as exc:  # a bug must not lose the rest of the batch
                     reason = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
                 if len(chunk) > 1:
@@ -780,4 +972,5 @@ __all__ = [
     "preview_grid",
     "render_batch",
     "render_icon",
+    "render_icon_isolated",
 ]

@@ -94,13 +94,14 @@ def _render_svg(data: bytes, label: str) -> Image.Image:
     """An SVG query drawn by the renderer the index was built with (same theme, same framing)."""
     import tempfile
 
-    from icon_pipeline.render.rasterize import RenderError, RenderSettings, render_icon
+    from icon_pipeline.render.rasterize import RenderError, RenderSettings, render_icon_isolated
 
     with tempfile.TemporaryDirectory(prefix="svg-query-") as folder:
         path = Path(folder) / "query.svg"
         path.write_bytes(data)
         try:
-            return render_icon(path, RenderSettings(size=QUERY_IMAGE_SIZE), fmt="svg")
+            # In a process of its own: a hostile file that would never finish is stopped.
+            return render_icon_isolated(path, RenderSettings(size=QUERY_IMAGE_SIZE), fmt="svg")
         except RenderError as exc:
             # exc.reason only: the item is the temporary file, which means nothing to the user.
             raise QueryError(f"{label}: cannot render this SVG ({exc.reason})") from None
