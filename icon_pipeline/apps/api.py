@@ -8,12 +8,19 @@
   `model` (default hybrid, any case), `k` (1-100), `offset`, `fold` (variants folded into one
   result, default true), `styles`, `categories` (lists).
 - `POST /api/search/image?k=...` with the raw image bytes as the body (`curl --data-binary @x.svg`).
+- `GET  /api/docs`, `/api/redoc`, `/api/openapi.json`: the interactive docs and the schema.
 
 Answers: `{"query": {...}, "model", "offset", "has_more", "results": [{"rank", "icon_id", "name",
 "group_id", "score", "style", "category", "file_path", "channels": {channel: score}, "variants":
-[...]}]}`. Errors: 400 (bad query, with the message), 401 (auth on, no or wrong credentials),
-503 (index not ready or unreachable). Binds 127.0.0.1 unless told otherwise; HTTP basic auth
-when ICON_PIPELINE_APP_AUTH holds `user:password` (as the Gradio apps).
+[...]}]}`. Errors: 400 (bad query or image, with the message), 401 (auth on, no or wrong
+credentials), 503 (index not ready or unreachable; a one-line message). Binds 127.0.0.1 unless told
+otherwise; HTTP basic auth on every route, the docs included, when ICON_PIPELINE_APP_AUTH holds
+`user:password` (as the Gradio apps).
+
+Searches run side by side: each takes a database connection of its own from a pool kept between
+requests (a new connection and its type lookups cost more than many a search), at most four per
+core at once; models load once per process and are shared, and concurrent searches share the
+text encoders' forwards.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
@@ -36,8 +46,14 @@ from icon_pipeline.apps import AUTH_ENV, LOOPBACK, AppError, parse_auth
 from icon_pipeline.search.query import MAX_QUERY_BYTES, QueryError, SearchHit
 from icon_pipeline.search.service import ResultGroup, SearchPage
 
+if TYPE_CHECKING:
+    from icon_pipeline.model.checkpoint import EncoderBundle
+    from icon_pipeline.search.service import SearchService
+
 DEFAULT_PORT = 7865
 MAX_K = 100
+EMBEDDINGS_ASSET = "icon_embeddings"
+DOCS_URL, REDOC_URL, OPENAPI_URL = "/api/docs", "/api/redoc", "/api/openapi.json"
 # Module level: FastAPI reads the dependency from the (string) annotation in this module's globals.
 basic = HTTPBasic(auto_error=False)
 
@@ -80,14 +96,181 @@ def page_json(page: SearchPage, query: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _search(query: Any, described: dict[str, Any], request: SearchRequest) -> dict[str, Any]:
-    from icon_pipeline.apps.search import SEARCH_ERRORS, SearchUnavailable, locked_search, open_search
+T = TypeVar("T")
+# Loaded checkpoints, shared by every request of this process (each search has its own connection).
+_bundles: dict[str, EncoderBundle] = {}
+
+
+class IndexUnavailable(RuntimeError):
+    """The database behind the index cannot be reached; the message says so in one line."""
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_parallel() -> int:
+    """Searches run at once: four per core. While some wait on PostgreSQL others encode, and the
+    ones that meet at an encoder share its forward (search/coalesce.py); on 2 cores 8 at once
+    answered 8 clients about a quarter faster than 4, and 16 no faster than 8. Later requests queue."""
+    return max(4, 4 * usable_cores())
+
+
+class SearchPool:
+    """Database connections kept open between requests, and a bound on the searches run at once.
+
+    Each search has a connection to itself; it goes back to the pool when the search ends with the
+    connection idle, and is closed otherwise. A kept connection found dead (the server restarted)
+    is replaced and the search run once more on a new one.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"the pool needs at least one connection, got {size}")
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection] = []
+        self._where: tuple[str, str, str] | None = None  # the configuration the kept ones are for
+        self._url: str | None = None
+
+    @staticmethod
+    def _location() -> tuple[str, str, str]:
+        from icon_pipeline.core.paths import ENV_DATABASE_URL, get_paths
+
+        paths = get_paths()
+        return os.environ.get(ENV_DATABASE_URL, ""), str(paths.data_dir), str(paths.pgdata)
+
+    def _connect(self, where: tuple[str, str, str]) -> psycopg.Connection:
+        from icon_pipeline.core.database import DatabaseError, describe_url, ensure_database
+
+        with self._lock:
+            url = self._url if self._where == where else None
+        if url is not None:
+            try:
+                return psycopg.connect(url, connect_timeout=5, autocommit=True)
+            except psycopg.OperationalError:
+                pass  # the server may have been restarted elsewhere: look it up again
+        try:
+            url = ensure_database().libpq_url
+        except DatabaseError as exc:
+            raise IndexUnavailable(f"the search index is unreachable: {exc}") from None
+        try:
+            conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
+        except psycopg.OperationalError:
+            raise IndexUnavailable(
+                f"the search index is unreachable: cannot connect to {describe_url(url)}"
+            ) from None
+        with self._lock:
+            self._where, self._url = where, url
+        return conn
+
+    def _take(self) -> tuple[psycopg.Connection, bool]:
+        """(a connection, whether it was kept from an earlier request)."""
+        where = self._location()
+        conn: psycopg.Connection | None = None
+        with self._lock:
+            if where != self._where:
+                stale, self._idle = self._idle, []  # another database or data root: not for this one
+            else:
+                stale = []
+                while self._idle and conn is None:
+                    kept = self._idle.pop()
+                    conn = None if kept.closed else kept
+        for old in stale:
+            old.close()
+        if conn is not None:
+            return conn, True
+        return self._connect(where), False
+
+    def _give_back(self, conn: psycopg.Connection) -> None:
+        usable = not conn.closed and not conn.broken
+        if usable and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with self._lock:
+                if len(self._idle) < self.size:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    def run(self, work: Callable[[SearchService], T]) -> T:
+        """work(a service on a connection of its own), once a slot is free."""
+        from icon_pipeline.search.service import SearchService
+
+        with self._slots:
+            for attempt in (1, 2):
+                conn, kept = self._take()
+                try:
+                    result = work(SearchService(conn, bundles=_bundles))
+                except psycopg.OperationalError:
+                    conn.close()
+                    if kept and attempt == 1:
+                        self.clear()  # the server went away since: every kept connection is dead
+                        continue
+                    raise IndexUnavailable(
+                        "the search index became unreachable during the query; try again"
+                    ) from None
+                except BaseException:
+                    self._give_back(conn)
+                    raise
+                self._give_back(conn)
+                return result
+        raise AssertionError("unreachable")
+
+    def clear(self) -> None:
+        """Close every kept connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _unavailable(exc: BaseException) -> HTTPException:
+    """503 with one line: the index is not ready (the message names what to materialize), cannot be
+    reached, or cannot be read."""
+    if isinstance(exc, psycopg.Error):
+        # e.g. an index table dropped while icon_embeddings is rebuilt
+        diag = getattr(exc, "diag", None)
+        detail = (diag.message_primary if diag is not None else None) or str(exc)
+        return HTTPException(
+            503, one_line(f"the search index cannot be read now ({detail}); try again once it is rebuilt")
+        )
+    return HTTPException(503, one_line(exc))
+
+
+def _not_ready_errors() -> tuple[type[BaseException], ...]:
+    from icon_pipeline.model.checkpoint import CheckpointError
+    from icon_pipeline.model.sentence_encoder import TextEncoderError
+    from icon_pipeline.search.index import EmbeddingIndexError
     from icon_pipeline.search.service import NotReadyError
 
+    return (
+        IndexUnavailable,
+        NotReadyError,
+        EmbeddingIndexError,
+        CheckpointError,
+        TextEncoderError,
+        psycopg.Error,
+    )
+
+
+def _search(
+    pool: SearchPool, query: Any, described: dict[str, Any], request: SearchRequest
+) -> dict[str, Any]:
+    from icon_pipeline.search.query import prepare_query_image
+
     try:
-        with open_search() as service:
-            page = locked_search(
-                service,
+        if not isinstance(query, str):
+            # Checked (and an SVG drawn) before a connection is taken: a bad file costs no slot.
+            query = prepare_query_image(query, label="query image")
+        page = pool.run(
+            lambda service: service.search(
                 query,
                 request.model,
                 k=request.k,
@@ -96,18 +279,37 @@ def _search(query: Any, described: dict[str, Any], request: SearchRequest) -> di
                 styles=tuple(request.styles),
                 categories=tuple(request.categories),
             )
+        )
     except QueryError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except (SearchUnavailable, NotReadyError) as exc:
-        raise HTTPException(503, str(exc)) from None
-    except SEARCH_ERRORS as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise HTTPException(400, one_line(exc)) from None
+    except _not_ready_errors() as exc:
+        raise _unavailable(exc) from None
     return page_json(page, described)
 
 
-def create_app(auth: list[tuple[str, str]] | None = None) -> FastAPI:
-    """The API; `auth`: the accepted (user, password) pairs, None for none."""
-    app = FastAPI(title="Icon search API", docs_url="/api/docs", openapi_url="/api/openapi.json")
+def _docs_routes(app: FastAPI, guarded: list[Any]) -> None:
+    """The docs and the schema, behind the same sign-in as the API (FastAPI's own are unguarded)."""
+
+    @app.get(OPENAPI_URL, dependencies=guarded, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(DOCS_URL, dependencies=guarded, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{app.title} - docs")
+
+    @app.get(REDOC_URL, dependencies=guarded, include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{app.title} - ReDoc")
+
+
+def create_app(auth: list[tuple[str, str]] | None = None, parallel: int | None = None) -> FastAPI:
+    """The API; `auth`: the accepted (user, password) pairs, None for none; `parallel`: searches
+    run at once (default: four per core)."""
+    pool = SearchPool(parallel or default_parallel())
+    app = FastAPI(title="Icon search API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.on_shutdown.append(pool.clear)
+    app.state.pool = pool
 
     def signed_in(credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> str | None:
         if auth is None:
@@ -122,15 +324,23 @@ def create_app(auth: list[tuple[str, str]] | None = None) -> FastAPI:
         raise HTTPException(401, "sign in (HTTP basic auth)", headers={"WWW-Authenticate": "Basic"})
 
     guarded = [Depends(signed_in)]
+    _docs_routes(app, guarded)
 
     @app.get("/api/models", dependencies=guarded)
     def models() -> dict[str, list[str]]:
-        from icon_pipeline.apps.search import SearchUnavailable, available_models
+        from icon_pipeline.search.hybrid import HYBRID
 
         try:
-            return {"models": available_models()}
-        except SearchUnavailable as exc:
-            raise HTTPException(503, str(exc)) from None
+            names = pool.run(lambda service: service.models())
+        except _not_ready_errors() as exc:
+            raise _unavailable(exc) from None
+        if HYBRID not in names:
+            raise HTTPException(
+                503,
+                f"the search index has no models yet: materialize `{EMBEDDINGS_ASSET}` "
+                f"(`icon-pipeline materialize {EMBEDDINGS_ASSET}`)",
+            )
+        return {"models": names}
 
     @app.get("/api/search", dependencies=guarded)
     def search_get(
@@ -152,12 +362,12 @@ def create_app(auth: list[tuple[str, str]] | None = None) -> FastAPI:
         if bool(request.text) == bool(request.image):
             raise HTTPException(400, 'give exactly one of "text" or "image" (base64)')
         if request.text:
-            return _search(request.text, {"kind": "text", "text": request.text}, request)
+            return _search(pool, request.text, {"kind": "text", "text": request.text}, request)
         try:
             data = base64.b64decode(request.image or "", validate=True)
         except (binascii.Error, ValueError):
             raise HTTPException(400, '"image" is not valid base64') from None
-        return _search(data, {"kind": "image", "bytes": len(data)}, request)
+        return _search(pool, data, {"kind": "image", "bytes": len(data)}, request)
 
     @app.post("/api/search/image", dependencies=guarded)
     async def search_image(
@@ -177,7 +387,8 @@ def create_app(auth: list[tuple[str, str]] | None = None) -> FastAPI:
         if not data:
             raise HTTPException(400, "send the image file as the request body")
         options = SearchRequest(image="-", model=model, k=k, offset=offset, fold=fold)
-        body = await run_in_threadpool(_search, bytes(data), {"kind": "image", "bytes": len(data)}, options)
+        described = {"kind": "image", "bytes": len(data)}
+        body = await run_in_threadpool(_search, pool, bytes(data), described, options)
         return JSONResponse(body)
 
     return app
@@ -194,8 +405,23 @@ class RunningApi:
         self.thread.join(timeout=10)
 
 
-def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, block: bool = True) -> RunningApi:
-    """Serve the API on host:port (block=False: return once it answers, for tests)."""
+def one_thread_per_forward() -> None:
+    """Each model forward on one thread: a server's searches run side by side, and the intra-op
+    threads of concurrent forwards on a machine with few cores spin against each other (the
+    sentence encoder on a busy 2-core machine: 15 ms a query on one thread, 350 ms on two)."""
+    try:
+        import torch
+    except ImportError:  # keyword search needs no model
+        return
+    torch.set_num_threads(1)
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, block: bool = True, parallel: int | None = None
+) -> RunningApi:
+    """Serve the API on host:port (block=False: return once it answers, for tests); `parallel`:
+    searches run at once (default: four per core). A blocking server owns its process: its model
+    forwards then run one thread each (one_thread_per_forward)."""
     import time
 
     import uvicorn
@@ -206,10 +432,12 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, block: bool = True)
             f"warning: serving the search API on {host} without a password; set {AUTH_ENV}=user:password",
             file=sys.stderr,
         )
-    config = uvicorn.Config(create_app(auth), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(auth, parallel)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}/"
     if block:
+        one_thread_per_forward()
         print(f"search API on {url}api/search (Ctrl-C to stop)")
         server.run()
         return RunningApi(url, server, threading.current_thread())

@@ -32,11 +32,13 @@ from icon_pipeline.search.channels import (
     RESERVED,
     Channel,
     KeywordChannel,
+    VectorChannel,
     caption_channel,
     model_channel,
     pixel_channel,
     query_kind,
 )
+from icon_pipeline.search.coalesce import shared_embed
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
 from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
 from icon_pipeline.search.index import embedder_info, list_models, read_fusion_settings
@@ -203,6 +205,9 @@ class ChannelSet:
                 channel = pixel_channel(self.conn, self.ef_search)
             else:
                 channel = model_channel(self.conn, name, self.bundle(name), self.ef_search)
+            if isinstance(channel, VectorChannel) and channel.embed_texts is not None:
+                # Searches on other threads share the encoder's forwards (search/coalesce.py).
+                channel.embed_texts = shared_embed(channel.embed_texts)
             self._channels[name] = channel
         return self._channels[name]
 
