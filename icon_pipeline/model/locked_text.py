@@ -44,6 +44,17 @@ class LockedTextSiglip2Config(PreTrainedConfig):
     vision_config: dict | PreTrainedConfig | None = None
 
 
+def init_text_projection(projection: nn.Linear) -> None:
+    """The identity when the widths match (an untrained model scores text with the sentence
+    encoder's own geometry), Xavier otherwise; no bias."""
+    with torch.no_grad():
+        if projection.weight.shape[0] == projection.weight.shape[1]:
+            projection.weight.copy_(torch.eye(projection.weight.shape[0]))
+        else:
+            nn.init.xavier_uniform_(projection.weight)
+        projection.bias.zero_()
+
+
 class LockedTextSiglip2Model(PreTrainedModel):
     """SigLIP2 vision tower + locked BERT sentence encoder (mean pooled) + trainable text projection."""
 
@@ -72,12 +83,7 @@ class LockedTextSiglip2Model(PreTrainedModel):
         # Sub-models initialise themselves; only the projection is ours. It starts as the identity
         # when the widths match, so an untrained model already scores text with the encoder's geometry.
         if module is getattr(self, "text_projection", None):
-            with torch.no_grad():
-                if module.weight.shape[0] == module.weight.shape[1]:
-                    module.weight.copy_(torch.eye(module.weight.shape[0]))
-                else:
-                    nn.init.xavier_uniform_(module.weight)
-                module.bias.zero_()
+            init_text_projection(module)
 
     def train(self, mode: bool = True) -> LockedTextSiglip2Model:
         super().train(mode)

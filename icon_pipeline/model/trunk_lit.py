@@ -36,6 +36,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTraine
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.siglip2.modeling_siglip2 import Siglip2Output
 
+from icon_pipeline.model.locked_text import init_text_projection
 from icon_pipeline.model.sentence_encoder import mean_pool
 from icon_pipeline.model.trunk import TRUNK_CHANNELS, TRUNK_NAME, frame_drawings, new_trunk, unpatchify
 
@@ -107,12 +108,7 @@ class TrunkLiTModel(PreTrainedModel):
         # The trunk and the text encoder bring their own weights; the text projection starts as the
         # identity when the widths match, so an untrained model scores text with the encoder's geometry.
         if module is getattr(self, "text_projection", None):
-            with torch.no_grad():
-                if module.weight.shape[0] == module.weight.shape[1]:
-                    module.weight.copy_(torch.eye(module.weight.shape[0]))
-                else:
-                    nn.init.xavier_uniform_(module.weight)
-                module.bias.zero_()
+            init_text_projection(module)
 
     def train(self, mode: bool = True) -> TrunkLiTModel:
         super().train(mode)
