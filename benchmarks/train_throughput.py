@@ -5,7 +5,8 @@ Not a test: prints figures, asserts nothing. Uses Tabler renders (rendered once 
 as captions), and a from-scratch checkpoint per --size (built once into .bench_tmp/train_ckpt_<size>).
 
 Two figures per size:
-- data: the collator alone (caption/image draw, augmentation, Siglip2 processor), one process;
+- data: the input path alone, one process: the collator (caption/image draw, uint8 cache rows) and
+  the batched torch augmentation + patches it hands over (what the trainer runs on the device);
 - train: `run_training` end to end for --steps steps, data loading included (warm-up included,
   so use enough steps for a steady figure), from training_report.json.
 
@@ -84,10 +85,10 @@ def data_throughput(checkpoint: Path, pairs: Path, batch: int, batches: int) -> 
     collator = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=0)
     dataset = GroupDataset(data.groups)
     items = [dataset[i % len(dataset)] for i in range(batch)]
-    collator(items)  # warm-up
+    collator.model_inputs(collator(items))  # warm-up
     started = time.perf_counter()
     for _ in range(batches):
-        collator(items)
+        collator.model_inputs(collator(items))
     return batch * batches / (time.perf_counter() - started)
 
 

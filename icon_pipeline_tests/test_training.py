@@ -248,16 +248,20 @@ def test_collator_draws_one_caption_and_member_per_group(inputs: dict[str, Any],
     assert bundle.max_num_patches == 196
     collator = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=3)
     items = [GroupDataset(data.groups)[i] for i in range(5)]
-    batch = collator(items)
-    assert batch["return_loss"] is True
-    assert batch["input_ids"].shape == (5, bundle.max_length)
+    collated = collator(items)
+    assert collated["return_loss"] is True
+    assert collated["input_ids"].shape == (5, bundle.max_length)
+    # The collator hands over uint8 cache rows; the model's inputs are made where the batch lands.
+    assert collated["images"].dtype == torch.uint8 and collated["images"].shape == (5, 224, 224, 3)
+    batch = collator.model_inputs(collated)
     assert batch["pixel_values"].shape == (5, 196, 16 * 16 * 3)
     assert batch["spatial_shapes"].tolist() == [[14, 14]] * 5
-    captions, _ = collator.pick([0, 1], random.Random(0))
+    captions, rows = collator.pick([0, 1], random.Random(0))
     assert captions[0] in data.groups[0].captions and captions[1] in data.groups[1].captions
+    assert rows[0] in data.groups[0].image_rows and rows[1] in data.groups[1].image_rows
     # Same seed, same call count: the same batch.
     again = PairCollator.for_bundle(data, bundle, AugmentConfig(), seed=3)
-    assert torch.equal(again(items)["pixel_values"], batch["pixel_values"])
+    assert torch.equal(again.model_inputs(again(items))["pixel_values"], batch["pixel_values"])
 
 
 # --- bad input: clear errors before any training step ---------------------------------------

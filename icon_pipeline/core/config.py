@@ -168,6 +168,17 @@ class TrainingConfig(_Strict):
     augmentation: AugmentConfig = Field(
         default_factory=AugmentConfig, description="carried whole into the training job's config"
     )
+    eval_batch_size: int | None = Field(
+        default=None, ge=1, description="unset: 1024 on a GPU, 128 on the CPU"
+    )
+    # GPU speed switches (unset: on with CUDA, off on the CPU); see configs/gpu-small.yaml.
+    bf16: bool | None = None
+    pin_memory: bool | None = None
+    torch_compile: bool | None = Field(
+        default=None, description="compile the training forward (eager on failure)"
+    )
+    fused_adamw: bool | None = None
+    tf32: bool | None = None
     seed: int = 0
 
 
@@ -388,8 +399,46 @@ def load_yaml(text: str, file: Path) -> Any:
         raise ConfigError(f"{file}: not valid YAML: nested too deeply") from None
 
 
-def parse_config(text: str, file: Path) -> PipelineConfig:
+EXTENDS_KEY = "extends"  # a profile: `extends: ../icon_pipeline.yaml`, then only what differs
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`: mappings merge key by key, anything else (a list too) replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _raw_config(text: str, file: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """The file's mapping, on top of the file it `extends` (if any), whose relative local source
+    paths are made absolute first (they are relative to the file that names them)."""
     raw = load_yaml(text, file)
+    if not isinstance(raw, dict) or EXTENDS_KEY not in raw:
+        return raw
+    raw = dict(raw)
+    name = raw.pop(EXTENDS_KEY)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{file}: `{EXTENDS_KEY}` must name a config file, got {name!r}")
+    base_file = (file.parent / name).resolve()
+    if base_file in (*chain, file.resolve()):
+        raise ConfigError(f"{file}: `{EXTENDS_KEY}: {name}` makes a loop ({base_file} extends back)")
+    if not base_file.is_file():
+        raise ConfigError(f"{file}: `{EXTENDS_KEY}: {name}`: {base_file} does not exist")
+    base = _raw_config(base_file.read_text(encoding="utf-8"), base_file, (*chain, file.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_file}: expected a mapping (extended by {file})")
+    for source in base.get("sources") or []:
+        if isinstance(source, dict) and source.get("kind") == "local" and source.get("path"):
+            source["path"] = str((base_file.parent / str(source["path"])).resolve())
+    return _merge(base, raw)
+
+
+def parse_config(text: str, file: Path) -> PipelineConfig:
+    raw = _raw_config(text, file)
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping with a `sources:` list at the top level")
     try:

@@ -89,13 +89,23 @@ def downsample_upsample(image: Image.Image, scale: float) -> Image.Image:
     return small.resize((w, h), Image.Resampling.BICUBIC)
 
 
-def crop_resize(image: Image.Image, area: float, rng: random.Random) -> Image.Image:
-    """Keep a square-ish window of `area` share at a random place, scaled back to full size."""
-    w, h = image.size
+def crop_box_resize(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """Keep the window (left, top, width, height), scaled back to full size (BICUBIC)."""
+    left, top, width, height = box
+    return image.crop((left, top, left + width, top + height)).resize(image.size, Image.Resampling.BICUBIC)
+
+
+def crop_box(size: tuple[int, int], area: float, rng: random.Random) -> tuple[int, int, int, int]:
+    """A square-ish window of `area` share at a random place: (left, top, width, height)."""
+    w, h = size
     side = area**0.5
     cw, ch = max(1, round(w * side)), max(1, round(h * side))
-    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    return image.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BICUBIC)
+    return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+
+
+def crop_resize(image: Image.Image, area: float, rng: random.Random) -> Image.Image:
+    """Keep a square-ish window of `area` share at a random place, scaled back to full size."""
+    return crop_box_resize(image, crop_box(image.size, area, rng))
 
 
 def shift(image: Image.Image, dx: int, dy: int) -> Image.Image:
@@ -105,23 +115,53 @@ def shift(image: Image.Image, dx: int, dy: int) -> Image.Image:
     return canvas
 
 
-def augment(image: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
-    """One training augmentation draw. With p_crop = p_shift = 0 it draws exactly the random numbers
-    of the prototype's two-step recipe (downsample, blur)."""
-    image = image.convert("RGB")
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One augmentation draw: what `augment` does to one image (None: that step is skipped).
+    The training job's batched torch path (model/training/augment_batch.py) draws the same
+    quantities from the same distributions and applies them the same way."""
+
+    crop: tuple[int, int, int, int] | None = None  # left, top, width, height
+    shift: tuple[int, int] | None = None  # dx, dy in pixels
+    scale: float | None = None  # downsample scale
+    blur_radius: float | None = None
+
+
+def draw_augment(config: AugmentConfig, size: tuple[int, int], rng: random.Random) -> AugmentDraw:
+    """The random choices of one augmentation of an image of `size`. With p_crop = p_shift = 0 it
+    draws exactly the random numbers of the prototype's two-step recipe (downsample, blur)."""
+    crop = offset = scale = radius = None
     # Optional geometry first; no random numbers are drawn for a disabled option.
     if config.p_crop > 0 and rng.random() < config.p_crop:
-        image = crop_resize(image, rng.uniform(*config.crop_scale), rng)
+        crop = crop_box(size, rng.uniform(*config.crop_scale), rng)
     if config.p_shift > 0 and rng.random() < config.p_shift:
-        w, h = image.size
-        limit_x, limit_y = round(w * config.max_shift), round(h * config.max_shift)
-        image = shift(image, rng.randint(-limit_x, limit_x), rng.randint(-limit_y, limit_y))
+        limit_x, limit_y = round(size[0] * config.max_shift), round(size[1] * config.max_shift)
+        offset = (rng.randint(-limit_x, limit_x), rng.randint(-limit_y, limit_y))
     # The prototype's two steps.
     if rng.random() < config.p_downsample:
-        image = downsample_upsample(image, rng.uniform(config.min_scale, 1.0))
+        scale = rng.uniform(config.min_scale, 1.0)
     if rng.random() < config.p_blur:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*config.blur_radius)))
+        radius = rng.uniform(*config.blur_radius)
+    return AugmentDraw(crop, offset, scale, radius)
+
+
+def apply_augment(image: Image.Image, draw: AugmentDraw) -> Image.Image:
+    """Crop, shift, downsample-upsample, blur: the steps `draw` chose, in that order."""
+    image = image.convert("RGB")
+    if draw.crop is not None:
+        image = crop_box_resize(image, draw.crop)
+    if draw.shift is not None:
+        image = shift(image, *draw.shift)
+    if draw.scale is not None:
+        image = downsample_upsample(image, draw.scale)
+    if draw.blur_radius is not None:
+        image = image.filter(ImageFilter.GaussianBlur(draw.blur_radius))
     return image
+
+
+def augment(image: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
+    """One training augmentation draw, applied (draw_augment, then apply_augment)."""
+    return apply_augment(image, draw_augment(config, image.size, rng))
 
 
 # --- screenshot degradations for img2img queries ----------------------------------------------

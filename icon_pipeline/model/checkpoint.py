@@ -55,6 +55,7 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
+from icon_pipeline.model.pixels import PatchGeometry, target_size
 from icon_pipeline.model.sentence_encoder import MAX_LENGTH as SENTENCE_MAX_LENGTH
 from icon_pipeline.model.trunk import unpatchify
 
@@ -472,7 +473,17 @@ def encode_texts(
 def encode_images(
     image_processor: Siglip2ImageProcessorPil, images: Sequence[Image.Image], max_num_patches: int
 ) -> dict[str, torch.Tensor]:
-    """pixel_values, pixel_attention_mask and spatial_shapes for RGB images (NaFlex patches)."""
+    """pixel_values, pixel_attention_mask and spatial_shapes for RGB images (NaFlex patches).
+
+    Images that already have the processor's target size (the renders and the training cache, at
+    224 px for 196 patches) are patched in torch, batched (model/pixels.py): the same numbers as the
+    processor's, without its per-image NumPy passes. Any other batch goes through the processor."""
+    geometry = PatchGeometry.of(image_processor, max_num_patches)
+    sizes = {image.size for image in images}
+    if len(sizes) == 1 and all(image.mode == "RGB" for image in images):
+        width, height = next(iter(sizes))
+        if target_size(height, width, geometry.patch_size, max_num_patches) == (height, width):
+            return geometry.patchify(torch.from_numpy(np.stack([np.asarray(image) for image in images])))
     encoded = image_processor(
         [image if image.mode == "RGB" else image.convert("RGB") for image in images],
         max_num_patches=max_num_patches,

@@ -65,6 +65,11 @@ class LockedTextSiglip2Model(PreTrainedModel):
     _supports_sdpa = True
 
     def __init__(self, config: LockedTextSiglip2Config):
+        # transformers before 5.23 (5.17 in the GPU image) leaves the sub-configs as the dicts given.
+        if isinstance(config.vision_config, dict):
+            config.vision_config = Siglip2VisionConfig(**config.vision_config)
+        if isinstance(config.text_config, dict):
+            config.text_config = BertConfig(**config.text_config)
         super().__init__(config)
         self.vision_model = Siglip2VisionModel._from_config(config.vision_config)
         self.text_model = BertModel._from_config(config.text_config, add_pooling_layer=False)

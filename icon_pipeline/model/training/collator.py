@@ -2,6 +2,10 @@
 
 Drawing at collate time means every epoch sees a different caption/image of each group, while a
 group is still only once in a batch, so size/style variants are never each other's negatives.
+
+The collator (in the dataloader's workers) only tokenises and gathers the drawn images' uint8
+rows from the decoded-image cache, with a seed for their augmentation; the trainer augments and
+patches them in torch on the job's device (augment_batch.py), after a (pinned, non-blocking) copy.
 """
 
 from __future__ import annotations
@@ -10,13 +14,20 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
-from transformers import PreTrainedTokenizerBase, Siglip2ImageProcessorPil
+from transformers import PreTrainedTokenizerBase
 
-from icon_pipeline.dataset.augment import AugmentConfig, augment
-from icon_pipeline.model.checkpoint import EncoderBundle, encode_images, encode_texts
+from icon_pipeline.dataset.augment import AugmentConfig
+from icon_pipeline.model.checkpoint import EncoderBundle, encode_texts
+from icon_pipeline.model.pixels import PatchGeometry
+from icon_pipeline.model.training.augment_batch import BatchAugmenter
 from icon_pipeline.model.training.data import DecodedImages, TrainGroup, TrainingData
+
+IMAGES_KEY = "images"  # (B, S, S, 3) uint8 rows of the decoded-image cache
+AUGMENT_SEED_KEY = "augment_seed"
+SEED_RANGE = 2**62
 
 
 class GroupDataset(Dataset):
@@ -33,16 +44,16 @@ class GroupDataset(Dataset):
 
 
 class PairCollator:
-    """Builds a SigLIP batch: one random caption + one augmented member image per group."""
+    """Builds a SigLIP batch: one random caption + one member image (uint8, augmented later on the
+    device: `augmenter`) per group."""
 
     def __init__(
         self,
         groups: Sequence[TrainGroup],
         images: DecodedImages,
         tokenizer: PreTrainedTokenizerBase,
-        image_processor: Siglip2ImageProcessorPil,
+        geometry: PatchGeometry,
         max_length: int,
-        max_num_patches: int,
         augmentation: AugmentConfig,
         seed: int,
         rank: int = 0,
@@ -51,10 +62,8 @@ class PairCollator:
         self.groups = list(groups)
         self.images = images
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
         self.max_length = max_length
-        self.max_num_patches = max_num_patches
-        self.augmentation = augmentation
+        self.augmenter = BatchAugmenter(augmentation, geometry)
         self.seed = seed
         self.rank = rank
         self.text_padding = text_padding
@@ -69,9 +78,8 @@ class PairCollator:
             data.groups,
             data.images,
             bundle.tokenizer,
-            bundle.image_processor,
+            PatchGeometry.of(bundle.image_processor, bundle.max_num_patches),
             bundle.max_length,
-            bundle.max_num_patches,
             augmentation,
             seed=seed,
             rank=rank,
@@ -85,22 +93,35 @@ class PairCollator:
         # A string seed is hashed deterministically (sha512) by random.Random.
         return random.Random(f"{self.seed}:{self.rank}:{worker_id}:{self.calls}")
 
-    def pick(self, group_indices: Sequence[int], rng: random.Random) -> tuple[list[str], list[Any]]:
-        captions, images = [], []
+    def pick(self, group_indices: Sequence[int], rng: random.Random) -> tuple[list[str], list[int]]:
+        """A caption and an image row of each group."""
+        captions, rows = [], []
         for index in group_indices:
             group = self.groups[index]
             captions.append(rng.choice(group.captions))
-            image = self.images.image(rng.choice(group.image_rows))
-            images.append(augment(image, self.augmentation, rng))
-        return captions, images
+            rows.append(rng.choice(group.image_rows))
+        return captions, rows
 
     def __call__(self, items: Sequence[dict[str, int]]) -> dict[str, Any]:
         rng = self._rng()
-        captions, images = self.pick([item["group_index"] for item in items], rng)
+        captions, rows = self.pick([item["group_index"] for item in items], rng)
         batch: dict[str, Any] = {}
         batch.update(encode_texts(self.tokenizer, captions, self.max_length, self.text_padding))
-        batch.update(encode_images(self.image_processor, images, self.max_num_patches))
+        # Sorted rows read the memory-mapped cache in file order; the batch keeps the drawn order.
+        order = np.argsort(rows, kind="stable")
+        pixels = np.empty((len(rows), *self.images.array.shape[1:]), dtype=np.uint8)
+        pixels[order] = self.images.array[np.asarray(rows)[order]]
+        batch[IMAGES_KEY] = torch.from_numpy(pixels)
+        batch[AUGMENT_SEED_KEY] = torch.tensor(rng.randrange(SEED_RANGE))
         batch["return_loss"] = True  # Siglip2Model only computes its loss when asked
+        return batch
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The model's inputs from a collated batch (on any device): its images augmented and patched
+        there. The trainer calls this after moving the batch to the job's device."""
+        batch = dict(batch)
+        images, seed = batch.pop(IMAGES_KEY), batch.pop(AUGMENT_SEED_KEY)
+        batch.update(self.augmenter.train_inputs(images, int(seed)))
         return batch
 
 

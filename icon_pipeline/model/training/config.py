@@ -50,7 +50,9 @@ class TrainConfig:
     seed: int = 0
     logging_steps: int = 10
     eval_every_steps: int = 0  # 0: evaluate only before and after training
-    eval_batch_size: int = 128
+    eval_batch_size: int | None = (
+        None  # images per forward when evaluating; None: 1024 on a GPU, 128 on the CPU
+    )
     save_every_steps: int = 500
     save_total_limit: int = 2
     max_num_patches: int | None = None  # None: the checkpoint's own; ours must match it exactly
@@ -73,6 +75,11 @@ class TrainConfig:
     discriminant_ridge: float = 0.01
     dataloader_workers: int | None = None  # None: 0 on the CPU, up to 8 per GPU (run.dataloader_workers)
     bf16: bool | None = None  # None: on when CUDA is available
+    # GPU speed switches. None: on with CUDA, off on the CPU (where they would do nothing or cost).
+    pin_memory: bool | None = None  # page-locked batches, copied to the GPU without blocking
+    torch_compile: bool | None = None  # torch.compile the training forward; eager if compiling fails
+    fused_adamw: bool | None = None  # AdamW's fused CUDA kernel (one launch for every parameter)
+    tf32: bool | None = None  # TF32 tensor cores for what still runs in float32 (bf16 covers the rest)
     report_to: tuple[str, ...] = ("tensorboard",)
     resume: bool = True  # continue from the latest checkpoint-* in output_dir
     stop_after_steps: int | None = None  # stop (after saving) at this step, as an interruption would
@@ -152,6 +159,8 @@ class TrainConfig:
             problems.append("save_every_steps and logging_steps must be >= 1, eval_every_steps >= 0")
         if bool(self.eval_path) != bool(self.eval_images_path):
             problems.append("eval_path and eval_images_path go together: set both or neither")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            problems.append(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.image_size < 16:
             problems.append(f"image_size must be >= 16, got {self.image_size}")
         if self.linear_probe not in ("auto", "on", "off"):
@@ -167,6 +176,11 @@ class TrainConfig:
                 problems.append(f"logit_bias must be auto, keep or a number, got {self.logit_bias!r}")
         if problems:
             raise TrainConfigError("invalid training config: " + "; ".join(problems))
+
+    def on_cuda(self, name: str, use_cuda: bool) -> bool:
+        """A GPU speed switch's value: as configured, or (None) on exactly when CUDA is used."""
+        value = getattr(self, name)
+        return use_cuda if value is None else bool(value) and use_cuda
 
     @property
     def cache_path(self) -> Path:

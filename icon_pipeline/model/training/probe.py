@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from icon_pipeline.model.checkpoint import EncoderBundle
+from icon_pipeline.model.pixels import PatchGeometry
 from icon_pipeline.model.training.data import TrainingData
 
 PROBE_BATCH = 256
@@ -58,9 +59,16 @@ def _group_targets(bundle: EncoderBundle, data: TrainingData) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_linear_probe(bundle: EncoderBundle, data: TrainingData, ridge: float) -> dict[str, Any]:
-    """Set the vision head's last linear layer to the ridge solution; returns what it did."""
+def fit_linear_probe(
+    bundle: EncoderBundle, data: TrainingData, ridge: float, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Set the vision head's last linear layer to the ridge solution; returns what it did. Runs on
+    `device` (default: the model's): the cached images are patched there, the normal equations
+    accumulate there in float64."""
     model = bundle.model
+    device = device or bundle.device
+    model.to(device)
+    geometry = PatchGeometry.of(bundle.image_processor, bundle.max_num_patches)
     head = _vision_head(model)
     targets = _group_targets(bundle, data)
     captured: dict[str, torch.Tensor] = {}
@@ -70,18 +78,20 @@ def fit_linear_probe(bundle: EncoderBundle, data: TrainingData, ridge: float) ->
     ]
     rows = [(row, index) for index, group in enumerate(data.groups) for row in group.image_rows]
     width = head.mlp.fc2.in_features + 1  # + the bias column
-    gram = torch.zeros(width, width, dtype=torch.float64)
-    cross = torch.zeros(width, head.mlp.fc2.out_features, dtype=torch.float64)
+    gram = torch.zeros(width, width, dtype=torch.float64, device=device)
+    cross = torch.zeros(width, head.mlp.fc2.out_features, dtype=torch.float64, device=device)
+    targets = targets.to(device)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(rows), PROBE_BATCH):
             chunk = rows[start : start + PROBE_BATCH]
-            inputs = bundle.image_inputs([data.images.image(row) for row, _ in chunk])
-            model.get_image_features(**{k: v.to(bundle.device) for k, v in inputs.items()})
-            phi = captured["phi"].double().cpu()
-            features = torch.cat([phi, torch.ones(len(chunk), 1, dtype=torch.float64)], dim=1)
-            residual = targets[[index for _, index in chunk]] - captured["a"].double().cpu()
+            image_rows = np.asarray([row for row, _ in chunk])
+            pixels = torch.from_numpy(np.ascontiguousarray(data.images.array[image_rows])).to(device)
+            model.get_image_features(**geometry.patchify(pixels))
+            phi = captured["phi"].double()
+            features = torch.cat([phi, torch.ones(len(chunk), 1, dtype=torch.float64, device=device)], dim=1)
+            residual = targets[[index for _, index in chunk]] - captured["a"].double()
             gram += features.T @ features
             cross += features.T @ residual
     finally:

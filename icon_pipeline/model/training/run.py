@@ -77,8 +77,21 @@ def dataloader_workers(configured: int | None, use_cuda: bool, cpu_count: int, l
     return max(0, min(MAX_AUTO_DATALOADER_WORKERS, cores_per_rank - 1))
 
 
+EVAL_BATCH_GPU, EVAL_BATCH_CPU = 1024, 128
+
+
+def eval_batch_size(config: TrainConfig, use_cuda: bool) -> int:
+    if config.eval_batch_size is not None:
+        return config.eval_batch_size
+    return EVAL_BATCH_GPU if use_cuda else EVAL_BATCH_CPU
+
+
 def training_arguments(config: TrainConfig, use_cuda: bool, drop_last: bool) -> TrainingArguments:
     bf16 = config.bf16 if config.bf16 is not None else (use_cuda and torch.cuda.is_bf16_supported())
+    if config.on_cuda("tf32", use_cuda):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    pin_memory = config.on_cuda("pin_memory", use_cuda)
     backend = os.environ.get(DDP_BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
     workers = dataloader_workers(
         config.dataloader_workers,
@@ -116,6 +129,9 @@ def training_arguments(config: TrainConfig, use_cuda: bool, drop_last: bool) -> 
         ddp_find_unused_parameters=False,
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=pin_memory,
+        accelerator_config={"non_blocking": pin_memory},  # only pinned memory copies asynchronously
+        optim="adamw_torch_fused" if config.on_cuda("fused_adamw", use_cuda) else "adamw_torch",
         dataloader_drop_last=drop_last,
         remove_unused_columns=False,  # the collator needs group_index, the model never sees it
         report_to=report_to or "none",
@@ -204,7 +220,9 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir))
 
     collator = PairCollator.for_bundle(data, bundle, config.augmentation, config.seed, rank)
-    evaluator = RetrievalEvaluator(eval_data, bundle, config.eval_batch_size) if eval_data else None
+    evaluator = (
+        RetrievalEvaluator(eval_data, bundle, eval_batch_size(config, use_cuda)) if eval_data else None
+    )
     schedule = ScheduleCallback(config.eval_every_steps, config.stop_after_steps)
     trainer = SiglipTrainer(
         model=bundle.model,
@@ -214,6 +232,8 @@ def run_training(config: TrainConfig, reporter: Reporter) -> dict[str, Any]:
         callbacks=[schedule, PipesCallback(reporter), RankChecksumCallback(output_dir / "ranks", rank)],
         gather_negatives=config.gather_negatives,
         evaluator=evaluator,
+        compile_forward=config.on_cuda("torch_compile", use_cuda),
+        non_blocking=args.dataloader_pin_memory,
     )
 
     # Our PipesCallback logs each entry once, with the rank; the stock printer would repeat them.
@@ -407,7 +427,7 @@ def _before_first_step(
     probe = None
     if wants_linear_probe(config.linear_probe, trained):
         started = time.perf_counter()
-        summary = fit_linear_probe(bundle, data, config.linear_probe_ridge)
+        summary = fit_linear_probe(bundle, data, config.linear_probe_ridge, trainer.args.device)
         summary["seconds"] = round(time.perf_counter() - started, 2)
         reporter.info(
             f"linear probe: vision head fitted in closed form on {summary['images']} images of "
