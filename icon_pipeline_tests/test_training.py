@@ -34,11 +34,13 @@ from dagster import (
     materialize,
 )
 
+from icon_pipeline.core.config import load_config
+from icon_pipeline.core.paths import REPO_ROOT
 from icon_pipeline.dataset.augment import AugmentConfig
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import CheckpointError, build_base_checkpoint, load_checkpoint
 from icon_pipeline.model.training.collator import GroupDataset, PairCollator
-from icon_pipeline.model.training.config import TrainConfig, TrainConfigError
+from icon_pipeline.model.training.config import TrainConfig, TrainConfigError, train_config_from_pipeline
 from icon_pipeline.model.training.data import load_training_data
 from icon_pipeline.model.training.evaluation import evaluate_embeddings, retrieval_metrics
 from icon_pipeline.model.training.launch import torchrun_command
@@ -527,6 +529,35 @@ def test_linear_probe_fits_the_vision_head_and_the_better_weights_are_exported(
     tuned = load_checkpoint(Path(report["checkpoint_path"]))
     assert tuned.meta.trained and tuned.meta.extra["exported"] == "linear_probe"
     assert report["final_metrics"]["text2image/R@10"] == probe["text2image/R@10"]
+
+
+def test_the_gpu_recipe_runs_its_code_path_on_the_cpu(inputs: dict[str, Any]) -> None:
+    """configs/gpu-small.yaml, the GPU recipe, through the same steps as on a GPU (its settings via
+    train_config_from_pipeline, a LiT model, the batched augmentation, the eval cache, the probe),
+    tiny: its vision tower at `tiny` size, 2 steps of 8. The GPU switches stay off on the CPU."""
+    recipe = load_config(REPO_ROOT / "configs" / "gpu-small.yaml")
+    assert (recipe.model.size, recipe.model.text_tower) == ("small", "minilm")
+    tower = recipe.model.text_tower
+    base = build_base_checkpoint(inputs["root"] / "recipe-base", [], size="tiny", text_tower=tower)
+    config = train_config_from_pipeline(
+        recipe,
+        base_checkpoint=str(base),
+        pairs_path=str(inputs["pairs"]),
+        output_dir=str(inputs["root"] / "recipe-run"),
+        eval_path=str(inputs["eval"]),
+        eval_images_path=str(inputs["icon_map"]),
+        eval_sha256=inputs["eval_sha256"],
+        cache_dir=str(inputs["root"] / "cache"),
+    )
+    assert config.learning_rate == recipe.training.learning_rate and config.torch_compile is None
+    config = replace(config, max_steps=2, per_device_batch_size=8, warmup_steps=1, report_to=())
+    assert not any(config.on_cuda(name, use_cuda=False) for name in ("pin_memory", "torch_compile", "tf32"))
+    with Reporter() as reporter:
+        report = run_training(config, reporter)
+    assert report["completed"] and report["steps"] == 2 and report["bf16"] is False
+    assert report["linear_probe"]["images"] == 2 * len(inputs["icons"])
+    assert [entry["step"] for entry in report["eval_history"]] == [0, 0, 2]  # base, probe, final
+    assert load_checkpoint(Path(report["checkpoint_path"])).meta.architecture == "locked_text_siglip2"
 
 
 # --- Dagster: TorchrunResource + Pipes into a real event log --------------------------------
