@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="a train_config.json (default: the demo's latest run)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/train_stage"))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, help="fewer steps than the config's (a quicker figure)")
     args = parser.parse_args()
     data_root = Path(os.environ.get("ICON_PIPELINE_DATA", "data")).resolve()
     config_path = args.config or demo_config(data_root)
@@ -53,6 +54,8 @@ def main() -> None:
         known = {name for name in TrainConfig.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known}  # a newer config's keys an older checkout lacks
         values.update(output_dir=str(out), cache_dir=str(cache), report_to=[], resume=False)
+        if args.max_steps:
+            values["max_steps"] = args.max_steps
         config = TrainConfig.from_dict(values)
         started = time.perf_counter()
         with Reporter(rank=0) as reporter:
