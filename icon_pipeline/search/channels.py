@@ -109,40 +109,49 @@ class VectorChannel:
 
 
 def model_channel(
-    conn: psycopg.Connection, model_id: str, bundle: Any, ef_search: int | None = None
+    conn: psycopg.Connection,
+    model_id: str,
+    bundle: Any,
+    ef_search: int | None = None,
+    table: ModelIndex | None = None,
 ) -> VectorChannel:
-    """An image-text model: text queries through its text tower, images through its vision tower."""
+    """An image-text model: text queries through its text tower, images through its vision tower.
+    `table` (here and below): the model's registered table when the caller has read it already."""
     return VectorChannel(
         name=model_id,
         kinds=frozenset({"text", "image"}),
         conn=conn,
-        table=get_model_index(conn, model_id),
+        table=table or get_model_index(conn, model_id),
         embed_texts=bundle.embed_texts,
         embed_images=bundle.embed_images,
         ef_search=ef_search,
     )
 
 
-def caption_channel(conn: psycopg.Connection, encoder: Any, ef_search: int | None = None) -> VectorChannel:
+def caption_channel(
+    conn: psycopg.Connection, encoder: Any, ef_search: int | None = None, table: ModelIndex | None = None
+) -> VectorChannel:
     """The sentence encoder over each icon's name, tags and captions; an icon scores by a soft
     maximum over its texts near the query (search.index.TEXT_SOFTMAX_TEMPERATURE)."""
     return VectorChannel(
         name=CAPTIONS,
         kinds=frozenset({"text"}),
         conn=conn,
-        table=get_model_index(conn, CAPTIONS),
+        table=table or get_model_index(conn, CAPTIONS),
         embed_texts=encoder.embed,
         ef_search=ef_search,
     )
 
 
-def pixel_channel(conn: psycopg.Connection, ef_search: int | None = None) -> VectorChannel:
+def pixel_channel(
+    conn: psycopg.Connection, ef_search: int | None = None, table: ModelIndex | None = None
+) -> VectorChannel:
     """Visual near-duplicates: the normalised drawing of the query against every icon's."""
     return VectorChannel(
         name=PIXELS,
         kinds=frozenset({"image"}),
         conn=conn,
-        table=get_model_index(conn, PIXELS),
+        table=table or get_model_index(conn, PIXELS),
         embed_images=pixel_vectors,
         ef_search=ef_search,
     )

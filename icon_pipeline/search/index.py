@@ -50,6 +50,7 @@ from psycopg import sql
 log = logging.getLogger(__name__)
 
 REGISTRY_TABLE = "icon_index_models"
+FUSION_TABLE = "icon_search_fusion"  # hybrid search's fitted settings, one row
 # pgvector's HNSW indexes `halfvec` of at most 4,000 dimensions (`vector`: 2,000).
 MAX_HNSW_DIM = 4000
 # What the HNSW index is built over: tables written before halfvec indexes say "vector".
@@ -619,6 +620,63 @@ def drop_model(conn: psycopg.Connection, model_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """The registry and the fusion settings as one search reads them: one transaction, three
+    statements, instead of a registry lookup per channel (a search with every channel made 18)."""
+
+    models: tuple[ModelIndex, ...]
+    embedders: Mapping[str, Mapping[str, Any]]  # model id -> what write_embeddings recorded
+    fusion: Mapping[str, Any] | None  # the stored hybrid settings; None before the first fit
+
+    def model(self, model_id: str) -> ModelIndex:
+        """As get_model_index: UnknownModelError listing the models that exist."""
+        for model in self.models:
+            if model.model_id == model_id:
+                return model
+        available = ", ".join(m.model_id for m in self.models) or "none (no embeddings written yet)"
+        raise UnknownModelError(f"no embeddings stored for model {model_id!r}; available models: {available}")
+
+    def embedder(self, model_id: str) -> dict[str, Any]:
+        self.model(model_id)
+        return dict(self.embedders.get(model_id) or {})
+
+
+def read_index_snapshot(conn: psycopg.Connection) -> IndexSnapshot:
+    """The registry (list_models and embedder_info of every model) and read_fusion_settings, read
+    together; a connection that was idle stays idle."""
+    with conn.transaction():
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (REGISTRY_TABLE, FUSION_TABLE),
+            prepare=False,
+        ).fetchone()
+        registry_exists, fusion_exists = bool(exists and exists[0]), bool(exists and exists[1])
+        rows = []
+        if registry_exists:
+            # As list_models: through to_jsonb, so a registry no writer has migrated yet still answers.
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction, "
+                    "coalesce(to_jsonb(r) ->> 'hnsw_precision', 'vector'), "
+                    "coalesce(to_jsonb(r) ->> 'row_kind', 'icon'), embedder FROM {} AS r ORDER BY model_id"
+                ).format(sql.Identifier(REGISTRY_TABLE)),
+                prepare=False,
+            ).fetchall()
+        fusion = None
+        if fusion_exists:
+            row = conn.execute(
+                sql.SQL("SELECT settings FROM {} WHERE id = 1").format(sql.Identifier(FUSION_TABLE)),
+                prepare=False,
+            ).fetchone()
+            fusion = dict(row[0]) if row else None
+    return IndexSnapshot(
+        models=tuple(ModelIndex(*row[:8]) for row in rows),
+        embedders={row[0]: dict(row[8] or {}) for row in rows},
+        fusion=fusion,
+    )
+
+
 def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
     """What `write_embeddings` recorded about the encoder of `model_id` (e.g. its checkpoint)."""
     get_model_index(conn, model_id)  # UnknownModelError listing the models that exist
@@ -629,9 +687,6 @@ def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
             prepare=False,
         ).fetchone()
     return dict(row[0] or {}) if row else {}
-
-
-FUSION_TABLE = "icon_search_fusion"
 
 
 def write_fusion_settings(conn: psycopg.Connection, settings_json: str) -> None:

@@ -41,7 +41,7 @@ from icon_pipeline.search.channels import (
 from icon_pipeline.search.coalesce import shared_embed
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
 from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
-from icon_pipeline.search.index import embedder_info, list_models, read_fusion_settings
+from icon_pipeline.search.index import IndexSnapshot, embedder_info, read_index_snapshot
 from icon_pipeline.search.keywords import EmptyCatalogError, LibraryKeywords, library_keywords
 from icon_pipeline.search.query import (
     ImageQuery,
@@ -149,15 +149,15 @@ class NotReadyError(RuntimeError):
 def model_checkpoint(conn: psycopg.Connection, model_id: str) -> str:
     """The checkpoint that embedded `model_id`'s rows, as icon_embeddings recorded it; UnknownModelError
     (listing the models that exist) for a model not in the index."""
-    checkpoint = embedder_info(conn, model_id).get("checkpoint")
+    return checkpoint_of(model_id, embedder_info(conn, model_id))
+
+
+def checkpoint_of(model_id: str, embedder: dict[str, Any]) -> str:
+    """The checkpoint path in what icon_embeddings recorded about `model_id`'s encoder."""
+    checkpoint = embedder.get("checkpoint")
     if not checkpoint:
         raise NotReadyError(f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings")
     return resolve_checkpoint(str(checkpoint))  # recorded relative to the data root (or, before, absolute)
-
-
-def stored_fusion(conn: psycopg.Connection) -> FusionSettings | None:
-    raw = read_fusion_settings(conn)
-    return FusionSettings.from_json(raw) if raw else None
 
 
 @dataclass
@@ -168,9 +168,16 @@ class ChannelSet:
     ef_search: int | None = None
     bundles: dict[str, EncoderBundle] = field(default_factory=dict)  # may be shared between services
     _channels: dict[str, Channel] = field(default_factory=dict)
+    _snapshot: IndexSnapshot | None = None
+
+    def snapshot(self) -> IndexSnapshot:
+        """The registry and fusion settings, read once per channel set (the API opens one per request)."""
+        if self._snapshot is None:
+            self._snapshot = read_index_snapshot(self.conn)
+        return self._snapshot
 
     def registered(self) -> list[str]:
-        return [m.model_id for m in list_models(self.conn)]
+        return [m.model_id for m in self.snapshot().models]
 
     def available(self) -> list[str]:
         """Every channel this library can answer with now (hybrid first)."""
@@ -184,7 +191,7 @@ class ChannelSet:
         return _library_keywords()
 
     def bundle(self, model_id: str) -> EncoderBundle:
-        checkpoint = model_checkpoint(self.conn, model_id)
+        checkpoint = checkpoint_of(model_id, self.snapshot().embedder(model_id))
         if checkpoint not in self.bundles:
             with _load_lock:  # services on other threads share `bundles`: each checkpoint loads once
                 if checkpoint not in self.bundles:
@@ -200,11 +207,12 @@ class ChannelSet:
 
                 with _load_lock:
                     encoder = load_sentence_encoder()
-                channel = caption_channel(self.conn, encoder, self.ef_search)
+                channel = caption_channel(self.conn, encoder, self.ef_search, self.snapshot().model(name))
             elif name == PIXELS:
-                channel = pixel_channel(self.conn, self.ef_search)
+                channel = pixel_channel(self.conn, self.ef_search, self.snapshot().model(name))
             else:
-                channel = model_channel(self.conn, name, self.bundle(name), self.ef_search)
+                table = self.snapshot().model(name)
+                channel = model_channel(self.conn, name, self.bundle(name), self.ef_search, table)
             if isinstance(channel, VectorChannel) and channel.embed_texts is not None:
                 # Searches on other threads share the encoder's forwards (search/coalesce.py).
                 channel.embed_texts = shared_embed(channel.embed_texts)
@@ -224,8 +232,13 @@ class ChannelSet:
         `names`: the channels to load (default: every one; those of weight 0 only fill in)."""
         available = [n for n in self.available() if n != HYBRID]
         if settings is None:
-            settings = stored_fusion(self.conn) or FusionSettings.unfitted(
-                {kind: [n for n in available if channel_kind(kind) in _kinds(n)] for kind in KINDS}
+            fusion = self.snapshot().fusion
+            settings = (
+                FusionSettings.from_json(fusion)
+                if fusion
+                else FusionSettings.unfitted(
+                    {kind: [n for n in available if channel_kind(kind) in _kinds(n)] for kind in KINDS}
+                )
             )
         return HybridSearch(self.channels(available if names is None else names), settings, self.library())
 
