@@ -269,7 +269,10 @@ def _print_benchmark(report_file: Path) -> None:
         return
     report = json.loads(report_file.read_text())
     rows = [r for r in report["rows"] if r["subset"] == "all" and r["mode"] != "exact" and r["n_queries"]]
-    lead = {"hybrid": 0, "bm25": 1, "raw-pixels-16x16": 1}
+    from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE
+    from icon_pipeline.search.channels import HYBRID
+
+    lead = {HYBRID: 0, BM25_BASELINE: 1, PIXEL_BASELINE: 1}
     print(f"\nInternal benchmark, generated from the project's own vocabulary ({report_file}), HNSW:")
     print(f"  {'task':13} {'search':18} {'n':>5} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
     for task in ("text2img", "semantic2img", "img2img"):
@@ -281,7 +284,7 @@ def _print_benchmark(report_file: Path) -> None:
                 f"{row['recall@10']:6.3f} {row['map@30']:6.3f}"
             )
     for comparison in report.get("comparisons", []):
-        if comparison["model"] == "hybrid" and comparison["baseline"] in ("bm25", "raw-pixels-16x16"):
+        if comparison["model"] == HYBRID and comparison["baseline"] in (BM25_BASELINE, PIXEL_BASELINE):
             c = comparison
             verdict = "significant" if c["significant"] else "NOT significant"
             print(
@@ -355,6 +358,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from icon_pipeline.model.sentence_encoder import TextEncoderError
+    from icon_pipeline.search.channels import HYBRID, KEYWORDS, channel_info
     from icon_pipeline.search.index import EmbeddingIndexError
     from icon_pipeline.search.query import QueryError, check_k, prepare_query_image, validate_text_query
 
@@ -409,13 +413,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    how = {
-        "hybrid": "hybrid search, fused scores",
-        "bm25": "keyword search, BM25 scores",
-        "captions": "captions channel, soft maximum of the icon's text cosines",
-    }.get(model, f"{model} channel, cosine")
+    label = channel_info(model).score_label
+    how = f"hybrid search, {label}" if model == HYBRID else f"{model} channel, {label}"
     if not hits:
-        why = "no icon's name, tags or captions share a word with" if model == "bm25" else "no icon matches"
+        why = "no icon's name, tags or captions share a word with" if model == KEYWORDS else "no icon matches"
         print(f"{why} {what} ({how})")
         return 0
     print(f"top {len(hits)} for {what} ({how}):")

@@ -496,7 +496,7 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     first, second, message, _ = api.predict(
         "ring a bell", "base", "finetuned", True, [], [], api_name="/search_by_text"
     )
-    assert "Image-text model base only" in first and "Image-text model finetuned only" in _html(second)
+    assert "Pretrained image-text model only" in first and "Fine-tuned image-text model only" in _html(second)
     # Variants folded: 10 concepts of 13 icons, each once; bell's filled variant rides along.
     assert len(_cards(first)) == 10 and "**base**: 10 results (13 icons)" in message
     assert len({name for _, name in _cards(first)}) == 10 and first.count("class='icon-variants'") == 3

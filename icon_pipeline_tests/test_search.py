@@ -37,16 +37,24 @@ from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 from icon_pipeline.render.rasterize import render_icon
 from icon_pipeline.search.channels import (
     CAPTIONS,
+    CHANNELS,
+    HYBRID,
+    IMAGE,
     KEYWORDS,
     PIXELS,
+    TEXT,
+    Channel,
     ChannelHit,
+    ChannelInfo,
+    ChannelSource,
     KeywordChannel,
     caption_channel,
+    channel_info,
     model_channel,
     pixel_channel,
 )
 from icon_pipeline.search.fusion import FittingQuery, FusionSettings, fit_fusion, fuse, fusion_kind, minmax
-from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
+from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
 from icon_pipeline.search.index import (
     TEXT_ROWS_PER_ICON,
     TEXT_SOFTMAX_TEMPERATURE,
@@ -63,6 +71,7 @@ from icon_pipeline.search.query import (
     prepare_query_image,
     validate_text_query,
 )
+from icon_pipeline.search.service import ChannelSet
 
 CATEGORIES = (
     "Weather",
@@ -237,6 +246,34 @@ def test_unknown_model_and_wrong_dimension_are_clear(indexed: IndexedIcons) -> N
             DimensionMismatchError, match="dimension 3 but the stored embeddings have dimension 1024"
         ):
             channel.search(np.ones(3, np.float32) / np.sqrt(3), 5)
+
+
+def test_a_new_channel_is_one_registry_entry(indexed: IndexedIcons, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a channel is lives in channels.CHANNELS: the service lists, orders, builds and checks
+    the kinds of a new one from its entry alone; a model id not listed is an image-text model."""
+    built: list[str] = []
+
+    def build_names(source: ChannelSource, name: str) -> Channel:
+        built.append(name)
+        return KeywordChannel(BM25Index.build({i: [n] for i, n in indexed.names.items()}), name=name)
+
+    names_only = ChannelInfo("names", TEXT, "Icon names only", "BM25 over names", build_names, indexed=False)
+    with psycopg.connect(indexed.db_url, autocommit=True) as conn:
+        before = ChannelSet(conn).available()
+        assert before == [HYBRID, KEYWORDS, CAPTIONS, PIXELS, MODEL_ID]
+        assert (
+            channel_info(MODEL_ID).kinds == TEXT | IMAGE
+            and "image-text" in channel_info(MODEL_ID).description.lower()
+        )
+
+        monkeypatch.setitem(CHANNELS, "names", names_only)
+        channels = ChannelSet(conn)
+        # A table-less channel answers at once, after the listed ones and before unlisted model ids.
+        assert channels.available() == [HYBRID, KEYWORDS, CAPTIONS, PIXELS, "names", MODEL_ID]
+        icon_id, name = sorted(indexed.names.items())[0]
+        found = channels.channel("names").search(name.replace("-", " "), 3)
+        assert built == ["names"] and found[0].icon_id == icon_id
+        assert channel_info("names").description == "Icon names only"
 
 
 # --- fusion -----------------------------------------------------------------------------------

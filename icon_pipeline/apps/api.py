@@ -328,7 +328,7 @@ def create_app(auth: list[tuple[str, str]] | None = None, parallel: int | None =
 
     @app.get("/api/models", dependencies=guarded)
     def models() -> dict[str, list[str]]:
-        from icon_pipeline.search.hybrid import HYBRID
+        from icon_pipeline.search.channels import HYBRID
 
         try:
             names = pool.run(lambda service: service.models())

@@ -36,6 +36,7 @@ from PIL import Image
 from icon_pipeline.apps.common import batch_files, cached, read_rows
 from icon_pipeline.model.checkpoint import CheckpointError, EncoderBundle
 from icon_pipeline.model.sentence_encoder import TextEncoderError
+from icon_pipeline.search.channels import HYBRID, channel_info
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.query import QueryError, SearchHit, prepare_query_image, validate_text_query
 from icon_pipeline.search.service import NotReadyError, SearchPage, SearchService
@@ -113,7 +114,7 @@ def available_models() -> list[str]:
     """hybrid, then every single channel; SearchUnavailable if the index is empty or down."""
     with open_search() as service:
         models = service.models()
-    if "hybrid" not in models:
+    if HYBRID not in models:
         raise SearchUnavailable(
             f"the search index has no models yet: materialize `{EMBEDDINGS_ASSET}` "
             f"(`icon-pipeline materialize {EMBEDDINGS_ASSET}`), then reload this page"
@@ -123,12 +124,7 @@ def available_models() -> list[str]:
 
 def describe_channel(model: str) -> str:
     """A panel's title: what the results in it come from."""
-    return {
-        "hybrid": "Hybrid search (default): keywords, captions and image-text models fused",
-        "bm25": "Keywords only (BM25 over names, tags and captions)",
-        "captions": "Caption embeddings only (sentence encoder over the captions)",
-        "pixels": "Pixels only (visual near-duplicates; images)",
-    }.get(model, f"Image-text model {model} only")
+    return channel_info(model).description
 
 
 # --- results as HTML ----------------------------------------------------------------------------
@@ -243,7 +239,7 @@ def _search(
             gr.update(visible=False),
             {},
         )
-    models = [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
+    models = [model or HYBRID] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
     options = {
         "k": PER_PAGE * pages,
         "fold": bool(fold),
@@ -409,7 +405,7 @@ def page_state() -> tuple[Any, Any, Any, Any, str, bool]:
             False,
         )
     return (
-        gr.update(choices=models, value="hybrid"),
+        gr.update(choices=models, value=HYBRID),
         gr.update(choices=[NO_COMPARE, *models], value=NO_COMPARE),
         gr.update(choices=styles, value=[]),
         gr.update(choices=categories, value=[]),

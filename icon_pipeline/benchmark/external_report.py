@@ -13,7 +13,7 @@ from typing import Any
 
 from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE, BenchmarkReport
 from icon_pipeline.library.sources.icon_sets import IconSet
-from icon_pipeline.search.hybrid import HYBRID
+from icon_pipeline.search.channels import HYBRID
 
 POOLED = "pooled"
 TASK_TITLES = {

@@ -41,9 +41,9 @@ from icon_pipeline.benchmark.metrics import (
     relevant_icons,
     score_query,
 )
-from icon_pipeline.search.channels import KEYWORDS
+from icon_pipeline.search.channels import BASE_MODEL, CAPTIONS, FINETUNED_MODEL, HYBRID, KEYWORDS
 from icon_pipeline.search.fusion import FusionSettings, fusion_kind
-from icon_pipeline.search.hybrid import HYBRID, HybridSearch
+from icon_pipeline.search.hybrid import HybridSearch
 from icon_pipeline.search.query import QueryError, prepare_query_image
 
 # The internal benchmark's tasks and the kind of query each takes; the external benchmark
@@ -618,11 +618,11 @@ def run_benchmark(
     for task, kind in tasks.items():
         baseline = PIXEL_BASELINE if kind == "image" else BM25_BASELINE
         _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, baseline)
-        _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", "base")
+        _compare(report, _in_mode(per_query, "hnsw"), task, FINETUNED_MODEL, BASE_MODEL)
         if kind == "image":
-            _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", PIXEL_BASELINE)
+            _compare(report, _in_mode(per_query, "hnsw"), task, FINETUNED_MODEL, PIXEL_BASELINE)
         else:
-            _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, "captions")
+            _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, CAPTIONS)
     return report
 
 

@@ -38,7 +38,7 @@ from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.library.sources.icon_sets import IconSetError, drawing_record, icon_set, read_icon_set
 from icon_pipeline.render.rasterize import RenderSettings, RenderStore, render_batch
-from icon_pipeline.search.hybrid import HYBRID
+from icon_pipeline.search.channels import BASE_MODEL, FINETUNED_MODEL, HYBRID
 from icon_pipeline.search.service import ChannelSet
 from icon_pipeline.search.texts import icon_texts
 
@@ -162,7 +162,7 @@ def external_benchmark(context: AssetExecutionContext, postgres: PostgresResourc
 
 def _external_check(report: ExternalReport) -> AssetCheckResult:
     tuned, pixels = (
-        report.figure("pooled", "drawings", "finetuned", "R@10"),
+        report.figure("pooled", "drawings", FINETUNED_MODEL, "R@10"),
         report.figure("pooled", "drawings", PIXEL_BASELINE, "R@10"),
     )
     if tuned is None or pixels is None:
@@ -247,7 +247,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     }
     # Numeric headline figures: the UI plots each across materializations.
     for row in report.headline():
-        if row["model"] in (HYBRID, BM25_BASELINE, PIXEL_BASELINE, "finetuned", "base"):
+        if row["model"] in (HYBRID, BM25_BASELINE, PIXEL_BASELINE, FINETUNED_MODEL, BASE_MODEL):
             for metric in ("R@1", "R@10"):
                 if row[metric] is not None and math.isfinite(row[metric]):
                     metadata[f"{row['model']}/{row['task']}/{metric}"] = round(
@@ -326,10 +326,10 @@ def _finetuned_check(report) -> AssetCheckResult:
     shortfalls, figures = [], {}
     for task in TASKS:
         try:
-            tuned = report.row(task, "finetuned", "hnsw").recall[10]
+            tuned = report.row(task, FINETUNED_MODEL, "hnsw").recall[10]
         except KeyError:
             continue
-        rivals = {"base": ("base", "hnsw")}
+        rivals = {BASE_MODEL: (BASE_MODEL, "hnsw")}
         rivals.update(
             {PIXEL_BASELINE: (PIXEL_BASELINE, "numpy")}
             if task == "img2img"

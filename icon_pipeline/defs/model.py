@@ -30,6 +30,7 @@ from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
 from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 from icon_pipeline.model.training.data import sha256_file
+from icon_pipeline.search.channels import BASE_MODEL, FINETUNED_MODEL
 
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
 
@@ -71,7 +72,7 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     tokenizer = bundle.tokenizer
     unknown = [c for c in PROBE_CAPTIONS if tokenizer.unk_token_id in tokenizer(c)["input_ids"]]
     parameters = sum(p.numel() for p in bundle.model.parameters())
-    write_checkpoint_pointer("base", path=path, model_id=model_id)
+    write_checkpoint_pointer(BASE_MODEL, path=path, model_id=model_id)
     return MaterializeResult(
         metadata={
             "model_id": model_id,
@@ -170,7 +171,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     torchrun job launched through Dagster Pipes. Scale out by changing only the `torchrun` resource
     config (processes, nodes, GPUs)."""
     config = load_config()
-    base = read_checkpoint_pointer("base", "base_checkpoint")
+    base = read_checkpoint_pointer(BASE_MODEL, "base_checkpoint")
     eval_path = frozen_file(EVAL_NAME, config)
     ok, message = check_frozen(context.instance, "eval_set", eval_path)
     if not ok:
@@ -188,7 +189,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
     result = _readable_training_metadata(result, output_dir)
     write_checkpoint_pointer(
-        "finetuned",
+        FINETUNED_MODEL,
         path=str(output_dir / "model"),
         model_id=f"finetuned-{run_key}",
         run_dir=str(output_dir),

@@ -49,7 +49,7 @@ from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.model.checkpoint import load_checkpoint
 from icon_pipeline.model.embedding import embed_image_files
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
-from icon_pipeline.search.channels import CAPTIONS, PIXELS, RESERVED
+from icon_pipeline.search.channels import BASE_MODEL, CAPTIONS, FINETUNED_MODEL, HYBRID, PIXELS, RESERVED
 from icon_pipeline.search.fusion import (
     KINDS,
     FittingQuery,
@@ -58,7 +58,6 @@ from icon_pipeline.search.fusion import (
     fit_fusion,
     fusion_kind,
 )
-from icon_pipeline.search.hybrid import HYBRID
 from icon_pipeline.search.index import embedder_info, write_embeddings, write_fusion_settings
 from icon_pipeline.search.inventory import index_inventory, stored_icon_ids
 from icon_pipeline.search.pixels import pixel_vector
@@ -70,8 +69,8 @@ from icon_pipeline.search.texts import icon_texts
 def _configured_models() -> dict[str, str]:
     """model id -> checkpoint: base, fine-tuned, and any extra checkpoint dirs from the config."""
     models = {
-        "base": read_checkpoint_pointer("base", "base_checkpoint")["path"],
-        "finetuned": read_checkpoint_pointer("finetuned", "finetuned_checkpoint")["path"],
+        BASE_MODEL: read_checkpoint_pointer(BASE_MODEL, "base_checkpoint")["path"],
+        FINETUNED_MODEL: read_checkpoint_pointer(FINETUNED_MODEL, "finetuned_checkpoint")["path"],
     }
     extra = load_config().index.extra_models
     clash = sorted(set(extra) & (RESERVED | set(models)))

@@ -17,8 +17,6 @@ from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
 
-HYBRID = "hybrid"
-
 
 @dataclass
 class LibraryIndex:

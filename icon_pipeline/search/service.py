@@ -26,23 +26,19 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.library.records import IconRecord
 from icon_pipeline.model.checkpoint import EncoderBundle, load_checkpoint
 from icon_pipeline.search.channels import (
-    CAPTIONS,
-    KEYWORDS,
-    PIXELS,
-    RESERVED,
+    CHANNELS,
+    HYBRID,
     Channel,
-    KeywordChannel,
     VectorChannel,
-    caption_channel,
-    model_channel,
-    pixel_channel,
+    channel_info,
+    channel_order,
     query_kind,
 )
 from icon_pipeline.search.coalesce import shared_embed
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
-from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
-from icon_pipeline.search.index import IndexSnapshot, embedder_info, read_index_snapshot
-from icon_pipeline.search.keywords import EmptyCatalogError, LibraryKeywords, library_keywords
+from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
+from icon_pipeline.search.index import IndexSnapshot, ModelIndex, embedder_info, read_index_snapshot
+from icon_pipeline.search.keywords import BM25Index, EmptyCatalogError, LibraryKeywords, library_keywords
 from icon_pipeline.search.query import (
     ImageQuery,
     QueryError,
@@ -53,8 +49,6 @@ from icon_pipeline.search.query import (
 )
 
 DEFAULT_MODEL = HYBRID
-# Channels in the order people are shown them.
-CHANNEL_ORDER = (HYBRID, KEYWORDS, CAPTIONS, "finetuned", "base", PIXELS)
 
 
 MAX_DEPTH = 1000  # check_k's limit: the most icons one search ranks
@@ -180,15 +174,27 @@ class ChannelSet:
         return [m.model_id for m in self.snapshot().models]
 
     def available(self) -> list[str]:
-        """Every channel this library can answer with now (hybrid first)."""
+        """Every channel this library can answer with now (hybrid first): those that need no
+        table (keyword search) always, the others once their table is in the index."""
         registered = self.registered()
-        names = [KEYWORDS, *(n for n in registered if n not in RESERVED)]
-        names += [n for n in (CAPTIONS, PIXELS) if n in registered]
-        ordered = sorted(names, key=lambda n: (CHANNEL_ORDER.index(n) if n in CHANNEL_ORDER else 99, n))
-        return [HYBRID, *ordered] if registered else ordered
+        always = [n for n, info in CHANNELS.items() if info.build is not None and not info.indexed]
+        names = channel_order([*always, *(n for n in registered if n not in always)])
+        return [HYBRID, *names] if registered else names
 
     def keywords(self) -> LibraryKeywords:
         return _library_keywords()
+
+    def keyword_index(self) -> BM25Index:
+        return self.keywords().index
+
+    def table(self, name: str) -> ModelIndex:
+        return self.snapshot().model(name)
+
+    def sentence_encoder(self) -> Any:
+        from icon_pipeline.model.sentence_encoder import load_sentence_encoder
+
+        with _load_lock:
+            return load_sentence_encoder()
 
     def bundle(self, model_id: str) -> EncoderBundle:
         checkpoint = checkpoint_of(model_id, self.snapshot().embedder(model_id))
@@ -200,19 +206,10 @@ class ChannelSet:
 
     def channel(self, name: str) -> Channel:
         if name not in self._channels:
-            if name == KEYWORDS:
-                channel: Channel = KeywordChannel(self.keywords().index)
-            elif name == CAPTIONS:
-                from icon_pipeline.model.sentence_encoder import load_sentence_encoder
-
-                with _load_lock:
-                    encoder = load_sentence_encoder()
-                channel = caption_channel(self.conn, encoder, self.ef_search, self.snapshot().model(name))
-            elif name == PIXELS:
-                channel = pixel_channel(self.conn, self.ef_search, self.snapshot().model(name))
-            else:
-                table = self.snapshot().model(name)
-                channel = model_channel(self.conn, name, self.bundle(name), self.ef_search, table)
+            build = channel_info(name).build
+            if build is None:
+                raise QueryError(f"{name} is not a single channel")
+            channel = build(self, name)
             if isinstance(channel, VectorChannel) and channel.embed_texts is not None:
                 # Searches on other threads share the encoder's forwards (search/coalesce.py).
                 channel.embed_texts = shared_embed(channel.embed_texts)
@@ -237,7 +234,10 @@ class ChannelSet:
                 FusionSettings.from_json(fusion)
                 if fusion
                 else FusionSettings.unfitted(
-                    {kind: [n for n in available if channel_kind(kind) in _kinds(n)] for kind in KINDS}
+                    {
+                        kind: [n for n in available if channel_kind(kind) in channel_info(n).kinds]
+                        for kind in KINDS
+                    }
                 )
             )
         return HybridSearch(self.channels(available if names is None else names), settings, self.library())
@@ -255,14 +255,6 @@ def _library_index(keywords: LibraryKeywords) -> LibraryIndex:
         memo = (keywords, LibraryIndex.build(keywords.groups, keywords.names))
         _library_memo[:] = [memo]
     return memo[1]
-
-
-def _kinds(name: str) -> frozenset[str]:
-    if name in (KEYWORDS, CAPTIONS):
-        return frozenset({"text"})
-    if name == PIXELS:
-        return frozenset({"image"})
-    return frozenset({"text", "image"})
 
 
 @dataclass
@@ -337,7 +329,7 @@ class SearchService:
             fused = search.search(query, k)
             group_of = search.library.group_of
             return [self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables) for h in fused]
-        if kind not in _kinds(model):
+        if kind not in channel_info(model).kinds:
             wanted, given = ("words", "an image") if kind == "image" else ("an image", "words")
             raise QueryError(f"{model} takes {wanted}, not {given}")
         channel = self.channel_set.channel(model)
