@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import psycopg
+import pytest
 
 from icon_pipeline.core.paths import REPO_ROOT
 from icon_pipeline.definitions import defs
@@ -167,3 +168,82 @@ def test_db_status_lists_models_rows_hnsw_indexes_and_runs(pipeline_env: Path) -
     assert any(line.startswith("caption embeddings: 2 rows") for line in lines)  # distinct texts
     assert "HNSW indexes present: 3 of 3 tables" in lines
     assert "Dagster runs: 1 (1 success)" in lines
+
+
+def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    """`materialize` (as the demo runs it) records runs the served code location owns: the job's
+    Runs tab lists the run, and the Overview timeline draws it on the job's row (in Chromium)."""
+    from dagster import DagsterInstance
+
+    from icon_pipeline.core.database import ensure_database
+    from icon_pipeline.defs.runner import LOCATION_NAME, materialize_assets
+    from icon_pipeline_tests.test_apps_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    icons = pipeline_env / "icons"
+    icons.mkdir()
+    for name in ("bell", "folder", "trash"):
+        (icons / f"{name}.svg").write_bytes(
+            (tabler_package / "icons" / "outline" / f"{name}.svg").read_bytes()
+        )
+    (pipeline_env / "icon_pipeline.yaml").write_text(
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+    )
+    ensure_database()
+    summary = materialize_assets(defs, DagsterInstance.get(), ["icon_catalog"], log=lambda _: None)
+    (run,) = summary.runs
+    assert run.success
+
+    port = _free_port()
+    log = pipeline_env / "ui.log"
+    with log.open("w") as out:
+        ui = subprocess.Popen(
+            _cli("ui", "--port", str(port)), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    from playwright.sync_api import sync_playwright
+
+    try:
+        _wait_for_port(port, ui, timeout=300)
+        base = f"http://127.0.0.1:{port}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/locations/{LOCATION_NAME}/jobs/ingest_job/runs")
+            # The job's Runs tab lists the run ("No runs found" when its origin is not this location).
+            page.locator(f'a[href*="/runs/{run.run_id}"]').first.wait_for()
+            page.goto(f"{base}/overview/activity/timeline")
+            job_link = page.locator(f'a[href="/locations/{LOCATION_NAME}/jobs/ingest_job"]').first
+            job_link.wait_for()
+            # The job's row on the timeline holds the run's bar.
+            page.wait_for_function(
+                """href => {
+                    let node = document.querySelector(`a[href="${href}"]`);
+                    for (let i = 0; node && i < 8; i++, node = node.parentElement) {
+                        if (node.querySelector('[class*="RunTimeline_runChunk_"]')) return true;
+                    }
+                    return false;
+                }""",
+                arg=f"/locations/{LOCATION_NAME}/jobs/ingest_job",
+            )
+            page.screenshot(path=str(pipeline_env / "timeline.png"))
+            browser.close()
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+def test_ui_help_says_what_it_serves_and_what_each_option_is() -> None:
+    result = subprocess.run(_cli("ui", "--help"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Serve the Dagster UI" in text and "Overview timeline" in text
+    assert "--host HOST address to listen on" in text and "--port PORT port of the webserver" in text
