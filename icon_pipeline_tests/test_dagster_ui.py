@@ -197,6 +197,21 @@ def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
     (run,) = summary.runs
     assert run.success
 
+    # The analyst's tables and figures, as benchmark_report writes them, on a report with the
+    # longest names (the figures' keys, e.g. finetuned/semantic2img/R@10, set the key column).
+    from dagster import AssetMaterialization
+
+    from icon_pipeline.defs.benchmark import benchmark_tables, headline_figures
+
+    report = _wide_report()
+    metadata = {
+        **benchmark_tables(report),
+        **headline_figures(report),
+    }
+    DagsterInstance.get().report_runless_asset_event(
+        AssetMaterialization("benchmark_report", metadata=metadata)
+    )
+
     port = _free_port()
     log = pipeline_env / "ui.log"
     with log.open("w") as out:
@@ -232,6 +247,23 @@ def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
                 arg=f"/locations/{LOCATION_NAME}/jobs/ingest_job",
             )
             page.screenshot(path=str(pipeline_env / "timeline.png"))
+
+            # Each results table fits the metadata column of a 1400 px wide window.
+            page.goto(f"{base}/assets/benchmark_report")
+            page.get_by_text("seen_vs_heldout/semantic2img", exact=True).first.wait_for()
+            # Against what is in sight: the metadata table's own box (the panel clips what sticks out).
+            overflow = page.evaluate(
+                """() => [...document.querySelectorAll('td table')].map(inner => {
+                    const outer = inner.parentElement.closest('table');
+                    const panel = outer.parentElement.getBoundingClientRect();
+                    const key = inner.closest('td').closest('tr').querySelector('td').innerText.trim();
+                    return [key, Math.round(inner.getBoundingClientRect().right - panel.right)];
+                })"""
+            )
+            keys = {key for key, _ in overflow}
+            assert {"results/img2img", "seen_vs_heldout/text2img", "comparisons/img2img"} <= keys, keys
+            assert [(key, excess) for key, excess in overflow if excess > 1] == []
+            page.screenshot(path=str(pipeline_env / "benchmark_report.png"), full_page=True)
             browser.close()
     finally:
         ui.send_signal(signal.SIGTERM)
@@ -247,3 +279,47 @@ def test_ui_help_says_what_it_serves_and_what_each_option_is() -> None:
     text = " ".join(result.stdout.split())
     assert "Serve the Dagster UI" in text and "Overview timeline" in text
     assert "--host HOST address to listen on" in text and "--port PORT port of the webserver" in text
+
+
+def _wide_report():
+    """A benchmark report with every search the demo shows (the longest names) on three tasks."""
+    from icon_pipeline.benchmark.report import BenchmarkReport, Comparison, ReportRow
+
+    searches = {
+        "text2img": ["hybrid", "bm25", "base", "captions", "finetuned", "hybrid-unfolded"],
+        "semantic2img": ["hybrid", "bm25", "base", "captions", "finetuned", "hybrid-unfolded"],
+        "img2img": [
+            "hybrid",
+            "raw-pixels-16x16",
+            "base",
+            "finetuned",
+            "hybrid-concept",
+            "hybrid-unfolded",
+            "pixels",
+        ],
+    }
+    modes = {"bm25": ["lexical"], "raw-pixels-16x16": ["numpy"]}
+    rows = [
+        ReportRow(
+            task,
+            model,
+            mode,
+            subset,
+            99 if subset == "heldout" else 990,
+            {1: 0.825, 5: 0.871, 10: 0.882, 30: 0.921},
+            0.737,
+            1.0,
+            2.0,
+        )
+        for task, models in searches.items()
+        for model in models
+        for mode in modes.get(model, ["exact", "hnsw"])
+        for subset in ("all", "seen", "heldout")
+    ]
+    comparisons = [
+        Comparison("semantic2img", "finetuned", "base", 989, 0.696, 0.028, 0.0002),
+        Comparison("img2img", "hybrid", "raw-pixels-16x16", 989, 0.986, 0.171, 0.0002),
+    ]
+    return BenchmarkReport(
+        ks=(1, 5, 10, 30), models=list(searches["img2img"]), rows=rows, comparisons=comparisons
+    )

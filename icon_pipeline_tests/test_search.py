@@ -657,12 +657,13 @@ def test_report_has_every_task_channel_mode_and_metric(indexed: IndexedIcons, fr
 
     # Dagster's tables: per task, four columns; seen vs held-out with the held-out count.
     table = {row["search"]: row for row in report.task_table("img2img")}
-    assert list(table[MODEL_ID]) == ["search", "R@1", "R@10", "R@10 exact"]
-    assert table[MODEL_ID]["R@10 exact"] == report.row("img2img", MODEL_ID, "exact").recall[10]
-    assert table[PIXEL_BASELINE]["R@10 exact"] is None  # one mode: no second figure
+    assert list(table[MODEL_ID]) == ["search", "R@1", "R@10", "exact"]
+    assert table[MODEL_ID]["exact"] == report.row("img2img", MODEL_ID, "exact").recall[10]
+    assert table[PIXEL_BASELINE]["exact"] is None  # one mode: no second figure
     split = {row["search"]: row for row in report.seen_heldout_table("text2img")}
-    assert split[MODEL_ID]["held-out n"] == 3
-    assert split[MODEL_ID]["R@10 held-out"] == report.row("text2img", MODEL_ID, "hnsw", "heldout").recall[10]
+    assert list(split[MODEL_ID]) == ["search", "seen", "held-out"]
+    assert report.subset_counts("text2img") == {"all": 12, "seen": 9, "heldout": 3}
+    assert split[MODEL_ID]["held-out"] == report.row("text2img", MODEL_ID, "hnsw", "heldout").recall[10]
 
     # The checks say what to do when they fail. Hybrid search made worse than a channel (a real
     # report with one figure altered) fails the fusion check, naming search_fusion.

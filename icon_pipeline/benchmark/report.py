@@ -278,27 +278,31 @@ class BenchmarkReport:
             except KeyError:
                 exact = None
             table.append(
-                {"search": r.model, "R@1": r.recall.get(1), "R@10": r.recall.get(10), "R@10 exact": exact}
+                {"search": r.model, "R@1": r.recall.get(1), "R@10": r.recall.get(10), "exact": exact}
             )
         return table
 
     def seen_heldout_table(self, task: str) -> list[dict[str, Any]]:
         """Per search: R@10 on icons whose groups the models trained on (seen) and on held-out
-        ones, with the held-out query count: how much of a figure is memory."""
+        ones: how much of a figure is memory (the counts: `subset_counts`)."""
         table = []
         for r in self._plotted(task):
             figures: dict[str, Any] = {"search": r.model}
-            for subset, label in (("seen", "R@10 seen"), ("heldout", "R@10 held-out")):
+            for subset, label in (("seen", "seen"), ("heldout", "held-out")):
                 try:
                     figures[label] = self.row(task, r.model, r.mode, subset).recall.get(10)
                 except KeyError:
                     figures[label] = None
-            try:
-                figures["held-out n"] = self.row(task, r.model, r.mode, "heldout").n_queries
-            except KeyError:
-                figures["held-out n"] = 0
             table.append(figures)
         return table
+
+    def subset_counts(self, task: str) -> dict[str, int]:
+        """Queries per subset of `task` (all, seen, heldout)."""
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            if r.task == task and r.n_queries:
+                counts[r.subset] = max(counts.get(r.subset, 0), r.n_queries)
+        return counts
 
     def to_markdown(self) -> str:
         """The headline (hybrid vs baselines), how to read it, the comparisons, then per task a
