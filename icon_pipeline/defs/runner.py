@@ -296,9 +296,8 @@ class CodeLocation:
 def code_location(defs: Definitions) -> CodeLocation:
     """The served code location of `defs`, which must be icon_pipeline.definitions.defs (the one
     Definitions the webserver loads; any other would give runs an origin the UI cannot show)."""
-    import importlib
-
-    if getattr(importlib.import_module(DEFINITIONS_MODULE), DEFINITIONS_ATTRIBUTE) is not defs:
+    # Looked up, not imported: definitions sits above this layer (it imports defs).
+    if getattr(sys.modules.get(DEFINITIONS_MODULE), DEFINITIONS_ATTRIBUTE, None) is not defs:
         raise ValueError(f"materialize_assets runs {DEFINITIONS_MODULE}.{DEFINITIONS_ATTRIBUTE} only")
     target = LoadableTargetOrigin(
         executable_path=sys.executable,
