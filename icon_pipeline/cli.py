@@ -495,10 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "ui", help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)"
+        "ui",
+        help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)",
+        description="Serve the Dagster UI over this checkout's code location (icon_pipeline): the asset "
+        "graph, the jobs and their runs (the demo's and materialize's runs included, on the Overview "
+        "timeline), checks and benchmark metadata. Starts the embedded database if needed, then a code "
+        "server, the webserver and the daemon (sensors, schedule); Ctrl-C or SIGTERM stops them all.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=3000, help="port of the webserver (default 3000)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("app", help="serve a Gradio app: captions, dataset, augment or search")

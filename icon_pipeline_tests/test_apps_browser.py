@@ -91,6 +91,14 @@ def test_a_caption_edited_in_the_browser_is_used_by_the_next_run(
     page.goto(served["captions"].url)
     page.locator("#icons img").first.wait_for()
     print(f"captions app: first page of icons shown {time.perf_counter() - started:.2f} s after navigation")
+    # Each gallery label sits under its icon, never over it.
+    page.wait_for_function("document.getElementById('icons-gallery-css') !== null")
+    thumbnails = page.locator("#icons button.thumbnail-item")
+    for i in range(min(thumbnails.count(), 8)):
+        image = thumbnails.nth(i).locator("img").bounding_box()
+        label = thumbnails.nth(i).locator(".caption-label").bounding_box()
+        assert image and label and label["y"] >= image["y"] + image["height"] - 1, (i, image, label)
+    page.screenshot(path=str(tmp_path / "captions-gallery.png"))
 
     page.locator("#query textarea, #query input").first.fill("bell-off")
     page.locator("#query textarea, #query input").first.press("Enter")

@@ -332,7 +332,7 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     fusion = _metadata(instance, "search_fusion")
     assert "weights" in fusion and isinstance(fusion["fold_variants"], bool)
     checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [AssetCheckKey(AssetKey("benchmark_report"), "finetuned_beats_base_and_baselines")]
+        [AssetCheckKey(AssetKey("benchmark_report"), "fine_tuning_improves_on_the_base_model")]
     )
     assert checks  # the WARN check ran beside the report
     first = _check_evaluation(instance, "benchmark_report", "no_regression_since_previous")

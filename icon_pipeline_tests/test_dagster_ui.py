@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import psycopg
+import pytest
 
 from icon_pipeline.core.paths import REPO_ROOT
 from icon_pipeline.definitions import defs
@@ -167,3 +168,158 @@ def test_db_status_lists_models_rows_hnsw_indexes_and_runs(pipeline_env: Path) -
     assert any(line.startswith("caption embeddings: 2 rows") for line in lines)  # distinct texts
     assert "HNSW indexes present: 3 of 3 tables" in lines
     assert "Dagster runs: 1 (1 success)" in lines
+
+
+def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
+    pipeline_env: Path, tabler_package: Path
+) -> None:
+    """`materialize` (as the demo runs it) records runs the served code location owns: the job's
+    Runs tab lists the run, and the Overview timeline draws it on the job's row (in Chromium)."""
+    from dagster import DagsterInstance
+
+    from icon_pipeline.core.database import ensure_database
+    from icon_pipeline.defs.runner import LOCATION_NAME, materialize_assets
+    from icon_pipeline_tests.test_apps_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    icons = pipeline_env / "icons"
+    icons.mkdir()
+    for name in ("bell", "folder", "trash"):
+        (icons / f"{name}.svg").write_bytes(
+            (tabler_package / "icons" / "outline" / f"{name}.svg").read_bytes()
+        )
+    (pipeline_env / "icon_pipeline.yaml").write_text(
+        f"sources:\n  - kind: local\n    path: {icons}\n    name: mine\n"
+    )
+    ensure_database()
+    summary = materialize_assets(defs, DagsterInstance.get(), ["icon_catalog"], log=lambda _: None)
+    (run,) = summary.runs
+    assert run.success
+
+    # The analyst's tables and figures, as benchmark_report writes them, on a report with the
+    # longest names (the figures' keys, e.g. finetuned/semantic2img/R@10, set the key column).
+    from dagster import AssetMaterialization
+
+    from icon_pipeline.defs.benchmark import benchmark_tables, headline_figures
+
+    report = _wide_report()
+    metadata = {
+        **benchmark_tables(report),
+        **headline_figures(report),
+    }
+    DagsterInstance.get().report_runless_asset_event(
+        AssetMaterialization("benchmark_report", metadata=metadata)
+    )
+
+    port = _free_port()
+    log = pipeline_env / "ui.log"
+    with log.open("w") as out:
+        ui = subprocess.Popen(
+            _cli("ui", "--port", str(port)), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    from playwright.sync_api import sync_playwright
+
+    try:
+        _wait_for_port(port, ui, timeout=300)
+        base = f"http://127.0.0.1:{port}"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/locations/{LOCATION_NAME}/jobs/ingest_job/runs")
+            # The job's Runs tab lists the run ("No runs found" when its origin is not this location).
+            page.locator(f'a[href*="/runs/{run.run_id}"]').first.wait_for()
+            page.goto(f"{base}/overview/activity/timeline")
+            job_link = page.locator(f'a[href="/locations/{LOCATION_NAME}/jobs/ingest_job"]').first
+            job_link.wait_for()
+            # The job's row on the timeline holds the run's bar.
+            page.wait_for_function(
+                """href => {
+                    let node = document.querySelector(`a[href="${href}"]`);
+                    for (let i = 0; node && i < 8; i++, node = node.parentElement) {
+                        if (node.querySelector('[class*="RunTimeline_runChunk_"]')) return true;
+                    }
+                    return false;
+                }""",
+                arg=f"/locations/{LOCATION_NAME}/jobs/ingest_job",
+            )
+            page.screenshot(path=str(pipeline_env / "timeline.png"))
+
+            # Each results table fits the metadata column of a 1400 px wide window.
+            page.goto(f"{base}/assets/benchmark_report")
+            page.get_by_text("seen_vs_heldout/semantic2img", exact=True).first.wait_for()
+            # Against what is in sight: the metadata table's own box (the panel clips what sticks out).
+            overflow = page.evaluate(
+                """() => [...document.querySelectorAll('td table')].map(inner => {
+                    const outer = inner.parentElement.closest('table');
+                    const panel = outer.parentElement.getBoundingClientRect();
+                    const key = inner.closest('td').closest('tr').querySelector('td').innerText.trim();
+                    return [key, Math.round(inner.getBoundingClientRect().right - panel.right)];
+                })"""
+            )
+            keys = {key for key, _ in overflow}
+            assert {"results/img2img", "seen_vs_heldout/text2img", "comparisons/img2img"} <= keys, keys
+            assert [(key, excess) for key, excess in overflow if excess > 1] == []
+            page.screenshot(path=str(pipeline_env / "benchmark_report.png"), full_page=True)
+            browser.close()
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+def test_ui_help_says_what_it_serves_and_what_each_option_is() -> None:
+    result = subprocess.run(_cli("ui", "--help"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Serve the Dagster UI" in text and "Overview timeline" in text
+    assert "--host HOST address to listen on" in text and "--port PORT port of the webserver" in text
+
+
+def _wide_report():
+    """A benchmark report with every search the demo shows (the longest names) on three tasks."""
+    from icon_pipeline.benchmark.report import BenchmarkReport, Comparison, ReportRow
+
+    searches = {
+        "text2img": ["hybrid", "bm25", "base", "captions", "finetuned", "hybrid-unfolded"],
+        "semantic2img": ["hybrid", "bm25", "base", "captions", "finetuned", "hybrid-unfolded"],
+        "img2img": [
+            "hybrid",
+            "raw-pixels-16x16",
+            "base",
+            "finetuned",
+            "hybrid-concept",
+            "hybrid-unfolded",
+            "pixels",
+        ],
+    }
+    modes = {"bm25": ["lexical"], "raw-pixels-16x16": ["numpy"]}
+    rows = [
+        ReportRow(
+            task,
+            model,
+            mode,
+            subset,
+            99 if subset == "heldout" else 990,
+            {1: 0.825, 5: 0.871, 10: 0.882, 30: 0.921},
+            0.737,
+            1.0,
+            2.0,
+        )
+        for task, models in searches.items()
+        for model in models
+        for mode in modes.get(model, ["exact", "hnsw"])
+        for subset in ("all", "seen", "heldout")
+    ]
+    comparisons = [
+        Comparison("semantic2img", "finetuned", "base", 989, 0.696, 0.028, 0.0002),
+        Comparison("img2img", "hybrid", "raw-pixels-16x16", 989, 0.986, 0.171, 0.0002),
+    ]
+    return BenchmarkReport(
+        ks=(1, 5, 10, 30), models=list(searches["img2img"]), rows=rows, comparisons=comparisons
+    )

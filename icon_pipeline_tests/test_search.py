@@ -28,6 +28,7 @@ from icon_pipeline.benchmark.report import (
     PIXEL_BASELINE,
     SUBSETS,
     TASKS,
+    channel_colour,
     run_benchmark,
 )
 from icon_pipeline.core.database import DatabaseInfo
@@ -678,9 +679,61 @@ def test_report_has_every_task_channel_mode_and_metric(indexed: IndexedIcons, fr
         assert f"### {task}" in markdown
     assert f"| {MODEL_ID} | hnsw | heldout | 3 |" in markdown and PIXEL_BASELINE in markdown
     assert "**Warning:** img2img: only 12 queries" in markdown
+    assert "### how to read these figures" in markdown and "index error" in markdown
+    # Narrow tables: none as wide as the old 12-column one.
+    assert max(line.count("|") - 1 for line in markdown.splitlines() if line.startswith("|")) <= 10
     paths = report.plots(fresh_dir / "plots")
-    assert [p.name for p in paths] == [f"recall_at_k_{t}.png" for t in TASKS]
-    assert all(Image.open(p).size[0] > 100 for p in paths)
+    # Small multiples: one picture, a panel per task, each search one colour of its own.
+    assert [p.name for p in paths] == ["recall_at_k.png"]
+    picture = np.asarray(Image.open(paths[0]).convert("L"))
+    assert picture.shape[1] > 2.5 * picture.shape[0]  # three panels side by side
+    plotted = {row["search"] for task in TASKS for row in report.task_table(task)}
+    assert len({channel_colour(name) for name in plotted}) == len(plotted)
+    # The legend sits below the panels (dark pixels in the bottom strip), not over a line.
+    assert (picture[-int(picture.shape[0] * 0.12) :] < 128).any()
+
+    # Dagster's tables: per task, four columns; seen vs held-out with the held-out count.
+    table = {row["search"]: row for row in report.task_table("img2img")}
+    assert list(table[MODEL_ID]) == ["search", "R@1", "R@10", "exact"]
+    assert table[MODEL_ID]["exact"] == report.row("img2img", MODEL_ID, "exact").recall[10]
+    assert table[PIXEL_BASELINE]["exact"] is None  # one mode: no second figure
+    split = {row["search"]: row for row in report.seen_heldout_table("text2img")}
+    assert list(split[MODEL_ID]) == ["search", "seen", "held-out"]
+    assert report.subset_counts("text2img") == {"all": 12, "seen": 9, "heldout": 3}
+    assert split[MODEL_ID]["held-out"] == report.row("text2img", MODEL_ID, "hnsw", "heldout").recall[10]
+
+    # The checks say what to do when they fail. Hybrid search made worse than a channel (a real
+    # report with one figure altered) fails the fusion check, naming search_fusion.
+    from dataclasses import replace
+
+    from icon_pipeline.defs.benchmark import _fine_tuning_check, _fusion_check
+
+    worse = replace(
+        report,
+        rows=[
+            replace(r, recall={**r.recall, 10: 0.0}) if (r.model, r.mode) == (HYBRID, "hnsw") else r
+            for r in report.rows
+        ],
+    )
+    failed = _fusion_check(worse)
+    assert not failed.passed and "re-materialize search_fusion" in failed.description
+    assert "text2img: hybrid search R@10 0.000 trails the" in failed.description
+    # The test model's rows as a fine-tuned model and a base it does not beat (the same figures).
+    untrained = replace(
+        report,
+        rows=[
+            *report.rows,
+            *[
+                replace(r, model=name)
+                for r in report.rows
+                if r.model == MODEL_ID
+                for name in ("finetuned", "base")
+            ],
+        ],
+    )
+    lost = _fine_tuning_check(untrained)
+    assert not lost.passed and "re-materialize finetuned_checkpoint" in lost.description
+    assert _fine_tuning_check(report).passed  # no fine-tuned model measured: nothing to warn about
 
 
 def test_report_refuses_bad_queries(indexed: IndexedIcons) -> None:

@@ -2,13 +2,15 @@
 
 Unpartitioned stages run once; partitioned stages run once per `icon_batches` partition. This is
 what `icon-pipeline demo` and `icon-pipeline materialize` call; runs land in the instance's
-PostgreSQL storage exactly as UI-launched runs do.
+PostgreSQL storage exactly as UI-launched runs do, with the origin of the code location that
+`icon-pipeline ui` serves, so the UI lists them under their jobs and on the Overview timeline.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,9 +28,18 @@ from dagster import (
     RunsFilter,
     validate_run_config,
 )
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from icon_pipeline.core.database import DatabaseError, describe_url
-from icon_pipeline.core.paths import ENV_DAGSTER_STORAGE_URL
+from icon_pipeline.core.paths import ENV_DAGSTER_STORAGE_URL, REPO_ROOT
 from icon_pipeline.defs.partitions import icon_batches
 
 
@@ -259,6 +270,47 @@ def _split_by_job(
 
 
 PARTIAL_OK_TAG = "icon_pipeline/partial_ok"
+# The code location `icon-pipeline ui` and workspace.yaml serve: the module and its Definitions.
+LOCATION_NAME = "icon_pipeline"
+DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE = "icon_pipeline.definitions", "defs"
+# Runs go in this process (as execute_in_process did), not one process per step.
+IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    """Where a run's code comes from, as the webserver knows it: the UI lists a job's runs and draws
+    the Overview timeline from runs whose origin names this location and repository (a run without
+    one, as `execute_in_process` makes, shows under no job)."""
+
+    repository: ReconstructableRepository
+    origin: RemoteRepositoryOrigin
+
+    def job(self, name: str) -> ReconstructableJob:
+        return self.repository.get_reconstructable_job(name)
+
+    def job_origin(self, name: str) -> RemoteJobOrigin:
+        return self.origin.get_job_origin(name)
+
+
+def code_location(defs: Definitions) -> CodeLocation:
+    """The served code location of `defs`, which must be icon_pipeline.definitions.defs (the one
+    Definitions the webserver loads; any other would give runs an origin the UI cannot show)."""
+    # Looked up, not imported: definitions sits above this layer (it imports defs).
+    if getattr(sys.modules.get(DEFINITIONS_MODULE), DEFINITIONS_ATTRIBUTE, None) is not defs:
+        raise ValueError(f"materialize_assets runs {DEFINITIONS_MODULE}.{DEFINITIONS_ATTRIBUTE} only")
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable,
+        module_name=DEFINITIONS_MODULE,
+        working_directory=str(REPO_ROOT),
+    )
+    repository = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=str(REPO_ROOT)
+    )
+    origin = RemoteRepositoryOrigin(
+        ManagedGrpcPythonEnvCodeLocationOrigin(target, LOCATION_NAME), defs.get_repository_def().name
+    )
+    return CodeLocation(repository, origin)
 
 
 def partition_keys(
@@ -312,6 +364,34 @@ def checked_run_config(defs: Definitions, run_config: dict[str, Any] | None) -> 
     return run_config
 
 
+def _execute(
+    location: CodeLocation,
+    job: JobDefinition,
+    assets: list[AssetKey],
+    partition: str | None,
+    run_config: dict[str, Any],
+    instance: DagsterInstance,
+) -> Any:
+    """One run of `job` for `assets` (and `partition`), in this process, recorded with the served
+    code location's origin."""
+    tags = {
+        **job.run_tags,
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        **({PARTITION_NAME_TAG: partition} if partition is not None else {}),
+    }
+    recon_job = location.job(job.name)
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags=tags,
+        asset_selection=frozenset(assets),
+        remote_job_origin=location.job_origin(job.name),
+        job_code_origin=recon_job.get_python_origin(),
+    )
+    return execute_run(recon_job, run, instance, raise_on_error=False)
+
+
 def materialize_assets(
     defs: Definitions,
     instance: DagsterInstance,
@@ -332,7 +412,8 @@ def materialize_assets(
     keys = selected_keys(defs, selection)
     job = defs.resolve_implicit_global_asset_job_def()
     named_jobs = _named_jobs(defs)
-    run_config = checked_run_config(defs, run_config)
+    run_config = {**IN_PROCESS, **checked_run_config(defs, run_config)}
+    location = code_location(defs)
     summary = RunSummary()
     runs = [
         (part, job_for_part, partitioned)
@@ -359,14 +440,7 @@ def materialize_assets(
             started = time.monotonic()
             try:
                 with _database_watch(label, on_database_loss):
-                    result = stage_job.execute_in_process(
-                        instance=instance,
-                        asset_selection=stage,
-                        partition_key=partition,
-                        raise_on_error=False,
-                        run_config=run_config,
-                        tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
-                    )
+                    result = _execute(location, stage_job, stage, partition, run_config, instance)
             except Exception as exc:
                 if not _database_error(exc):
                     raise
