@@ -27,7 +27,6 @@ from icon_pipeline.core.storage import (
     frozen_file,
     icon_images_path,
     pairs_path,
-    read_catalog,
     read_records,
     render_root,
     resolved_rows,
@@ -36,6 +35,7 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.dataset.grouping import library_groups
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, table
 from icon_pipeline.defs.resources.postgres import PostgresResource
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.library.sources.icon_sets import IconSetError, drawing_record, icon_set, read_icon_set
 from icon_pipeline.render.rasterize import RenderSettings, RenderStore, render_batch
 from icon_pipeline.search.hybrid import HYBRID

@@ -29,7 +29,6 @@ from icon_pipeline.core.storage import (
     caption_cache_path,
     lexicon_path,
     read_batch_table,
-    read_catalog,
     read_records,
     write_table,
 )
@@ -39,6 +38,7 @@ from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.lexicon.mining import Lexicon, NameItem, mine_lexicon
+from icon_pipeline.library.catalog import read_catalog
 
 
 @asset(

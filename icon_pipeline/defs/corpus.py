@@ -17,7 +17,6 @@ from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
     asset_path,
     for_writing,
-    read_catalog,
     read_records,
     render_root,
     write_table,
@@ -25,6 +24,7 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.dataset.corpus import FITTING_COLUMNS, PAIR_COLUMNS, build_corpus, corpus_summary
 from icon_pipeline.dataset.leaks import training_leaks
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, spread, table
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.library.sources.icon_sets import (
     CORPUS_SETS,
     IconSetError,

@@ -29,7 +29,6 @@ from icon_pipeline.core.storage import (
     icon_images_path,
     pairs_path,
     read_all_batches,
-    read_catalog,
     read_records,
     read_table,
     relative_rows,
@@ -43,6 +42,7 @@ from icon_pipeline.dataset.queries import build_benchmark_queries, group_terms, 
 from icon_pipeline.defs.captions import icon_captions
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, rounded, table
 from icon_pipeline.lexicon.mining import normalised_base_name
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.model.training.data import sha256_file
 from icon_pipeline.render.rasterize import preview_grid
 

@@ -31,18 +31,17 @@ from icon_pipeline.core.storage import (
     catalog_path,
     for_writing,
     read_batch_history,
-    read_catalog,
     render_root,
     restore_batch,
     retire_batch,
     write_batch_history,
-    write_catalog,
     write_table,
 )
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.figma import FigmaResource
 from icon_pipeline.library.batching import assign_batches
+from icon_pipeline.library.catalog import read_catalog, write_catalog
 from icon_pipeline.library.scanning import (
     SourceUnreadable,
     scan_library,

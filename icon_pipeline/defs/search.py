@@ -26,7 +26,6 @@ from icon_pipeline.core.storage import (
     asset_path,
     for_writing,
     icon_images_path,
-    read_catalog,
     read_checkpoint_pointer,
     read_records,
     to_relative,
@@ -46,6 +45,7 @@ from icon_pipeline.defs.dataset import (
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, table
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
 from icon_pipeline.defs.resources.postgres import PostgresResource
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.model.checkpoint import load_checkpoint
 from icon_pipeline.model.embedding import embed_image_files
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder

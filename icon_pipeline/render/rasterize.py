@@ -46,7 +46,8 @@ from defusedxml import ElementTree as SafeElementTree
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 from tqdm import tqdm
 
-from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES, MAX_RASTER_BYTES, IconRecord
+from icon_pipeline.core.limits import DEFAULT_MAX_SVG_BYTES, MAX_RASTER_BYTES
+from icon_pipeline.library.records import IconRecord
 
 # Bump when the output of render_icon changes for the same input and settings: it is part of
 # the store key, so every icon is rendered again under the new version.
