@@ -528,10 +528,10 @@ def _move_the_data_root_and_search_again(
         EVAL_NAME,
         QUERIES_NAME,
         asset_path,
+        frozen_file,
         read_checkpoint_pointer,
         resolved_rows,
     )
-    from icon_pipeline.defs.dataset import frozen_file
     from icon_pipeline.defs.model import finetune_run_key, finetune_train_config
     from icon_pipeline.model.training.data import sha256_file
     from icon_pipeline.search.service import SearchService, model_checkpoint

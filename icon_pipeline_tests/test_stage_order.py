@@ -170,3 +170,21 @@ def test_the_checker_names_a_stage_with_no_floor(tmp_path: Path) -> None:
     )
     assert stage_order_violations(package) == ["house.attic: stage 'attic' has no floor"]
     assert import_cycles(package) == []
+
+
+# The Dagster layer's UI groups: one module each, thin asset bodies; an upstream asset is named by
+# its key, a helper comes from its owner package (or defs/'s shared modules: metadata, partitions,
+# frozen, resources), never from another group's module.
+DEFS_GROUPS = ("icons", "captions", "corpus", "dataset", "model", "search", "benchmark")
+
+
+def test_no_dagster_group_module_imports_another() -> None:
+    graph = import_graph(REPO_ROOT / "icon_pipeline")
+    groups = {f"icon_pipeline.defs.{name}" for name in DEFS_GROUPS}
+    crossings = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("icon_pipeline.defs.")
+        for target in targets & groups
+    )
+    assert crossings == []

@@ -32,7 +32,6 @@ from icon_pipeline.core.storage import (
     read_records,
     write_table,
 )
-from icon_pipeline.defs.icons import icon_catalog, rendered_icons
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
@@ -46,7 +45,7 @@ from icon_pipeline.library.catalog import read_catalog
     tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
-    deps=[icon_catalog],
+    deps=["icon_catalog"],
     automation_condition=AutomationCondition.eager(),
 )
 def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
@@ -107,7 +106,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     group_name="captions",
     kinds={"parquet"},
     partitions_def=icon_batches,
-    deps=[rendered_icons, icon_lexicon],
+    deps=["rendered_icons", icon_lexicon],
     check_specs=[
         AssetCheckSpec(name, asset="icon_captions", description=f"{about} (the batch is named in the result)")
         for name, about in CAPTION_CHECKS.items()

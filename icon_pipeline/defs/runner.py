@@ -29,7 +29,7 @@ from dagster import (
 
 from icon_pipeline.core.database import DatabaseError, describe_url
 from icon_pipeline.core.paths import ENV_DAGSTER_STORAGE_URL
-from icon_pipeline.defs.partitions import icon_batches
+from icon_pipeline.defs.partitions import corpus_sets, icon_batches
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,6 @@ def partition_keys(
     """The partitions a stage runs: `requested` when given (those the asset has), else every icon
     batch registered, or the open icon sets `corpus.sets` configures."""
     from icon_pipeline.core.config import load_config
-    from icon_pipeline.defs.corpus import corpus_sets
 
     if partitions_def is None:
         return []
