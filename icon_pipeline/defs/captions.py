@@ -20,8 +20,15 @@ from dagster import (
 )
 
 from icon_pipeline.captions import CaptionCache, vision_count
-from icon_pipeline.captions.batch import CAPTION_CHECKS, CheckOutcome, build_requests, summarise_batch
-from icon_pipeline.captions.overrides import OverrideStore, apply_overrides
+from icon_pipeline.captions.batch import (
+    CAPTION_CHECKS,
+    CAPTION_COLUMNS,
+    CheckOutcome,
+    build_requests,
+    caption_rows,
+    summarise_batch,
+)
+from icon_pipeline.captions.overrides import OverrideStore
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
     asset_path,
@@ -139,36 +146,10 @@ def icon_captions(
     with CaptionCache(caption_cache_path()) as cache:
         results, stats = captioner.caption(settings, requests, cache, on_progress=progress)
 
-    generated = [
-        {
-            "icon_id": r.icon_id,
-            "name": icons[r.icon_id].name,
-            "phrases": list(r.phrases),
-            "route": r.route,
-            "model": r.model,
-            "error": r.error or "",
-        }
-        for r in results
-    ]
     # An unreadable override table fails the run: silently ignoring reviewers' decisions is worse.
     overrides = OverrideStore(postgres.info().libpq_url).load_for(icons)
-    merged, applied = apply_overrides(generated, overrides)
-    frame = pd.DataFrame(
-        merged,
-        columns=[
-            "icon_id",
-            "name",
-            "phrases",
-            "route",
-            "model",
-            "error",
-            "generated_phrases",
-            "override",
-            "override_author",
-            "override_revision",
-            "rejected",
-        ],
-    )
+    merged, applied = caption_rows(results, icons, overrides)
+    frame = pd.DataFrame(merged, columns=list(CAPTION_COLUMNS))
     write_table(frame, batch_table_path("captions", batch))
     for r in [r for r in results if r.error][:20]:
         context.log.warning(f"captions: {r.icon_id}: {r.error}")

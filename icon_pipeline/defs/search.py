@@ -2,6 +2,7 @@
 search merges its channels, and what it is worth."""
 
 import pandas as pd
+import psycopg
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -80,37 +81,7 @@ def icon_embeddings(context: AssetExecutionContext, postgres: PostgresResource) 
     rows = []
     with postgres.connect(autocommit=True) as conn:
         for model_id, checkpoint in models.items():
-            bundle = load_checkpoint(checkpoint)
-
-            def progress(done: int, total: int, model_id: str = model_id) -> None:
-                if done == total or done % (settings.batch_size * 20) == 0:
-                    context.log.info(f"{model_id}: embedded {done}/{total} icons")
-
-            # A frozen-trunk model finds the trunk features the training run stored for these files.
-            embeddings, seconds = embed_image_files(
-                bundle, paths, settings.batch_size, progress, cache_dir=asset_path("training_cache")
-            )
-            stats = write_embeddings(
-                conn,
-                model_id,
-                icon_ids,
-                [groups[i] for i in icon_ids],
-                embeddings,
-                hnsw_m=settings.hnsw_m,
-                ef_construction=settings.ef_construction,
-                # Relative to the data root: the registry outlives a moved data root.
-                embedder_info={"checkpoint": to_relative(checkpoint), "dim": bundle.dim},
-            )
-            rows.append(
-                {
-                    "model_id": model_id,
-                    "rows": stats.rows,
-                    "dim": bundle.dim,
-                    "embed_images_per_s": round(len(icon_ids) / seconds, 1) if seconds else 0.0,
-                    "table": stats.table_name,
-                    "checkpoint": str(checkpoint),
-                }
-            )
+            rows.append(_embed_model(context, conn, model_id, checkpoint, icon_ids, paths, groups))
         pixels = pixel_rows(icon_ids, paths)
         stats = write_embeddings(
             conn,
@@ -132,6 +103,48 @@ def icon_embeddings(context: AssetExecutionContext, postgres: PostgresResource) 
     return MaterializeResult(
         metadata={"models": table(pd.DataFrame(rows)), "icons": len(icon_ids), "blank_drawings": len(blank)}
     )
+
+
+def _embed_model(
+    context: AssetExecutionContext,
+    conn: psycopg.Connection,
+    model_id: str,
+    checkpoint: str,
+    icon_ids: list[str],
+    paths: list[str],
+    groups: dict[str, str],
+) -> dict:
+    """One model's table: every icon's image embedding, written and swapped in; its metadata row."""
+    settings = load_config().index
+    bundle = load_checkpoint(checkpoint)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % (settings.batch_size * 20) == 0:
+            context.log.info(f"{model_id}: embedded {done}/{total} icons")
+
+    # A frozen-trunk model finds the trunk features the training run stored for these files.
+    embeddings, seconds = embed_image_files(
+        bundle, paths, settings.batch_size, progress, cache_dir=asset_path("training_cache")
+    )
+    stats = write_embeddings(
+        conn,
+        model_id,
+        icon_ids,
+        [groups[i] for i in icon_ids],
+        embeddings,
+        hnsw_m=settings.hnsw_m,
+        ef_construction=settings.ef_construction,
+        # Relative to the data root: the registry outlives a moved data root.
+        embedder_info={"checkpoint": to_relative(checkpoint), "dim": bundle.dim},
+    )
+    return {
+        "model_id": model_id,
+        "rows": stats.rows,
+        "dim": bundle.dim,
+        "embed_images_per_s": round(len(icon_ids) / seconds, 1) if seconds else 0.0,
+        "table": stats.table_name,
+        "checkpoint": str(checkpoint),
+    }
 
 
 INDEX_CHECK = "index_complete"
