@@ -188,3 +188,28 @@ def test_no_dagster_group_module_imports_another() -> None:
         for target in targets & groups
     )
     assert crossings == []
+
+
+MAX_DEFS_MODULE_LINES = 350
+MAX_ASSET_BODY_LINES = 60  # an asset reads, calls its stage, and says what it made
+
+
+def test_the_dagster_layer_stays_thin() -> None:
+    """Domain code lives in its stage package: no defs/ module over MAX_DEFS_MODULE_LINES lines, no
+    asset or asset check body (its docstring aside) over MAX_ASSET_BODY_LINES."""
+    long_modules, long_bodies = [], []
+    for path in sorted((REPO_ROOT / "icon_pipeline" / "defs").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_DEFS_MODULE_LINES:
+            long_modules.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.parse(text).body:
+            decorators = [getattr(d, "func", d) for d in getattr(node, "decorator_list", [])]
+            if not isinstance(node, ast.FunctionDef) or not any(
+                getattr(d, "id", "") in ("asset", "asset_check") for d in decorators
+            ):
+                continue
+            body = node.body[1:] if ast.get_docstring(node) else node.body
+            lines = body[-1].end_lineno - body[0].lineno + 1
+            if lines > MAX_ASSET_BODY_LINES:
+                long_bodies.append(f"{path.name}:{node.name}: {lines} lines")
+    assert long_modules == [] and long_bodies == []
