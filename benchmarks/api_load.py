@@ -62,7 +62,7 @@ def benchmark_queries(limit: int) -> list[str]:
     try:
         from icon_pipeline.core.config import load_config
         from icon_pipeline.core.frozen import read_frozen_jsonl
-        from icon_pipeline.defs.dataset import QUERIES_NAME, frozen_file
+        from icon_pipeline.core.storage import QUERIES_NAME, frozen_file
 
         rows = read_frozen_jsonl(frozen_file(QUERIES_NAME, load_config()))
         texts = list(dict.fromkeys(r["text"] for r in rows if r.get("text")))

@@ -714,7 +714,8 @@ def test_search_on_an_empty_catalog_is_one_clear_line(
     import subprocess
 
     from icon_pipeline.apps import search
-    from icon_pipeline.core.storage import pairs_path, write_catalog, write_table
+    from icon_pipeline.core.storage import pairs_path, write_table
+    from icon_pipeline.library.catalog import write_catalog
 
     empty = demo_environment(project_tmp / f"no-icons-{uuid.uuid4().hex[:6]}", postgres)
     for key, value in empty.env.items():

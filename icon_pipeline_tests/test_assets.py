@@ -528,10 +528,10 @@ def _move_the_data_root_and_search_again(
         EVAL_NAME,
         QUERIES_NAME,
         asset_path,
+        frozen_file,
         read_checkpoint_pointer,
         resolved_rows,
     )
-    from icon_pipeline.defs.dataset import frozen_file
     from icon_pipeline.defs.model import finetune_run_key, finetune_train_config
     from icon_pipeline.model.training.data import sha256_file
     from icon_pipeline.search.service import SearchService, model_checkpoint
@@ -548,11 +548,21 @@ def _move_the_data_root_and_search_again(
     old.rename(env / "data.gone")  # nothing may still read the old root
     monkeypatch.setenv("ICON_PIPELINE_DATA", str(new))
 
-    # What is on disk is relative: no file names the old root.
-    for table in (asset_path("training_pairs"), asset_path("icon_images"), *new.glob("rendered/batches/*")):
+    # What is on disk is relative: no file names the old root, in any table, pointer, checkpoint's
+    # metadata (a fine-tune's base) or the fine-tune run's records (its config and report).
+    tables = [*new.rglob("*.parquet")]
+    assert {asset_path("training_pairs"), asset_path("icon_images")} <= set(tables)
+    for table in tables:
         assert str(old) not in pd.read_parquet(table).to_json(), table
-    for pointer in new.glob("models/*.json"):
-        assert str(old) not in pointer.read_text(), pointer
+    records = [
+        *new.glob("models/*.json"),
+        *new.rglob("icon_pipeline.json"),
+        *new.rglob("train_config.json"),
+        *new.rglob("training_report.json"),
+    ]
+    assert {"train_config.json", "training_report.json"} <= {record.name for record in records}
+    for record in records:
+        assert str(old) not in record.read_text(), record
     queries_file = frozen_file(QUERIES_NAME, load_config())
     frozen = read_frozen_jsonl(queries_file)
     assert str(old) not in queries_file.read_text()

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from icon_pipeline.benchmark.metrics import AggregateScore, aggregate, score_query
-from icon_pipeline.core.storage import read_catalog
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.search.channels import HYBRID, query_kind
 from icon_pipeline.search.query import QueryError, prepare_query_image, validate_text_query
 

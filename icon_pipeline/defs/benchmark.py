@@ -15,9 +15,9 @@ from dagster import (
     asset,
 )
 
-from icon_pipeline.benchmark.external import EXTERNAL_TASKS, build_external_queries, matched_only
 from icon_pipeline.benchmark.external_report import READING_NOTES as EXTERNAL_NOTES
 from icon_pipeline.benchmark.external_report import ExternalReport, combined_markdown
+from icon_pipeline.benchmark.external_run import run_external_benchmark
 from icon_pipeline.benchmark.report import (
     BM25_BASELINE,
     PIXEL_BASELINE,
@@ -32,21 +32,14 @@ from icon_pipeline.core.storage import (
     for_writing,
     frozen_file,
     icon_images_path,
-    pairs_path,
-    read_catalog,
     read_records,
-    render_root,
     resolved_rows,
-    write_table,
 )
 from icon_pipeline.dataset.grouping import library_groups
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, table
 from icon_pipeline.defs.resources.postgres import PostgresResource
-from icon_pipeline.library.sources.icon_sets import IconSetError, drawing_record, icon_set, read_icon_set
-from icon_pipeline.render.rasterize import RenderSettings, RenderStore, render_batch
 from icon_pipeline.search.channels import BASE_MODEL, FINETUNED_MODEL, HYBRID
 from icon_pipeline.search.service import ChannelSet
-from icon_pipeline.search.texts import icon_texts
 
 EXTERNAL_CHECK = "finetuned_beats_raw_pixels_on_drawings"
 EXTERNAL_COLUMNS = {
@@ -79,75 +72,10 @@ def external_benchmark(context: AssetExecutionContext, postgres: PostgresResourc
     the matched icon's group. Every channel, hybrid search, BM25 and raw pixels, per set and pooled
     (HNSW). These sets are never trained on, fitted on or used as vocabulary."""
     config = load_config()
-    settings = config.external
-    groups = library_groups()
-    catalog = read_catalog()
-    names = {icon.icon_id: icon.name for icon in catalog if icon.icon_id in groups}
-    ids, text_groups, texts = icon_texts()
-    group_texts: dict[str, list[str]] = {}
-    for group, text in zip(text_groups, texts, strict=True):
-        group_texts.setdefault(group, []).append(text)
-    heldout = {
-        row["group_id"] for row in read_records(pairs_path(), "training_pairs") if row["split"] == "heldout"
-    }
-    images = {row["icon_id"]: row["png_path"] for row in read_records(icon_images_path(), "icon images")}
-    render = RenderSettings.from_config(config.render)
-    report = ExternalReport(tasks=dict(EXTERNAL_TASKS))
     with postgres.connect(autocommit=True) as conn, postgres.connections() as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)
         search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
-        for name in settings.sets:
-            try:
-                spec = icon_set(name, role="benchmark")
-                drawings = read_icon_set(spec, asset_path("icon_set_versions", set=name).parent, spec.styles)
-            except IconSetError as exc:
-                report.skip(name, str(exc))
-                context.log.warning(f"external benchmark: {name} skipped: {exc}")
-                continue
-            matched = matched_only(drawings, names, groups)  # only these become drawing queries
-            records = [drawing_record(d) for d in matched]
-            rendered = render_batch(records, render, RenderStore(render_root())).by_icon()
-            png = {i: o.png_path for i, o in rendered.items() if o.status != "failed"}
-            rows = [
-                {
-                    "name": d.name,
-                    "style": d.style,
-                    "aliases": list(d.aliases),
-                    "tags": list(d.tags),
-                    "png_path": png.get(f"{d.set_name}:{d.style}:{d.name}", ""),
-                }
-                for d in drawings
-            ]
-            queries = build_external_queries(
-                name,
-                rows,
-                names,
-                groups,
-                group_texts,
-                heldout,
-                min_matches=settings.min_matches,
-                max_queries=settings.max_queries,
-                seed=settings.seed,
-            )
-            write_table(pd.DataFrame(queries.rows), for_writing(asset_path("external_queries", set=name)))
-            if queries.skipped:
-                report.skip(name, queries.skipped, queries.summary())
-                context.log.warning(f"external benchmark: {name} skipped: {queries.skipped}")
-                continue
-            context.log.info(
-                f"external benchmark: {name}: {queries.matched_icons} of {queries.set_icons} icons match the "
-                f"library; {len(queries.rows)} queries"
-            )
-            result = run_benchmark(
-                queries.rows,
-                search,
-                groups,
-                icon_images=images,
-                modes=("hnsw",),
-                connections=connections,
-                tasks=EXTERNAL_TASKS,
-            )
-            report.add(name, spec, queries.summary(), result)
+        report = run_external_benchmark(config, search, connections, context.log.info, context.log.warning)
     json_path = for_writing(asset_path("external_json"))
     json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     markdown = report.to_markdown()

@@ -15,8 +15,10 @@ from dagster import (
 
 from icon_pipeline.core.config import PipelineConfig, load_config
 from icon_pipeline.core.storage import (
+    EVAL_NAME,
     asset_path,
     data_root,
+    frozen_file,
     icon_images_path,
     pairs_path,
     read_checkpoint_pointer,
@@ -24,7 +26,7 @@ from icon_pipeline.core.storage import (
     to_relative,
     write_checkpoint_pointer,
 )
-from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
+from icon_pipeline.defs.frozen import check_frozen
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, line_plot_markdown, rounded
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
@@ -38,7 +40,7 @@ PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document 
 @asset(
     group_name="model",
     kinds={"pytorch"},
-    deps=[training_pairs],
+    deps=["training_pairs"],
     owners=OWNERS,
     tags=asset_tags("model", "train"),
 )
@@ -163,7 +165,7 @@ def finetune_run_key(train: TrainConfig, world_size: int) -> str:
     tags=asset_tags("model", "train"),
     group_name="model",
     kinds={"pytorch"},
-    deps=[base_checkpoint, training_pairs, eval_set, "corpus_pairs"],
+    deps=[base_checkpoint, "training_pairs", "eval_set", "corpus_pairs"],
     op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
 )
 def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:

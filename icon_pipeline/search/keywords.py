@@ -284,8 +284,9 @@ def library_keywords() -> LibraryKeywords:
 
 
 def _build_library_keywords() -> LibraryKeywords:
-    from icon_pipeline.core.storage import pairs_path, read_catalog, read_records
+    from icon_pipeline.core.storage import pairs_path, read_records
     from icon_pipeline.dataset.grouping import icon_groups
+    from icon_pipeline.library.catalog import read_catalog
 
     icons = read_catalog()
     if not icons:

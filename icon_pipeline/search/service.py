@@ -19,10 +19,10 @@ from icon_pipeline.core.storage import (
     cached,
     catalog_path,
     icon_images_path,
-    read_catalog,
     read_records,
     resolve_checkpoint,
 )
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.library.records import IconRecord
 from icon_pipeline.model.checkpoint import EncoderBundle, load_checkpoint
 from icon_pipeline.search.channels import (
