@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from icon_pipeline.defs.runner import LOCATION_NAME  # the demo's runs carry this origin too
+from icon_pipeline.defs.run_origin import LOCATION_NAME  # the demo's runs carry this origin too
 
 STOP_TIMEOUT_S = 20.0
 CODE_SERVER_START_TIMEOUT_S = 120.0

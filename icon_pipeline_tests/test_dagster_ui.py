@@ -178,7 +178,8 @@ def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
     from dagster import DagsterInstance
 
     from icon_pipeline.core.database import ensure_database
-    from icon_pipeline.defs.runner import LOCATION_NAME, materialize_assets
+    from icon_pipeline.defs.run_origin import LOCATION_NAME
+    from icon_pipeline.defs.runner import materialize_assets
     from icon_pipeline_tests.test_apps_browser import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
@@ -201,12 +202,14 @@ def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
     # longest names (the figures' keys, e.g. finetuned/semantic2img/R@10, set the key column).
     from dagster import AssetMaterialization
 
-    from icon_pipeline.defs.benchmark import benchmark_tables, headline_figures
+    from icon_pipeline.benchmark.checks import headline_figures
+    from icon_pipeline.defs.benchmark import benchmark_tables
+    from icon_pipeline.defs.metadata import FLOAT_PLACES
 
     report = _wide_report()
     metadata = {
         **benchmark_tables(report),
-        **headline_figures(report),
+        **headline_figures(report, FLOAT_PLACES),
     }
     DagsterInstance.get().report_runless_asset_event(
         AssetMaterialization("benchmark_report", metadata=metadata)

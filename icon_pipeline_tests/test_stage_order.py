@@ -25,8 +25,9 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-# Top-level modules that belong to a stage: the Dagster layer's entry, and the Dagster UI's launcher.
-PART_OF = {"definitions": "defs", "ui": "apps"}
+# Top-level modules that belong to a stage: the Dagster layer's entry, and the Dagster UI's launcher
+# (a command, as cli.py: it starts the webserver over the code location that the runner names).
+PART_OF = {"definitions": "defs", "ui": "cli"}
 
 
 def _modules(package: Path) -> dict[str, tuple[Path, bool]]:

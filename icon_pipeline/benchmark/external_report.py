@@ -217,3 +217,12 @@ def combined_markdown(internal: str, external_markdown: Path) -> str:
         "must be found by the other variants' own scores).\n\n" + internal
     )
     return "\n".join(parts)
+
+
+# What each column of ExternalReport.task_table means (shown in Dagster).
+EXTERNAL_COLUMNS = {
+    "search": "hybrid search, or one of its channels alone (bm25 and raw-pixels-16x16 are baselines)",
+    "R@1": "share of queries whose icon is first (pooled over the sets, HNSW)",
+    "R@10": "share of queries whose icon is in the top 10",
+    "n": "queries, pooled over the sets",
+}

@@ -753,3 +753,23 @@ def _in_mode(
 ) -> dict[tuple[str, str, str], Mapping[str, QueryScore]]:
     """Rows of one search mode, plus the rows that have no mode (BM25, the pixel baseline)."""
     return {key: value for key, value in per_query.items() if key[2] in (mode, "lexical", "numpy")}
+
+
+# What each column of task_table, seen_heldout_table and the comparisons means (shown in Dagster).
+RESULT_COLUMNS = {
+    "search": "hybrid search, or one of its channels alone (bm25 and raw-pixels-16x16 are baselines)",
+    "R@1": "share of queries whose answer is first (HNSW, as search serves it)",
+    "R@10": "share of queries whose answer is in the top 10 (HNSW)",
+    "exact": "R@10 of the same channel by an exact scan of every icon: the gap to R@10 is index error",
+}
+SEEN_HELDOUT_COLUMNS = {
+    "seen": "R@10 on queries about icon groups the models trained on (HNSW)",
+    "held-out": "R@10 on queries about icon groups kept out of training: what the models learnt, not "
+    "memorised (subset_queries has the counts; under 50, read it as a rough figure)",
+}
+COMPARISON_COLUMNS = {
+    "search": "the search compared",
+    "vs": "the one it should beat, on the same queries",
+    "gain": "R@10 of the search minus R@10 of the other (HNSW; each is in results/<task>)",
+    "p": "paired randomisation test on per-query R@10: below 0.05, the gain is not noise",
+}

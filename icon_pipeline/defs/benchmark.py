@@ -15,13 +15,23 @@ from dagster import (
     asset,
 )
 
+from icon_pipeline.benchmark.checks import (
+    FUSION_TOLERANCE,
+    REGRESSION_TOLERANCE,
+    fine_tuning_shortfalls,
+    fusion_shortfalls,
+    headline_figures,
+    regression_drops,
+)
+from icon_pipeline.benchmark.external_report import EXTERNAL_COLUMNS, ExternalReport, combined_markdown
 from icon_pipeline.benchmark.external_report import READING_NOTES as EXTERNAL_NOTES
-from icon_pipeline.benchmark.external_report import ExternalReport, combined_markdown
 from icon_pipeline.benchmark.external_run import run_external_benchmark
 from icon_pipeline.benchmark.report import (
-    BM25_BASELINE,
+    COMPARISON_COLUMNS,
     PIXEL_BASELINE,
     READING_NOTES,
+    RESULT_COLUMNS,
+    SEEN_HELDOUT_COLUMNS,
     run_benchmark,
 )
 from icon_pipeline.core.config import library_id, load_config
@@ -38,16 +48,10 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.dataset.grouping import library_groups
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, table
 from icon_pipeline.defs.resources.postgres import PostgresResource
-from icon_pipeline.search.channels import BASE_MODEL, FINETUNED_MODEL, HYBRID
+from icon_pipeline.search.channels import FINETUNED_MODEL, HYBRID
 from icon_pipeline.search.service import ChannelSet
 
 EXTERNAL_CHECK = "finetuned_beats_raw_pixels_on_drawings"
-EXTERNAL_COLUMNS = {
-    "search": "hybrid search, or one of its channels alone (bm25 and raw-pixels-16x16 are baselines)",
-    "R@1": "share of queries whose icon is first (pooled over the sets, HNSW)",
-    "R@10": "share of queries whose icon is in the top 10",
-    "n": "queries, pooled over the sets",
-}
 
 
 @asset(
@@ -135,22 +139,7 @@ def _external_check(report: ExternalReport) -> AssetCheckResult:
 
 FUSION_CHECK = "hybrid_search_keeps_up_with_its_best_channel"
 FINE_TUNING_CHECK = "fine_tuning_improves_on_the_base_model"
-# Hybrid search may trail its best single channel by this much R@10 (query noise) before the check fails.
-FUSION_TOLERANCE = 0.02
-RESULT_COLUMNS = {
-    "search": "hybrid search, or one of its channels alone (bm25 and raw-pixels-16x16 are baselines)",
-    "R@1": "share of queries whose answer is first (HNSW, as search serves it)",
-    "R@10": "share of queries whose answer is in the top 10 (HNSW)",
-    "exact": "R@10 of the same channel by an exact scan of every icon: the gap to R@10 is index error",
-}
-SEEN_HELDOUT_COLUMNS = {
-    "seen": "R@10 on queries about icon groups the models trained on (HNSW)",
-    "held-out": "R@10 on queries about icon groups kept out of training: what the models learnt, not "
-    "memorised (subset_queries has the counts; under 50, read it as a rough figure)",
-}
 REGRESSION_CHECK = "no_regression_since_previous"
-# An absolute drop in a recall figure that counts as a regression (below it: query noise).
-REGRESSION_TOLERANCE = 0.02
 
 
 @asset(
@@ -218,7 +207,7 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
         "failures": len(report.failures),
         "warnings": MetadataValue.json(report.warnings),
     }
-    metadata.update(headline_figures(report))
+    metadata.update(headline_figures(report, FLOAT_PLACES))
     for plot in plots:
         metadata[f"plot_{plot.stem}"] = image_markdown(plot, plot.stem)
     context.log.info(f"benchmark written to {out_dir}: {json.dumps([p.name for p in plots])}")
@@ -226,27 +215,6 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
     return MaterializeResult(
         metadata=metadata, check_results=[_fusion_check(report), _fine_tuning_check(report), regression]
     )
-
-
-COMPARISON_COLUMNS = {
-    "search": "the search compared",
-    "vs": "the one it should beat, on the same queries",
-    "gain": "R@10 of the search minus R@10 of the other (HNSW; each is in results/<task>)",
-    "p": "paired randomisation test on per-query R@10: below 0.05, the gain is not noise",
-}
-
-
-def headline_figures(report) -> dict[str, float]:
-    """Numeric headline figures ("hybrid/text2img/R@10"): the UI plots each across materializations."""
-    figures = {}
-    for row in report.headline():
-        if row["model"] in (HYBRID, BM25_BASELINE, PIXEL_BASELINE, FINETUNED_MODEL, BASE_MODEL):
-            for metric in ("R@1", "R@10"):
-                if row[metric] is not None and math.isfinite(row[metric]):
-                    figures[f"{row['model']}/{row['task']}/{metric}"] = round(
-                        float(row[metric]), FLOAT_PLACES
-                    )
-    return figures
 
 
 def benchmark_tables(report) -> dict[str, MetadataValue]:
@@ -316,15 +284,7 @@ def _regression_check(previous, metadata: dict) -> AssetCheckResult:
                 "figures are not comparable",
                 metadata={"previous_run": previous.run_id},
             )
-    drops, compared = [], []
-    for key in sorted(set(current) & set(before)):
-        model, task, metric = key.split("/")
-        change = current[key] - before[key]
-        compared.append(
-            {"task": task, "search": model, "metric": metric, "previous": before[key], "now": current[key]}
-        )
-        if change < -REGRESSION_TOLERANCE:
-            drops.append(f"{task} {model} {metric} {before[key]:.3f} -> {current[key]:.3f}")
+    drops, compared = regression_drops(before, current)
     return AssetCheckResult(
         check_name=REGRESSION_CHECK,
         passed=not drops,
@@ -343,38 +303,9 @@ def _regression_check(previous, metadata: dict) -> AssetCheckResult:
     )
 
 
-def _recall_at_10(report, task: str, model: str) -> float | None:
-    """R@10 of `model` on `task` as search serves it (HNSW; BM25 and raw pixels have one mode)."""
-    for row in report.rows:
-        if (
-            (row.task, row.model, row.subset) == (task, model, "all")
-            and row.mode != "exact"
-            and row.n_queries
-        ):
-            return row.recall.get(10)
-    return None
-
-
 def _fusion_check(report) -> AssetCheckResult:
     """WARN naming each task where hybrid search trails one of its own channels, and what to do."""
-    shortfalls, figures = [], {}
-    for task in report.tasks:
-        hybrid = _recall_at_10(report, task, HYBRID)
-        channels = {
-            model: _recall_at_10(report, task, model)
-            for model in report.models
-            if model != HYBRID and not model.startswith(f"{HYBRID}-")
-        }
-        channels = {model: value for model, value in channels.items() if value is not None}
-        if hybrid is None or not channels:
-            continue
-        best = max(channels, key=channels.__getitem__)
-        figures[task] = f"hybrid {hybrid:.3f}, best channel {best} {channels[best]:.3f}"
-        if hybrid < channels[best] - FUSION_TOLERANCE:
-            shortfalls.append(
-                f"{task}: hybrid search R@10 {hybrid:.3f} trails the {best} channel alone "
-                f"({channels[best]:.3f})"
-            )
+    shortfalls, figures = fusion_shortfalls(report)
     description = (
         "; ".join(shortfalls) + ". The fusion weights no longer fit the index: re-materialize search_fusion, "
         "then benchmark_report"
@@ -392,14 +323,7 @@ def _fusion_check(report) -> AssetCheckResult:
 
 def _fine_tuning_check(report) -> AssetCheckResult:
     """WARN naming each task where the fine-tuned model does not beat its base, and what to do."""
-    shortfalls, figures = [], {}
-    for task in report.tasks:
-        tuned, base = _recall_at_10(report, task, FINETUNED_MODEL), _recall_at_10(report, task, BASE_MODEL)
-        if tuned is None or base is None:
-            continue
-        figures[task] = f"fine-tuned {tuned:.3f}, base {base:.3f}"
-        if not tuned > base:
-            shortfalls.append(f"{task}: fine-tuned R@10 {tuned:.3f}, its base {base:.3f}")
+    shortfalls, figures = fine_tuning_shortfalls(report)
     description = (
         "; ".join(shortfalls) + ". Training did not help: look at finetuned_checkpoint's loss plot, then "
         "train longer (training.max_steps) or on more pairs (corpus.sets) and re-materialize "
