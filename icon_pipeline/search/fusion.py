@@ -10,7 +10,11 @@ queried together, scores normalised, exact-name matches boosted, results merged)
    query ("shopping cart" -> shopping-cart);
 4. with `fold_variants`, an icon concept ranks as a whole: every icon of a group (outline and
    filled, sizes) takes its group's best fused score, so a concept's variants sit together and a
-   screenshot of one variant finds the others.
+   screenshot of one variant finds the others;
+5. icons the query names (names.py: its exact name first, then names holding all its words or a
+   first tag equal to it, never a negation such as copy-off) rank ahead of the rest, tier by tier,
+   the fused score ordering each tier: a designer who types an icon's name gets that icon first
+   whatever the channels think. The fit (below) does not see tiers: they are not fitted.
 
 Weights are kept per query kind: `words` (a few words, like a caption or a keyword search), `sentence`
 (more than four words: an intent in natural language) and `image`. Keyword matching helps the
@@ -73,6 +77,7 @@ class FusedHit:
     own_score: float  # the icon's own fused score
     channel_scores: dict[str, float]  # each channel's raw score for this icon (absent: not returned)
     name_match: bool = False
+    match_level: int = 0  # how closely the query names the icon (names.EXACT, names.NEAR; 0: not)
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,12 @@ def fuse(
     name_boost: float = 0.0,
     fold_variants: bool = True,
     exclude: Collection[str] = (),
+    match_levels: Mapping[str, int] | None = None,
 ) -> list[FusedHit]:
     """The top k icons of the merged channels (see the module doc); `exclude` never ranks, nor
     lends its score to its variants (a screenshot of an indexed icon, with that icon excluded, must
-    find its concept by the other variants' own scores).
+    find its concept by the other variants' own scores). `match_levels`: icon_id -> its name tier
+    (step 5); a group ranks at its best member's tier when variants are folded.
 
     Channels in `channel_hits` without a weight count FILL_WEIGHT: they only order what the
     weighted channels did not return."""
@@ -152,20 +159,30 @@ def fuse(
     matched = set(name_matches)
     for icon_id in matched:
         own[icon_id] = own.get(icon_id, 0.0) + name_boost
+    levels = {i: v for i, v in (match_levels or {}).items() if i not in exclude}
+    for icon_id in levels:
+        own.setdefault(icon_id, 0.0)  # named but returned by no channel: still ranks in its tier
     final = dict(own)
+    tier = dict(levels)
     if fold_variants:
-        best: dict[str, float] = {}
+        best: dict[str, tuple[int, float]] = {}
         for icon_id, value in own.items():
             if icon_id in exclude:
                 continue
             group = group_of.get(icon_id, icon_id)
-            best[group] = max(best.get(group, float("-inf")), value)
-        for group, value in best.items():
+            best[group] = max(best.get(group, (0, float("-inf"))), (levels.get(icon_id, 0), value))
+        for group, (level, value) in best.items():
             for member in members.get(group, (group,)):
-                final[member] = value
+                final[member], tier[member] = value, level
                 own.setdefault(member, 0.0)
-    ranked = sorted((i for i in final if i not in exclude), key=lambda i: (-final[i], -own[i], i))[:k]
-    return [FusedHit(i, float(final[i]), float(own[i]), raw.get(i, {}), i in matched) for i in ranked]
+    ranked = sorted(
+        (i for i in final if i not in exclude),
+        key=lambda i: (-tier.get(i, 0), -final[i], -levels.get(i, 0), -own[i], i),
+    )[:k]
+    return [
+        FusedHit(i, float(final[i]), float(own[i]), raw.get(i, {}), i in matched, levels.get(i, 0))
+        for i in ranked
+    ]
 
 
 # --- fitting ---------------------------------------------------------------------------------

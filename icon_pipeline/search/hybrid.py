@@ -16,6 +16,7 @@ from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
+from icon_pipeline.search.names import NameMatcher
 
 HYBRID = "hybrid"
 
@@ -26,6 +27,7 @@ class LibraryIndex:
 
     group_of: dict[str, str]  # icon_id -> group (variants of one concept share it)
     names: dict[str, list[str]] = field(default_factory=dict)  # name_key -> icon ids
+    matcher: NameMatcher = field(default_factory=lambda: NameMatcher({}))  # how a query names icons
 
     def __post_init__(self) -> None:
         self.members: dict[str, list[str]] = {}
@@ -33,19 +35,30 @@ class LibraryIndex:
             self.members.setdefault(group, []).append(icon_id)
 
     @classmethod
-    def build(cls, group_of: Mapping[str, str], names: Mapping[str, str]) -> LibraryIndex:
-        """`names`: icon_id -> the icon's name."""
+    def build(
+        cls,
+        group_of: Mapping[str, str],
+        names: Mapping[str, str],
+        tags: Mapping[str, Sequence[str]] | None = None,
+        styles: Sequence[str] = (),
+    ) -> LibraryIndex:
+        """`names`: icon_id -> the icon's name; `tags`: its tags in the library's order; `styles`:
+        the catalog's style values (names.NameMatcher)."""
         by_name: dict[str, list[str]] = {}
         for icon_id, name in sorted(names.items()):
             key = name_key(name)
             if key:
                 by_name.setdefault(key, []).append(icon_id)
-        return cls(group_of=dict(group_of), names=by_name)
+        return cls(group_of=dict(group_of), names=by_name, matcher=NameMatcher.build(names, tags, styles))
 
     def name_matches(self, query: Query) -> frozenset[str]:
         if not isinstance(query, str):
             return frozenset()
         return frozenset(self.names.get(name_key(query), ()))
+
+    def match_levels(self, query: Query) -> dict[str, int]:
+        """icon_id -> how closely a text query names it (names.EXACT, names.NEAR); {} for an image."""
+        return self.matcher.levels(query) if isinstance(query, str) else {}
 
 
 @dataclass
@@ -142,6 +155,7 @@ class HybridSearch:
             name_boost=settings.name_boost,
             fold_variants=settings.fold_variants,
             exclude=exclude,
+            match_levels=self.library.match_levels(query),
         )
 
     def in_library(self, hits: Mapping[str, list[ChannelHit]]) -> dict[str, list[ChannelHit]]:

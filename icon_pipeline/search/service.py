@@ -239,7 +239,10 @@ def _library_index(keywords: LibraryKeywords) -> LibraryIndex:
     app and the API open a service per request."""
     memo = _library_memo[0] if _library_memo else None
     if memo is None or memo[0] is not keywords:
-        memo = (keywords, LibraryIndex.build(keywords.groups, keywords.names))
+        memo = (
+            keywords,
+            LibraryIndex.build(keywords.groups, keywords.names, keywords.tags, keywords.styles),
+        )
         _library_memo[:] = [memo]
     return memo[1]
 
