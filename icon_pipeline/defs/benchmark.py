@@ -17,6 +17,7 @@ from dagster import (
 
 from icon_pipeline.benchmark.external import EXTERNAL_TASKS, build_external_queries, matched_only
 from icon_pipeline.benchmark.external_report import ExternalReport, combined_markdown
+from icon_pipeline.benchmark.names import merge_into, run_name_queries
 from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE, TASKS, run_benchmark
 from icon_pipeline.core.config import library_id, load_config
 from icon_pipeline.core.frozen import read_frozen_jsonl
@@ -223,6 +224,8 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
         channel_set = ChannelSet(conn, config.index.ef_search)
         search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
         report = run_benchmark(queries, search, library_groups(), icon_images=images, connections=connections)
+        names_report = run_name_queries(search, config.external.sets, connections)
+        merge_into(report, names_report)
     out_dir = asset_path("reports")
     json_path = for_writing(asset_path("benchmark_json"))
     markdown_path = asset_path("benchmark_markdown")

@@ -4,6 +4,7 @@ search merges its channels, and what it is worth."""
 import math
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -348,6 +349,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
                 search.library.name_matches(query),
                 weight=shares[(kind, spec["source"])],
                 protected=spec["source"] == "eval_set",
+                match_levels=search.library.match_levels(query),
             )
             for kind, spec, query, result in zip(kinds, specs, objects, results, strict=True)
         ]
@@ -361,7 +363,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
             "channels_without_data": sorted({CAPTIONS, PIXELS} - set(available)),
             "eval_queries_held_back": held_back,
         }
-        settings = FusionSettings(settings.weights, settings.name_boost, settings.fold_variants, fitted)
+        settings = replace(settings, fitted=fitted)
         write_fusion_settings(conn, settings.to_json())
     rows = []
     for kind in KINDS:

@@ -21,12 +21,12 @@ Weights are kept per query kind: `words` (a few words, like a caption or a keywo
 sentences of the eval set but not its short phrases, so one set of weights would serve one of
 them badly.
 
-The weights, then the boost and folding, are fitted per library on the frozen eval set (never on
-the benchmark queries) by `fit_fusion`: an exhaustive grid over the weight simplex maximising
-mean R@1 + R@10, with and without variant folding (the better whole decides), then the boost
-that adds most; a channel that does not help gets weight 0, and ties go to fewer channels.
-Results a weighting scores alike count as a random order of them would (search breaks such ties
-by icon id, which knows nothing of relevance).
+The weights, then the boost and folding, then the confidence model (confidence.py), are fitted per
+library on the frozen eval set (never on the benchmark queries) by `fit_fusion`: an exhaustive grid
+over the weight simplex maximising mean R@1 + R@10, with and without variant folding (the better
+whole decides), then the boost that adds most; a channel that does not help gets weight 0, and ties
+go to fewer channels. Results a weighting scores alike count as a random order of them would (search
+breaks such ties by icon id, which knows nothing of relevance).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from icon_pipeline.search.channels import ChannelHit, Query
+from icon_pipeline.search.confidence import ConfidenceExample, fit_confidence
 
 KINDS = ("words", "sentence", "image")
 WORDS_MAX = 4  # captions are 1-4 words: a query this short is searched like one
@@ -78,6 +79,7 @@ class FusedHit:
     channel_scores: dict[str, float]  # each channel's raw score for this icon (absent: not returned)
     name_match: bool = False
     match_level: int = 0  # how closely the query names the icon (names.EXACT, names.NEAR; 0: not)
+    confidence: float | None = None  # P(relevant), on one scale for all queries (confidence.py)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class FusionSettings:
     name_boost: float = 0.0
     fold_variants: bool = True
     fitted: dict[str, Any] = field(default_factory=dict)  # what the fit saw and scored
+    # kind -> confidence.ConfidenceModel.to_dict(): fitted beside the weights; empty: results unrated
+    confidence: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def channels(self, kind: str) -> dict[str, float]:
         return {c: w for c, w in self.weights.get(kind, {}).items() if w > 0}
@@ -103,6 +107,7 @@ class FusionSettings:
             name_boost=float(raw.get("name_boost", 0.0)),
             fold_variants=bool(raw.get("fold_variants", True)),
             fitted=dict(raw.get("fitted") or {}),
+            confidence=dict(raw.get("confidence") or {}),
         )
 
     @classmethod
@@ -201,6 +206,7 @@ class FittingQuery:
     # A query of the source whose R@1 the fit may not lower by more than PROTECTED_R1_TOLERANCE
     # (the eval set: the library's own vocabulary) while it gains on the others.
     protected: bool = False
+    match_levels: Mapping[str, int] = field(default_factory=dict)  # hybrid.LibraryIndex.match_levels
 
 
 def weight_grid(channels: Sequence[str], step: float = WEIGHT_STEP) -> np.ndarray:
@@ -448,10 +454,28 @@ def fit_fusion(
         for kind, grid in fits[False][1].items()
         for r1, r10 in [objective(kind, grid, 0.0, False)]
     }
+    members: dict[str, list[str]] = {}
+    for icon_id, group in group_of.items():
+        members.setdefault(group, []).append(icon_id)
+    confidence = fit_confidence(
+        [
+            ConfidenceExample(
+                q.kind,
+                q.hits,
+                frozenset(i for g in q.relevant_groups for i in members.get(g, ()) if i not in q.exclude),
+                q.exclude,
+                q.match_levels,
+                q.weight,
+            )
+            for q in queries
+        ],
+        weights,
+    )
     return FusionSettings(
         weights=weights,
         name_boost=boost,
         fold_variants=fold,
+        confidence={kind: model.to_dict() for kind, model in confidence.items()},
         fitted={
             "objective": "mean R@1 + R@10",
             "per_kind": per_kind,

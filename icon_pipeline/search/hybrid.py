@@ -8,12 +8,13 @@ import queue
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
 from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.names import NameMatcher
@@ -145,8 +146,10 @@ class HybridSearch:
         settings: FusionSettings | None = None,
     ) -> list[FusedHit]:
         settings = settings or self.settings
-        return fuse(
-            self.in_library(results.hits),
+        hits = self.in_library(results.hits)
+        levels = self.library.match_levels(query)
+        fused = fuse(
+            hits,
             settings.channels(fusion_kind(query)),
             k,
             group_of=self.library.group_of,
@@ -155,8 +158,28 @@ class HybridSearch:
             name_boost=settings.name_boost,
             fold_variants=settings.fold_variants,
             exclude=exclude,
-            match_levels=self.library.match_levels(query),
+            match_levels=levels,
         )
+        model = self.confidence_model(query, settings)
+        if model is None or not fused:
+            return fused
+        chances = model.probabilities([h.icon_id for h in fused], hits, levels)
+        return [replace(h, confidence=float(p)) for h, p in zip(fused, chances, strict=True)]
+
+    def confidence_model(
+        self, query: Query, settings: FusionSettings | None = None
+    ) -> ConfidenceModel | None:
+        """The fitted confidence model of the query's kind; None before a fit made one."""
+        raw = (settings or self.settings).confidence.get(fusion_kind(query))
+        return ConfidenceModel.from_dict(raw) if raw else None
+
+    def match_state(self, query: Query, hits: Sequence[FusedHit]) -> str:
+        """confidence.MATCH, NO_MATCH (the best result is below the fitted threshold) or UNRATED."""
+        model = self.confidence_model(query)
+        if model is None:
+            return UNRATED
+        best = max((h.confidence for h in hits if h.confidence is not None), default=None)
+        return MATCH if best is not None and best >= model.no_match_below else NO_MATCH
 
     def in_library(self, hits: Mapping[str, list[ChannelHit]]) -> dict[str, list[ChannelHit]]:
         """Only icons of the configured library: an index not yet rebuilt after the library changed

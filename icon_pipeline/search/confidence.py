@@ -1,0 +1,182 @@
+"""Absolute confidence: how likely a result is to be what the query means, on one scale for every query.
+
+The fused score (fusion.py) is relative: min-max normalised per query, the first result of any query,
+even "qwxzv plorf", scores about 1. Confidence is a probability instead: a logistic model per query
+kind (words, sentence, image) of "this icon is relevant to this query", fitted on the frozen eval
+set's fitting queries (never the benchmark's) from features that keep their meaning across queries:
+
+- each weighted vector channel's raw cosine similarity (an icon a channel did not return takes that
+  channel's lowest returned score: it is at most that similar);
+- whether keyword search returned the icon (it shares a word with the query);
+- whether the query names the icon (names.EXACT, names.NEAR).
+
+A query matches nothing well when its best result's confidence is below `no_match_below`: the
+confidence that only NO_MATCH_SHARE of the fitting queries' best results fall under (a real query
+is rarely told "no match"; gibberish, and images of things the library does not draw, are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from icon_pipeline.search.channels import KEYWORDS, ChannelHit
+from icon_pipeline.search.names import EXACT, NEAR
+
+NO_MATCH_SHARE = 0.02  # of the fitting queries, the share whose best result counts as "no match"
+L2_PENALTY = 1e-3  # keeps the fit finite when a feature separates the labels on its own
+NEWTON_STEPS = 25
+MATCH = "match"
+NO_MATCH = "none"
+UNRATED = "unrated"  # no confidence model (unfitted settings, or one channel asked alone)
+
+
+@dataclass(frozen=True)
+class ConfidenceModel:
+    """One query kind's logistic model over `features`, and its no-match threshold."""
+
+    channels: tuple[str, ...]  # the weighted channels whose evidence it reads
+    coef: tuple[float, ...]  # one per feature (see `feature_names`)
+    intercept: float
+    no_match_below: float
+    queries: int = 0  # fitting queries it was fitted on
+
+    @property
+    def feature_names(self) -> list[str]:
+        return feature_names(self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channels": list(self.channels),
+            "features": self.feature_names,
+            "coef": [round(c, 6) for c in self.coef],
+            "intercept": round(self.intercept, 6),
+            "no_match_below": round(self.no_match_below, 6),
+            "queries": self.queries,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ConfidenceModel:
+        return cls(
+            channels=tuple(raw["channels"]),
+            coef=tuple(float(c) for c in raw["coef"]),
+            intercept=float(raw["intercept"]),
+            no_match_below=float(raw["no_match_below"]),
+            queries=int(raw.get("queries", 0)),
+        )
+
+    def probabilities(
+        self,
+        icon_ids: Sequence[str],
+        hits: Mapping[str, Sequence[ChannelHit]],
+        levels: Mapping[str, int],
+    ) -> np.ndarray:
+        matrix = features(self.channels, icon_ids, hits, levels)
+        return _sigmoid(matrix @ np.asarray(self.coef) + self.intercept)
+
+
+def feature_names(channels: Sequence[str]) -> list[str]:
+    return [
+        *(f"{c}_returned" if c == KEYWORDS else f"{c}_cosine" for c in channels),
+        "name_exact",
+        "name_near",
+    ]
+
+
+def features(
+    channels: Sequence[str],
+    icon_ids: Sequence[str],
+    hits: Mapping[str, Sequence[ChannelHit]],
+    levels: Mapping[str, int],
+) -> np.ndarray:
+    """(icons, features): see the module doc."""
+    matrix = np.zeros((len(icon_ids), len(channels) + 2))
+    for column, channel in enumerate(channels):
+        returned = {h.icon_id: h.score for h in hits.get(channel, ())}
+        if channel == KEYWORDS:
+            matrix[:, column] = [1.0 if i in returned else 0.0 for i in icon_ids]
+        else:
+            floor = min(returned.values()) if returned else 0.0
+            matrix[:, column] = [returned.get(i, floor) for i in icon_ids]
+    matrix[:, -2] = [1.0 if levels.get(i) == EXACT else 0.0 for i in icon_ids]
+    matrix[:, -1] = [1.0 if levels.get(i) == NEAR else 0.0 for i in icon_ids]
+    return matrix
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Weighted L2-penalised logistic regression by Newton's method: (coefficients, intercept)."""
+    n, d = x.shape
+    w = np.ones(n) if weights is None else weights
+    design = np.hstack([x, np.ones((n, 1))])
+    beta = np.zeros(d + 1)
+    penalty = np.full(d + 1, L2_PENALTY * w.sum())
+    penalty[-1] = 0.0
+    for _ in range(NEWTON_STEPS):
+        p = _sigmoid(design @ beta)
+        gradient = design.T @ (w * (y - p)) - penalty * beta
+        hessian = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(d + 1), gradient)
+        beta += step
+        if np.abs(step).max() < 1e-8:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+@dataclass(frozen=True)
+class ConfidenceExample:
+    """One fitting query as the confidence fit needs it."""
+
+    kind: str
+    hits: Mapping[str, Sequence[ChannelHit]]
+    relevant: frozenset[str]  # relevant icon ids (excluded ones left out)
+    exclude: frozenset[str]
+    levels: Mapping[str, int]
+    weight: float = 1.0
+
+
+def fit_confidence(
+    examples: Sequence[ConfidenceExample], weights: Mapping[str, Mapping[str, float]]
+) -> dict[str, ConfidenceModel]:
+    """Per kind with fitting queries: the logistic model over that kind's weighted channels, and the
+    no-match threshold (NO_MATCH_SHARE of its queries' best results are below it)."""
+    models: dict[str, ConfidenceModel] = {}
+    for kind in sorted({e.kind for e in examples}):
+        channels = tuple(sorted(c for c, w in weights.get(kind, {}).items() if w > 0))
+        chosen = [e for e in examples if e.kind == kind]
+        blocks, labels, row_weights, spans = [], [], [], []
+        for example in chosen:
+            ids = sorted(
+                ({h.icon_id for c in channels for h in example.hits.get(c, ())} | set(example.levels))
+                - example.exclude
+            )
+            if not ids:
+                continue
+            start = sum(len(b) for b in blocks)
+            blocks.append(features(channels, ids, example.hits, example.levels))
+            labels.append(np.array([1.0 if i in example.relevant else 0.0 for i in ids]))
+            # each query counts its share, however many candidates it has
+            row_weights.append(np.full(len(ids), example.weight / len(ids)))
+            spans.append((start, start + len(ids)))
+        if not blocks:
+            continue
+        x, y, w = np.vstack(blocks), np.concatenate(labels), np.concatenate(row_weights)
+        if y.min() == y.max():
+            continue  # nothing to tell apart
+        coef, intercept = fit_logistic(x, y, w)
+        p = _sigmoid(x @ coef + intercept)
+        best = np.array([p[a:b].max() for a, b in spans])
+        models[kind] = ConfidenceModel(
+            channels=channels,
+            coef=tuple(float(c) for c in coef),
+            intercept=intercept,
+            no_match_below=float(np.quantile(best, NO_MATCH_SHARE)),
+            queries=len(spans),
+        )
+    return models
