@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from icon_pipeline.benchmark.names import NAMES_TASK, build_name_queries, name_relevance, spelled_name
+from icon_pipeline.benchmark.names import NAMES_TASK, build_name_queries, name_relevance
 from icon_pipeline.core.database import DatabaseInfo
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 from icon_pipeline.search.channels import CAPTIONS, KEYWORDS, KeywordChannel, caption_channel
@@ -20,7 +20,7 @@ from icon_pipeline.search.fusion import FusionSettings
 from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
 from icon_pipeline.search.index import write_embeddings
 from icon_pipeline.search.keywords import BM25Index
-from icon_pipeline.search.names import EXACT, NEAR, NameMatcher, plain_name
+from icon_pipeline.search.names import EXACT, NEAR, NameMatcher, plain_name, spelled_name
 
 # Families a designer meets first, and every Tabler icon whose first tag is "delete" (trash's rivals).
 FAMILIES = ("settings", "star", "shopping-cart", "copy", "refresh", "trash", "adjustments")

@@ -20,18 +20,10 @@ from typing import Any
 
 from icon_pipeline.library.matching import NameIndex
 from icon_pipeline.library.naming import words
-from icon_pipeline.search.names import plain_name
+from icon_pipeline.search.names import spelled_name
 
 NAMES_TASK = "names"
 NAME_TASKS: dict[str, str] = {NAMES_TASK: "text"}
-
-
-def spelled_name(name: str, styles: Sequence[str] = ()) -> str:
-    """A name as a designer types it: its words, a trailing style word dropped ("Settings-Filled" ->
-    "settings"); plurals kept ("stars" is not "star")."""
-    spelled = words(name)
-    folded = plain_name(name, styles).split()
-    return " ".join(spelled[: len(folded)])
 
 
 def name_relevance(library_names: Mapping[str, str], styles: Sequence[str] = ()) -> dict[str, str]:

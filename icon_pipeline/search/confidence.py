@@ -11,7 +11,7 @@ set's fitting queries (never the benchmark's) from features that keep their mean
 - whether the query names the icon (names.EXACT, names.NEAR).
 
 A query matches nothing well when its best result's confidence is below `no_match_below`: the
-confidence that only NO_MATCH_SHARE of the fitting queries' best results fall under (a real query
+confidence that only NO_MATCH_SHARE of the eval set's queries' best results fall under (a real query
 is rarely told "no match"; gibberish, and images of things the library does not draw, are).
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from icon_pipeline.search.channels import KEYWORDS, ChannelHit
 from icon_pipeline.search.names import EXACT, NEAR
 
-NO_MATCH_SHARE = 0.02  # of the fitting queries, the share whose best result counts as "no match"
+NO_MATCH_SHARE = 0.05  # of the eval set's queries, the share whose best result counts as "no match"
 L2_PENALTY = 1e-3  # keeps the fit finite when a feature separates the labels on its own
 NEWTON_STEPS = 25
 MATCH = "match"
@@ -139,6 +139,9 @@ class ConfidenceExample:
     exclude: frozenset[str]
     levels: Mapping[str, int]
     weight: float = 1.0
+    # An eval-set query: the no-match threshold is set on these alone when there are any (the corpus's
+    # drawings by other sets are harder than a screenshot, and would pull it down to noise's level).
+    protected: bool = False
 
 
 def fit_confidence(
@@ -150,7 +153,7 @@ def fit_confidence(
     for kind in sorted({e.kind for e in examples}):
         channels = tuple(sorted(c for c, w in weights.get(kind, {}).items() if w > 0))
         chosen = [e for e in examples if e.kind == kind]
-        blocks, labels, row_weights, spans = [], [], [], []
+        blocks, labels, row_weights, spans, protected = [], [], [], [], []
         for example in chosen:
             ids = sorted(
                 ({h.icon_id for c in channels for h in example.hits.get(c, ())} | set(example.levels))
@@ -164,6 +167,7 @@ def fit_confidence(
             # each query counts its share, however many candidates it has
             row_weights.append(np.full(len(ids), example.weight / len(ids)))
             spans.append((start, start + len(ids)))
+            protected.append(example.protected)
         if not blocks:
             continue
         x, y, w = np.vstack(blocks), np.concatenate(labels), np.concatenate(row_weights)
@@ -172,6 +176,8 @@ def fit_confidence(
         coef, intercept = fit_logistic(x, y, w)
         p = _sigmoid(x @ coef + intercept)
         best = np.array([p[a:b].max() for a, b in spans])
+        if any(protected):
+            best = best[np.array(protected)]
         models[kind] = ConfidenceModel(
             channels=channels,
             coef=tuple(float(c) for c in coef),

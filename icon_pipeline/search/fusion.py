@@ -466,6 +466,7 @@ def fit_fusion(
                 q.exclude,
                 q.match_levels,
                 q.weight,
+                q.protected,
             )
             for q in queries
         ],

@@ -3,7 +3,8 @@
 Levels, from the library's own names and tags (no hand list of icons):
 
 - EXACT: the icon's name, less a style word the catalog uses ("settings-filled", "Settings (filled)"),
-  is the query ("Shopping carts" -> shopping-cart; stop words of a longer query are dropped).
+  is the query as typed (stop words of a longer query dropped), or, when no name is, its singular or
+  plural ("Shopping carts" -> shopping-cart; "star" is star, and stars only NEAR).
 - NEAR: the name holds every word of the query ("shopping cart" -> shopping-cart-plus), or the
   icon's first tag, its library's primary synonym, is the query (Tabler's trash: "delete").
 - none: anything else, and any icon whose name adds a negation the query does not say ("copy" never
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from icon_pipeline.core.package_data import data_file
-from icon_pipeline.library.naming import name_key
+from icon_pipeline.library.naming import name_key, words
 from icon_pipeline.search.keywords import search_words
 
 EXACT = 2
@@ -57,15 +58,25 @@ def plain_name(name: str, styles: Collection[str] = ()) -> str:
     return " ".join(key)
 
 
+def spelled_name(name: str, styles: Collection[str] = ()) -> str:
+    """A name as a designer types it: its words, a trailing style word dropped ("Settings-Filled" ->
+    "settings"); plurals kept ("stars" is not "star")."""
+    return " ".join(words(name)[: len(plain_name(name, styles).split())])
+
+
 @dataclass
 class NameMatcher:
     """Every icon's plain name and first tag, indexed for `levels`."""
 
     plain: dict[str, str]  # icon_id -> plain name key
     first_tag: dict[str, str] = field(default_factory=dict)  # icon_id -> its first tag's key
+    spelled: dict[str, str] = field(default_factory=dict)  # icon_id -> spelled_name
 
     def __post_init__(self) -> None:
         self.by_name: dict[str, list[str]] = {}
+        self.by_spelling: dict[str, list[str]] = {}
+        for icon_id, spelled in sorted(self.spelled.items()):
+            self.by_spelling.setdefault(spelled, []).append(icon_id)
         self.by_word: dict[str, set[str]] = {}
         self.by_first_tag: dict[str, list[str]] = {}
         for icon_id, key in sorted(self.plain.items()):
@@ -89,6 +100,7 @@ class NameMatcher:
         return cls(
             plain={i: plain_name(n, styles) for i, n in names.items()},
             first_tag={i: name_key(str(t[0])) for i, t in tags.items() if len(t)},
+            spelled={i: spelled_name(n, styles) for i, n in names.items()},
         )
 
     def levels(self, query: str) -> dict[str, int]:
@@ -99,9 +111,15 @@ class NameMatcher:
             return {}
         found: dict[str, int] = {}
         said = set(every)
-        for key in dict.fromkeys((" ".join(every), " ".join(content))):
-            for icon_id in self.by_name.get(key, ()):
+        spelled = words(query)
+        typed = [w for w in spelled if w not in name_words().query_stopwords] or spelled
+        for key, spelled_key in ((" ".join(every), " ".join(spelled)), (" ".join(content), " ".join(typed))):
+            # The name as typed; failing that, its singular or plural ("shopping carts").
+            named = self.by_spelling.get(spelled_key) or self.by_name.get(key, ())
+            for icon_id in named:
                 found[icon_id] = EXACT
+            for icon_id in self.by_name.get(key, ()):
+                found.setdefault(icon_id, NEAR)  # "stars" for "star": after the icon typed
         holders = set.intersection(*(self.by_word.get(w, set()) for w in set(content)))
         holders |= set(self.by_first_tag.get(" ".join(content), ()))
         for icon_id in holders:
