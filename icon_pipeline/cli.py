@@ -432,7 +432,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for rank, group in enumerate(page.results, 1):
         hit = group.hit
         variants = f"  (+ {', '.join(v.style or v.name for v in group.variants)})" if group.variants else ""
-        likely = f" {hit.confidence:4.0%}" if hit.confidence is not None else ""
+        likely = f" {hit.confidence:6.1%}" if hit.confidence is not None else ""
         print(f"{rank:3}. {hit.score:6.3f}{likely}  {hit.name:32} {hit.file_path or hit.icon_id}{variants}")
     return 0
 

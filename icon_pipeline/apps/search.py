@@ -192,7 +192,7 @@ def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
             if thumb
             else "<span class='no-render'>no render</span>"
         )
-        rated = f"{hit.confidence:.0%} likely" if hit.confidence is not None else f"{hit.score:.3f}"
+        rated = f"{hit.confidence:.1%} likely" if hit.confidence is not None else f"{hit.score:.3f}"
         meta = " · ".join(x for x in (hit.style, rated) if x)
         folded = ", ".join(_variant_label(v) for v in group.variants)
         variants = f"<span class='icon-variants'>+ {html.escape(folded)}</span>" if folded else ""

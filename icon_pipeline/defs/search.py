@@ -51,6 +51,7 @@ from icon_pipeline.model.checkpoint import load_checkpoint
 from icon_pipeline.model.embedding import embed_image_files
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 from icon_pipeline.search.channels import CAPTIONS, PIXELS, RESERVED
+from icon_pipeline.search.confidence import no_answer_queries
 from icon_pipeline.search.fusion import (
     KINDS,
     FittingQuery,
@@ -327,6 +328,16 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
     held_back = sum(1 for spec in specs if spec.get("text") in benchmark_texts)
     specs = [{**spec, "source": "eval_set"} for spec in specs if spec.get("text") not in benchmark_texts]
     specs += corpus_fitting_specs()
+    specs += [
+        {
+            "kind": "text" if isinstance(query, str) else "image",
+            **({"text": query} if isinstance(query, str) else {"image": query}),
+            "relevant_groups": [],
+            "exclude": [],
+            "source": "no_answer",
+        }
+        for query in no_answer_queries(config.eval.seed)
+    ]
     with postgres.connect(autocommit=True) as conn, postgres.connections() as connections:
         channel_set = ChannelSet(conn, config.index.ef_search)
         available = [n for n in channel_set.available() if n != HYBRID]

@@ -13,15 +13,22 @@ set's fitting queries (never the benchmark's) from features that keep their mean
 A query matches nothing well when its best result's confidence is below `no_match_below`: the
 confidence that only NO_MATCH_SHARE of the eval set's queries' best results fall under (a real query
 is rarely told "no match"; gibberish, and images of things the library does not draw, are).
+
+Besides the eval set, the fit sees queries made to have no answer (`no_answer_queries`: random letter
+strings, noise and smooth photo-like images), every candidate of them irrelevant: without them the
+model never learns what an answer to nothing looks like (a noise image's normalised drawing is ink
+everywhere, close to many icons' by the pixel channel). They never count in the fusion's weights.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageFilter
 
 from icon_pipeline.search.channels import KEYWORDS, ChannelHit
 from icon_pipeline.search.names import EXACT, NEAR
@@ -29,6 +36,7 @@ from icon_pipeline.search.names import EXACT, NEAR
 NO_MATCH_SHARE = 0.05  # of the eval set's queries, the share whose best result counts as "no match"
 L2_PENALTY = 1e-3  # keeps the fit finite when a feature separates the labels on its own
 NEWTON_STEPS = 25
+NO_ANSWER_QUERIES = 40  # of each kind (text, image) made to have no answer
 MATCH = "match"
 NO_MATCH = "none"
 UNRATED = "unrated"  # no confidence model (unfitted settings, or one channel asked alone)
@@ -154,6 +162,7 @@ def fit_confidence(
         channels = tuple(sorted(c for c, w in weights.get(kind, {}).items() if w > 0))
         chosen = [e for e in examples if e.kind == kind]
         blocks, labels, row_weights, spans, protected = [], [], [], [], []
+        chosen_used: list[ConfidenceExample] = []
         for example in chosen:
             ids = sorted(
                 ({h.icon_id for c in channels for h in example.hits.get(c, ())} | set(example.levels))
@@ -168,6 +177,7 @@ def fit_confidence(
             row_weights.append(np.full(len(ids), example.weight / len(ids)))
             spans.append((start, start + len(ids)))
             protected.append(example.protected)
+            chosen_used.append(example)
         if not blocks:
             continue
         x, y, w = np.vstack(blocks), np.concatenate(labels), np.concatenate(row_weights)
@@ -176,8 +186,11 @@ def fit_confidence(
         coef, intercept = fit_logistic(x, y, w)
         p = _sigmoid(x @ coef + intercept)
         best = np.array([p[a:b].max() for a, b in spans])
+        answered = np.array([bool(e.relevant) for e in chosen_used])
         if any(protected):
-            best = best[np.array(protected)]
+            best = best[np.array(protected) & answered]
+        elif answered.any():
+            best = best[answered]
         models[kind] = ConfidenceModel(
             channels=channels,
             coef=tuple(float(c) for c in coef),
@@ -186,3 +199,28 @@ def fit_confidence(
             queries=len(spans),
         )
     return models
+
+
+def no_answer_queries(seed: int = 0, count: int = NO_ANSWER_QUERIES) -> list[str | Image.Image]:
+    """Queries nothing can answer, deterministic for a seed: `count` strings of one to three random
+    letter runs, and `count` images (colour noise, blurred noise, smooth gradients) of random sizes."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    texts = [
+        " ".join(
+            "".join(rng.choice(letters) for _ in range(rng.randint(4, 8))) for _ in range(rng.randint(1, 3))
+        )
+        for _ in range(count)
+    ]
+    images: list[str | Image.Image] = []
+    for n in range(count):
+        noise = np.random.default_rng(rng.randrange(2**32))
+        width, height = rng.randint(64, 400), rng.randint(64, 400)
+        if n % 3 == 2:
+            yy, xx = np.mgrid[0:height, 0:width]
+            waves = [((xx * noise.uniform(0.2, 2) + yy * noise.uniform(0.2, 2)) % 256) for _ in range(3)]
+            image = Image.fromarray(np.stack(waves, -1).astype(np.uint8))
+        else:
+            image = Image.fromarray(noise.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+        images.append(image.filter(ImageFilter.GaussianBlur(rng.uniform(1, 4))) if n % 3 == 1 else image)
+    return [*texts, *images]

@@ -324,7 +324,8 @@ def fit_fusion(
     group_sizes: dict[str, int] = {}
     for group in group_of.values():
         group_sizes[group] = group_sizes.get(group, 0) + 1
-    by_kind = {kind: [q for q in queries if q.kind == kind] for kind in KINDS}
+    # Queries made to have no answer only teach the confidence model (confidence.no_answer_queries).
+    by_kind = {kind: [q for q in queries if q.kind == kind and q.relevant_groups] for kind in KINDS}
     prepared = {
         kind: [_prepare(q, list(channels.get(kind, ())), group_of, group_sizes) for q in by_kind[kind]]
         for kind in KINDS

@@ -442,8 +442,8 @@ class SearchService:
             return MATCH, ""
         advice = "; try other words" if query_kind(query) == "text" else ""
         return NO_MATCH, (
-            f"no icon matches {what} well: the best result's confidence is {best:.0%}, below the "
-            f"{model_of_kind.no_match_below:.0%} that all but a few real queries reach{advice}"
+            f"no icon matches {what} well: the best result's confidence is {best:.2g}, below the "
+            f"{model_of_kind.no_match_below:.2g} that all but a few real queries reach{advice}"
         )
 
     def batch(self, queries: Sequence[Any], model: str, k: int) -> list[list[str]]:
