@@ -87,6 +87,17 @@ def _index_drawings(demo: Demo) -> None:
         write_embeddings(conn, PIXELS, ids, [group_of.get(i, i) for i in ids], vectors)
 
 
+def _fusion() -> dict:
+    from icon_pipeline.search.service import SearchService, stored_fusion
+
+    service = SearchService.open()
+    try:
+        settings = stored_fusion(service.conn)
+        return {"weights": settings.weights, "confidence": settings.confidence} if settings else {}
+    finally:
+        service.close()
+
+
 def test_confidence_is_fitted_beside_the_weights_on_one_scale(fitted: Demo) -> None:
     from icon_pipeline.search.service import SearchService, stored_fusion
 
@@ -120,7 +131,7 @@ def test_the_api_says_no_match_for_nonsense_and_an_unrelated_image(fitted: Demo,
         assert nonsense["results"]  # the closest icons still come, marked as no match
         noise = noise_image(tmp_path / "photo.png").read_bytes()
         image = httpx.post(search + "/image", content=noise, params={"k": 3}, timeout=120).json()
-        assert image["match"] == "none" and "this image" in image["message"]
+        assert image["match"] == "none" and "this image" in image["message"], (image, _fusion())
         bell_svg = (fitted.root / "icons" / "bell.svg").read_bytes()
         drawn = httpx.post(search + "/image", content=bell_svg, params={"k": 3}, timeout=120).json()
         assert drawn["match"] == "match" and drawn["results"][0]["name"] == "bell"

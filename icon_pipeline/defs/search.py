@@ -51,7 +51,7 @@ from icon_pipeline.model.checkpoint import load_checkpoint
 from icon_pipeline.model.embedding import embed_image_files
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 from icon_pipeline.search.channels import CAPTIONS, PIXELS, RESERVED
-from icon_pipeline.search.confidence import no_answer_queries
+from icon_pipeline.search.confidence import ink_share, no_answer_queries
 from icon_pipeline.search.fusion import (
     KINDS,
     FittingQuery,
@@ -361,6 +361,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
                 weight=shares[(kind, spec["source"])],
                 protected=spec["source"] == "eval_set",
                 match_levels=search.library.match_levels(query),
+                ink=ink_share(query),
             )
             for kind, spec, query, result in zip(kinds, specs, objects, results, strict=True)
         ]

@@ -8,7 +8,8 @@ set's fitting queries (never the benchmark's) from features that keep their mean
 - each weighted vector channel's raw cosine similarity (an icon a channel did not return takes that
   channel's lowest returned score: it is at most that similar);
 - whether keyword search returned the icon (it shares a word with the query);
-- whether the query names the icon (names.EXACT, names.NEAR).
+- whether the query names the icon (names.EXACT, names.NEAR);
+- for an image, how much of it is drawn (`ink_share`): an icon is a few lines on a plain ground.
 
 A query matches nothing well when its best result's confidence is below `no_match_below`: the
 confidence that only NO_MATCH_SHARE of the eval set's queries' best results fall under (a real query
@@ -34,7 +35,7 @@ from icon_pipeline.search.channels import KEYWORDS, ChannelHit
 from icon_pipeline.search.names import EXACT, NEAR
 
 NO_MATCH_SHARE = 0.05  # of the eval set's queries, the share whose best result counts as "no match"
-L2_PENALTY = 1e-3  # keeps the fit finite when a feature separates the labels on its own
+L2_PENALTY = 1e-6  # per unit of query weight: keeps the fit finite when a feature separates the labels
 NEWTON_STEPS = 25
 NO_ANSWER_QUERIES = 40  # of each kind (text, image) made to have no answer
 MATCH = "match"
@@ -81,8 +82,9 @@ class ConfidenceModel:
         icon_ids: Sequence[str],
         hits: Mapping[str, Sequence[ChannelHit]],
         levels: Mapping[str, int],
+        ink: float = 0.0,
     ) -> np.ndarray:
-        matrix = features(self.channels, icon_ids, hits, levels)
+        matrix = features(self.channels, icon_ids, hits, levels, ink)
         return _sigmoid(matrix @ np.asarray(self.coef) + self.intercept)
 
 
@@ -91,7 +93,21 @@ def feature_names(channels: Sequence[str]) -> list[str]:
         *(f"{c}_returned" if c == KEYWORDS else f"{c}_cosine" for c in channels),
         "name_exact",
         "name_near",
+        "query_ink",
     ]
+
+
+INK_LEVELS = 48  # grey levels from the background colour that count as drawn
+
+
+def ink_share(query: Any) -> float:
+    """The share of an image query that is drawn (differs from its border's colour): an icon is a few
+    lines on a plain ground (a few percent to a third), a photo or noise is drawn all over; 0 for text."""
+    if isinstance(query, str):
+        return 0.0
+    grey = np.asarray(query.convert("L"), dtype=np.int16)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return float((np.abs(grey - int(np.median(border))) > INK_LEVELS).mean())
 
 
 def features(
@@ -99,9 +115,10 @@ def features(
     icon_ids: Sequence[str],
     hits: Mapping[str, Sequence[ChannelHit]],
     levels: Mapping[str, int],
+    ink: float = 0.0,
 ) -> np.ndarray:
-    """(icons, features): see the module doc."""
-    matrix = np.zeros((len(icon_ids), len(channels) + 2))
+    """(icons, features): see the module doc; `ink`: the query's ink_share."""
+    matrix = np.zeros((len(icon_ids), len(channels) + 3))
     for column, channel in enumerate(channels):
         returned = {h.icon_id: h.score for h in hits.get(channel, ())}
         if channel == KEYWORDS:
@@ -109,8 +126,9 @@ def features(
         else:
             floor = min(returned.values()) if returned else 0.0
             matrix[:, column] = [returned.get(i, floor) for i in icon_ids]
-    matrix[:, -2] = [1.0 if levels.get(i) == EXACT else 0.0 for i in icon_ids]
-    matrix[:, -1] = [1.0 if levels.get(i) == NEAR else 0.0 for i in icon_ids]
+    matrix[:, -3] = [1.0 if levels.get(i) == EXACT else 0.0 for i in icon_ids]
+    matrix[:, -2] = [1.0 if levels.get(i) == NEAR else 0.0 for i in icon_ids]
+    matrix[:, -1] = ink
     return matrix
 
 
@@ -150,6 +168,7 @@ class ConfidenceExample:
     # An eval-set query: the no-match threshold is set on these alone when there are any (the corpus's
     # drawings by other sets are harder than a screenshot, and would pull it down to noise's level).
     protected: bool = False
+    ink: float = 0.0  # ink_share of the query
 
 
 def fit_confidence(
@@ -171,7 +190,7 @@ def fit_confidence(
             if not ids:
                 continue
             start = sum(len(b) for b in blocks)
-            blocks.append(features(channels, ids, example.hits, example.levels))
+            blocks.append(features(channels, ids, example.hits, example.levels, example.ink))
             labels.append(np.array([1.0 if i in example.relevant else 0.0 for i in ids]))
             # each query counts its share, however many candidates it has
             row_weights.append(np.full(len(ids), example.weight / len(ids)))

@@ -14,7 +14,7 @@ import psycopg
 
 from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
-from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel, ink_share
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.names import NameMatcher
@@ -163,7 +163,7 @@ class HybridSearch:
         model = self.confidence_model(query, settings)
         if model is None or not fused:
             return fused
-        chances = model.probabilities([h.icon_id for h in fused], hits, levels)
+        chances = model.probabilities([h.icon_id for h in fused], hits, levels, ink_share(query))
         return [replace(h, confidence=float(p)) for h, p in zip(fused, chances, strict=True)]
 
     def confidence_model(
@@ -171,7 +171,9 @@ class HybridSearch:
     ) -> ConfidenceModel | None:
         """The fitted confidence model of the query's kind; None before a fit made one."""
         raw = (settings or self.settings).confidence.get(fusion_kind(query))
-        return ConfidenceModel.from_dict(raw) if raw else None
+        model = ConfidenceModel.from_dict(raw) if raw else None
+        # One fitted with other features (an older version): unrated until search_fusion is re-run.
+        return model if model and len(model.coef) == len(model.feature_names) else None
 
     def match_state(self, query: Query, hits: Sequence[FusedHit]) -> str:
         """confidence.MATCH, NO_MATCH (the best result is below the fitted threshold) or UNRATED."""

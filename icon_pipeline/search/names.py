@@ -5,8 +5,9 @@ Levels, from the library's own names and tags (no hand list of icons):
 - EXACT: the icon's name, less a style word the catalog uses ("settings-filled", "Settings (filled)"),
   is the query as typed (stop words of a longer query dropped), or, when no name is, its singular or
   plural ("Shopping carts" -> shopping-cart; "star" is star, and stars only NEAR).
-- NEAR: the name holds every word of the query ("shopping cart" -> shopping-cart-plus), or the
-  icon's first tag, its library's primary synonym, is the query (Tabler's trash: "delete").
+- NEAR: the name holds every word of a query of two words or more ("shopping cart" ->
+  shopping-cart-plus), or the icon's first tag, its library's primary synonym, is the query
+  (Tabler's trash: "delete").
 - none: anything else, and any icon whose name adds a negation the query does not say ("copy" never
   makes copy-off or copy-x a match; "copy off" does).
 
@@ -120,7 +121,11 @@ class NameMatcher:
                 found[icon_id] = EXACT
             for icon_id in self.by_name.get(key, ()):
                 found.setdefault(icon_id, NEAR)  # "stars" for "star": after the icon typed
-        holders = set.intersection(*(self.by_word.get(w, set()) for w in set(content)))
+        # Names holding every word: only for two words or more ("shopping cart" -> shopping-cart-plus);
+        # every name with "gear" in it ahead of the rest lost the external benchmark's tag queries.
+        holders = set()
+        if len(content) > 1:
+            holders = set.intersection(*(self.by_word.get(w, set()) for w in set(content)))
         holders |= set(self.by_first_tag.get(" ".join(content), ()))
         for icon_id in holders:
             added = set(self.plain[icon_id].split()) - said
