@@ -115,9 +115,10 @@ def test_an_icons_name_finds_it_first_whatever_the_channels_weigh(
             ("copy x", "copy-x"),
         ]:
             assert ranked(query, 1) == [icon], (query, ranked(query))
-        # Negations never lead a plain query: every icon that holds "copy" without negating it first.
-        copy = ranked("copy", 30)
-        assert copy.index("copy-off") > max(copy.index(n) for n in ("copy-plus", "copy-check") if n in copy)
+        # Negations never lead a plain query: every icon that holds "shopping cart" without negating it first.
+        cart = ranked("shopping cart", 40)
+        assert cart.index("shopping-cart-off") > cart.index("shopping-cart-plus")
+        assert cart.index("shopping-cart-x") > cart.index("shopping-cart-plus")
         # "delete": trash (its first tag) among the first three concepts (outline and filled: one).
         concepts = list(dict.fromkeys(ranked("delete", 12)))
         assert "trash" in concepts[:3], concepts
@@ -128,8 +129,10 @@ def test_name_levels_drop_styles_and_negations(library) -> None:
     matcher = NameMatcher.build(names, tags, ["outline", "filled"])
     by_name = {n: i for i, n in names.items()}
     levels = {names[i]: level for i, level in matcher.levels("settings").items()}
-    assert levels["settings"] == EXACT and levels["settings-2"] == NEAR
-    assert "settings-off" not in levels and "settings-x" not in levels
+    assert levels["settings"] == EXACT and "settings-2" not in levels  # one word: its exact name only
+    cart = {names[i]: level for i, level in matcher.levels("shopping cart").items()}
+    assert cart["shopping-cart"] == EXACT and cart["shopping-cart-plus"] == NEAR
+    assert "shopping-cart-off" not in cart and "shopping-cart-x" not in cart  # negations
     assert "adjustments" in levels  # Tabler's adjustments lists "settings" as its first tag
     assert matcher.levels("settings off")[by_name["settings-off"]] == EXACT
     assert matcher.levels("I want the trash icon")[by_name["trash"]] == EXACT  # stop and noise words
