@@ -394,6 +394,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                     "query": str(args.image) if args.image else args.query,
                     "kind": "image" if args.image else "text",
                     "model": model,
+                    "match": page.match,
+                    "message": page.message,
                     "hits": [
                         {
                             "rank": rank,
@@ -401,6 +403,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                             "name": group.hit.name,
                             "group_id": group.hit.group_id,
                             "score": round(group.hit.score, 6),
+                            "confidence": None
+                            if group.hit.confidence is None
+                            else round(group.hit.confidence, 6),
                             "file_path": group.hit.file_path,
                             "png_path": group.hit.png_path,
                             "channels": {c: round(v, 6) for c, v in group.hit.channel_scores.items()},
@@ -419,11 +424,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         why = "no icon's name, tags or captions share a word with" if model == KEYWORDS else "no icon matches"
         print(f"{why} {what} ({how})")
         return 0
-    print(f"top {len(hits)} for {what} ({how}):")
+    from icon_pipeline.search.confidence import NO_MATCH
+
+    if page.match == NO_MATCH:
+        print(f"no match: {page.message}. The closest icons:")
+    rated = ", then how likely each is what you mean" if hits[0].confidence is not None else ""
+    print(f"top {len(hits)} for {what} ({how}{rated}):")
     for rank, group in enumerate(page.results, 1):
         hit = group.hit
         variants = f"  (+ {', '.join(v.style or v.name for v in group.variants)})" if group.variants else ""
-        print(f"{rank:3}. {hit.score:6.3f}  {hit.name:32} {hit.file_path or hit.icon_id}{variants}")
+        likely = f" {hit.confidence:6.1%}" if hit.confidence is not None else ""
+        print(f"{rank:3}. {hit.score:6.3f}{likely}  {hit.name:32} {hit.file_path or hit.icon_id}{variants}")
     return 0
 
 

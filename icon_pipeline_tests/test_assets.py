@@ -321,7 +321,12 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     assert training["world_size"] == 1 and training["global_batch_size"] == 4
     report = json.loads((pipeline_env / "data" / "reports" / "benchmark.json").read_text())
     tasks = report["results"]
-    assert set(tasks) == {"text2img", "semantic2img", "img2img"}
+    assert set(tasks) == {"text2img", "semantic2img", "img2img", "names"}
+    # The names set: every library name a query, R@1 against that very icon; every channel a row.
+    assert {"hybrid", "bm25", "captions"} <= set(tasks["names"])
+    assert report["query_counts"]["names"] >= len(NAMES)
+    names_r1 = _metadata(instance, "benchmark_report")["hybrid/names/R@1"]
+    assert names_r1 > 0.5  # a name query finds its icon first
     assert {"hybrid", "captions", "base", "finetuned"} <= set(tasks["text2img"]) and "bm25" in tasks[
         "text2img"
     ]

@@ -75,6 +75,7 @@ def _hit(hit: SearchHit) -> dict[str, Any]:
         "name": hit.name,
         "group_id": hit.group_id,
         "score": round(hit.score, 6),
+        "confidence": None if hit.confidence is None else round(hit.confidence, 6),
         "style": hit.style,
         "category": hit.category,
         "file_path": hit.file_path,
@@ -92,6 +93,8 @@ def page_json(page: SearchPage, query: dict[str, Any]) -> dict[str, Any]:
         "model": page.model,
         "offset": page.offset,
         "has_more": page.has_more,
+        "match": page.match,  # "match", "none" (nothing matches well: see message) or "unrated"
+        "message": page.message,
         "results": [_result(page.offset + i, g) for i, g in enumerate(page.results, start=1)],
     }
 

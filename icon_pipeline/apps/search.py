@@ -37,6 +37,7 @@ from icon_pipeline.apps.common import batch_files, cached, read_rows
 from icon_pipeline.model.checkpoint import CheckpointError, EncoderBundle
 from icon_pipeline.model.sentence_encoder import TextEncoderError
 from icon_pipeline.search.channels import HYBRID, channel_info
+from icon_pipeline.search.confidence import NO_MATCH
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.query import QueryError, SearchHit, prepare_query_image, validate_text_query
 from icon_pipeline.search.service import NotReadyError, SearchPage, SearchService
@@ -172,6 +173,12 @@ def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
     title = f"<h3 class='panel-title'>{html.escape(describe_channel(page.model))}</h3>"
     if not page.results:
         return title + "<p>No icon matches (try other words, or fewer filters).</p>"
+    if page.match == NO_MATCH:
+        # Said above the grid: the closest icons still show, as what the library has nearest.
+        title += (
+            f"<p class='no-match' role='status' data-match='{NO_MATCH}'><strong>No match.</strong> "
+            f"{html.escape(page.message)}. The closest icons:</p>"
+        )
     cards = []
     for group in page.results:
         hit = group.hit
@@ -181,7 +188,8 @@ def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
             if thumb
             else "<span class='no-render'>no render</span>"
         )
-        meta = " · ".join(x for x in (hit.style, f"{hit.score:.3f}") if x)
+        rated = f"{hit.confidence:.1%} likely" if hit.confidence is not None else f"{hit.score:.3f}"
+        meta = " · ".join(x for x in (hit.style, rated) if x)
         folded = ", ".join(_variant_label(v) for v in group.variants)
         variants = f"<span class='icon-variants'>+ {html.escape(folded)}</span>" if folded else ""
         cards.append(
@@ -264,7 +272,14 @@ def _search(
                 what = f"{len(page.results)} results" + (
                     f" ({icons} icons)" if icons != len(page.results) else ""
                 )
-                notes.append(f"**{html.escape(page.model)}**: {what}")
+                notes.append(
+                    f"**{html.escape(page.model)}**: {what}"
+                    + (
+                        " — **no match**: nothing in the library matches this well"
+                        if page.match == NO_MATCH
+                        else ""
+                    )
+                )
     except (*SEARCH_ERRORS, SearchUnavailable) as exc:
         return (
             "",

@@ -26,6 +26,7 @@ from icon_pipeline.benchmark.checks import (
 from icon_pipeline.benchmark.external_report import EXTERNAL_COLUMNS, ExternalReport, combined_markdown
 from icon_pipeline.benchmark.external_report import READING_NOTES as EXTERNAL_NOTES
 from icon_pipeline.benchmark.external_run import run_external_benchmark
+from icon_pipeline.benchmark.names import merge_into, run_name_queries
 from icon_pipeline.benchmark.report import (
     COMPARISON_COLUMNS,
     PIXEL_BASELINE,
@@ -188,6 +189,8 @@ def benchmark_report(context: AssetExecutionContext, postgres: PostgresResource)
         channel_set = ChannelSet(conn, config.index.ef_search)
         search = channel_set.hybrid(names=[n for n in channel_set.available() if n != HYBRID])
         report = run_benchmark(queries, search, library_groups(), icon_images=images, connections=connections)
+        names_report = run_name_queries(search, config.external.sets, connections)
+        merge_into(report, names_report)
     out_dir = asset_path("reports")
     json_path = for_writing(asset_path("benchmark_json"))
     markdown_path = asset_path("benchmark_markdown")

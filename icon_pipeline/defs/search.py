@@ -1,6 +1,8 @@
 """icon_embeddings, caption_embeddings, search_fusion and benchmark_report: the index, how hybrid
 search merges its channels, and what it is worth."""
 
+from dataclasses import replace
+
 import pandas as pd
 import psycopg
 from dagster import (
@@ -283,7 +285,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
             "channels_without_data": sorted({CAPTIONS, PIXELS} - set(available)),
             "eval_queries_held_back": fit_on.held_back,
         }
-        settings = FusionSettings(settings.weights, settings.name_boost, settings.fold_variants, fitted)
+        settings = replace(settings, fitted=fitted)
         write_fusion_settings(conn, settings.to_json())
     rows = weight_rows(settings, fit.by_kind, FLOAT_PLACES)
     per_kind = settings.fitted.get("per_kind", {})

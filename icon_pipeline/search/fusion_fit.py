@@ -16,6 +16,7 @@ from icon_pipeline.core.storage import EVAL_NAME, QUERIES_NAME, asset_path, froz
 from icon_pipeline.dataset.grouping import load_groups
 from icon_pipeline.dataset.queries import fitting_queries, group_terms
 from icon_pipeline.library.catalog import read_catalog
+from icon_pipeline.search.confidence import ink_share, no_answer_queries
 from icon_pipeline.search.fusion import (
     KINDS,
     FittingQuery,
@@ -50,6 +51,18 @@ def fitting_specs(config: PipelineConfig) -> FittingSpecs:
     held_back = sum(1 for spec in specs if spec.get("text") in benchmark_texts)
     specs = [{**spec, "source": "eval_set"} for spec in specs if spec.get("text") not in benchmark_texts]
     specs += corpus_fitting_specs()
+    # Queries with no answer (random letters, noise, gradients): the confidence model learns what
+    # "nothing matches" looks like from them; they never move the fusion weights.
+    specs += [
+        {
+            "kind": "text" if isinstance(query, str) else "image",
+            **({"text": query} if isinstance(query, str) else {"image": query}),
+            "relevant_groups": [],
+            "exclude": [],
+            "source": "no_answer",
+        }
+        for query in no_answer_queries(config.eval.seed)
+    ]
     return FittingSpecs(specs, held_back, eval_path)
 
 
@@ -84,6 +97,8 @@ def fit_channels(
             search.library.name_matches(query),
             weight=shares[(kind, spec["source"])],
             protected=spec["source"] == "eval_set",
+            match_levels=search.library.match_levels(query),
+            ink=ink_share(query),
         )
         for kind, spec, query, result in zip(kinds, specs, objects, results, strict=True)
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from icon_pipeline.search.channels import (
     query_kind,
 )
 from icon_pipeline.search.coalesce import shared_embed
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
 from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
 from icon_pipeline.search.index import IndexSnapshot, ModelIndex, embedder_info, read_index_snapshot
@@ -122,6 +123,9 @@ class SearchPage:
     offset: int
     has_more: bool
     query: str | Any  # the cleaned text, or the prepared (224 px, framed) image
+    # MATCH, NO_MATCH (nothing matches the query well: say so) or UNRATED (no confidence model)
+    match: str = UNRATED
+    message: str = ""  # for people, when match is NO_MATCH (or why results are unrated)
 
 
 def fold_hits(hits: Sequence[SearchHit]) -> list[ResultGroup]:
@@ -252,7 +256,10 @@ def _library_index(keywords: LibraryKeywords) -> LibraryIndex:
     app and the API open a service per request."""
     memo = _library_memo[0] if _library_memo else None
     if memo is None or memo[0] is not keywords:
-        memo = (keywords, LibraryIndex.build(keywords.groups, keywords.names))
+        memo = (
+            keywords,
+            LibraryIndex.build(keywords.groups, keywords.names, keywords.tags, keywords.styles),
+        )
         _library_memo[:] = [memo]
     return memo[1]
 
@@ -328,7 +335,12 @@ class SearchService:
             search = self.hybrid()
             fused = search.search(query, k)
             group_of = search.library.group_of
-            return [self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables) for h in fused]
+            return [
+                replace(
+                    self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables), confidence=h.confidence
+                )
+                for h in fused
+            ]
         if kind not in channel_info(model).kinds:
             wanted, given = ("words", "an image") if kind == "image" else ("an image", "words")
             raise QueryError(f"{model} takes {wanted}, not {given}")
@@ -412,8 +424,32 @@ class SearchService:
             for h in hits
             if (not style_set or h.style in style_set) and (not category_set or h.category in category_set)
         ]
+        match, message = self.match_state(query, model, hits)
         groups = fold_hits(hits) if fold else [ResultGroup(h, ()) for h in hits]
-        return SearchPage(model, groups[offset : offset + k], offset, len(groups) > offset + k, query)
+        return SearchPage(
+            model, groups[offset : offset + k], offset, len(groups) > offset + k, query, match, message
+        )
+
+    def match_state(self, query: Any, model: str, hits: Sequence[SearchHit]) -> tuple[str, str]:
+        """(MATCH | NO_MATCH | UNRATED, a message for people): whether anything matches the query
+        well, by the best hit's confidence against the fitted threshold (hybrid search only; one
+        channel alone is unrated unless it found nothing)."""
+        what = "this image" if query_kind(query) == "image" else repr(query)
+        if not hits:
+            return NO_MATCH, f"no icon matches {what}"
+        if model != HYBRID:
+            return UNRATED, f"{model} alone has no confidence model: only hybrid search rates a match"
+        model_of_kind = self.hybrid().confidence_model(query)
+        if model_of_kind is None:
+            return UNRATED, "results are unrated: materialize search_fusion to fit the confidence model"
+        best = max((h.confidence for h in hits if h.confidence is not None), default=0.0)
+        if best >= model_of_kind.no_match_below:
+            return MATCH, ""
+        advice = "; try other words" if query_kind(query) == "text" else ""
+        return NO_MATCH, (
+            f"no icon matches {what} well: the best result's confidence is {best:.2g}, below the "
+            f"{model_of_kind.no_match_below:.2g} that all but a few real queries reach{advice}"
+        )
 
     def batch(self, queries: Sequence[Any], model: str, k: int) -> list[list[str]]:
         """Ranked icon ids for many prepared queries at once (evaluate): one encode per channel."""
