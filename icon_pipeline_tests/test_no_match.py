@@ -88,22 +88,22 @@ def _index_drawings(demo: Demo) -> None:
 
 
 def _fusion() -> dict:
-    from icon_pipeline.search.service import SearchService, stored_fusion
+    from icon_pipeline.search.service import SearchService
 
     service = SearchService.open()
     try:
-        settings = stored_fusion(service.conn)
+        settings = service.channel_set.stored_fusion()
         return {"weights": settings.weights, "confidence": settings.confidence} if settings else {}
     finally:
         service.close()
 
 
 def test_confidence_is_fitted_beside_the_weights_on_one_scale(fitted: Demo) -> None:
-    from icon_pipeline.search.service import SearchService, stored_fusion
+    from icon_pipeline.search.service import SearchService
 
     service = SearchService.open()
     try:
-        settings = stored_fusion(service.conn)
+        settings = service.channel_set.stored_fusion()
         assert settings is not None and {"words", "image"} <= set(settings.confidence)
         bell = service.text("bell", k=3)
         assert bell[0].name == "bell" and all(0.0 <= h.confidence <= 1.0 for h in bell)

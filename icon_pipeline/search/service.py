@@ -174,6 +174,11 @@ class ChannelSet:
             self._snapshot = read_index_snapshot(self.conn)
         return self._snapshot
 
+    def stored_fusion(self) -> FusionSettings | None:
+        """Hybrid search's fitted settings, None before the first fit."""
+        fusion = self.snapshot().fusion
+        return FusionSettings.from_json(fusion) if fusion else None
+
     def registered(self) -> list[str]:
         return [m.model_id for m in self.snapshot().models]
 
@@ -233,16 +238,11 @@ class ChannelSet:
         `names`: the channels to load (default: every one; those of weight 0 only fill in)."""
         available = [n for n in self.available() if n != HYBRID]
         if settings is None:
-            fusion = self.snapshot().fusion
-            settings = (
-                FusionSettings.from_json(fusion)
-                if fusion
-                else FusionSettings.unfitted(
-                    {
-                        kind: [n for n in available if channel_kind(kind) in channel_info(n).kinds]
-                        for kind in KINDS
-                    }
-                )
+            settings = self.stored_fusion() or FusionSettings.unfitted(
+                {
+                    kind: [n for n in available if channel_kind(kind) in channel_info(n).kinds]
+                    for kind in KINDS
+                }
             )
         return HybridSearch(self.channels(available if names is None else names), settings, self.library())
 
