@@ -19,7 +19,7 @@ from PIL import Image
 from icon_pipeline.core.database import DatabaseInfo
 from icon_pipeline.search.channels import ChannelHit
 from icon_pipeline.search.confidence import ConfidenceExample, fit_confidence, fit_logistic
-from icon_pipeline_tests.test_apps import (
+from icon_pipeline_tests.apps.test_apps import (
     Demo,
     client,
     demo_environment,

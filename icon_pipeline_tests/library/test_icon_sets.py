@@ -27,7 +27,7 @@ from icon_pipeline_tests.icon_set_packages import (
     write_phosphor,
     write_remixicon,
 )
-from icon_pipeline_tests.test_sources import fake_npm, package_tarball
+from icon_pipeline_tests.library.test_sources import fake_npm, package_tarball
 
 
 def test_phosphor_reads_tags_from_its_js_module_and_every_weight(tmp_path: Path) -> None:

@@ -180,7 +180,7 @@ def test_a_demo_run_shows_under_its_job_and_on_the_overview_timeline(
     from icon_pipeline.core.database import ensure_database
     from icon_pipeline.defs.run_origin import LOCATION_NAME
     from icon_pipeline.defs.runner import materialize_assets
-    from icon_pipeline_tests.test_apps_browser import CHROMIUM, CHROMIUM_ARGS
+    from icon_pipeline_tests.apps.test_apps_browser import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")

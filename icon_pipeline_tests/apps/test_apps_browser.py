@@ -17,7 +17,7 @@ import pytest
 from icon_pipeline.apps import RunningApp, launch
 from icon_pipeline.captions.overrides import OverrideStore
 from icon_pipeline.core.database import DatabaseInfo
-from icon_pipeline_tests.test_apps import Demo, build_demo, free_port, materialize
+from icon_pipeline_tests.apps.test_apps import Demo, build_demo, free_port, materialize
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A CI container: no sandbox (root), no GPU, nothing fetched from outside.
