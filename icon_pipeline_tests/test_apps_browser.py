@@ -151,13 +151,16 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
     assert 9 <= results < icons <= 13
     assert "Hybrid search (default)" in page.inner_text("#results .panel-title")
     cards = page.locator("#results .icon-card")
-    assert cards.count() == results and page.locator("#results img").count() == results
+    assert cards.count() == results and page.locator("#results .icon-card > img").count() == results
+    # Each folded variant is seen inside its card: a small picture and its style.
+    assert page.locator("#results .icon-variant img").count() == icons - results
+    assert page.locator("#results .icon-variant", has_text="+ filled").count() >= 1
     page.wait_for_function(
         "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     # Labels sit below the icon, whole: never over it, never cut.
     for i in range(cards.count()):
-        image = cards.nth(i).locator("img").bounding_box()
+        image = cards.nth(i).locator("> img").bounding_box()
         label = cards.nth(i).locator(".icon-name")
         box = label.bounding_box()
         assert image and box and box["y"] >= image["y"] + image["height"]
@@ -171,7 +174,10 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
     # The detail view opens where the user looks: over the grid, inside the viewport.
     box = page.locator("#detail").bounding_box()
     assert box and box["y"] >= 0 and box["y"] + 200 <= 1000 and box["x"] >= 0, box
-    assert page.locator("#detail-name").is_visible() and page.locator("#download-png").is_in_viewport()
+    from playwright.sync_api import expect
+
+    expect(page.locator("#detail-name")).to_be_in_viewport()
+    expect(page.locator("#download-png")).to_be_in_viewport()
     info = page.inner_text("#detail-info")
     assert "Captions:" in info and "Group:" in info
     assert page.locator("#detail-image img").count() == 1

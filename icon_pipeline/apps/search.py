@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -512,6 +513,150 @@ def models_api() -> list[str]:
     return available_models()
 
 
+# --- the page's panels: one builder each, wired together in build() -------------------------------
+
+
+def _query_panel() -> SimpleNamespace:
+    """Words, or an image uploaded or pasted; the searched image as it was prepared."""
+    with gr.Row():
+        query = gr.Textbox(label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query")
+        text_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-text")
+    with gr.Row():
+        upload = gr.File(
+            label="Image file (PNG, JPEG, GIF, WebP, BMP, SVG)",
+            type="filepath",
+            file_types=IMAGE_TYPES,
+            height=120,
+            elem_id="upload",
+        )
+        pasted = gr.Image(
+            label="or paste a screenshot",
+            sources=["clipboard"],  # files go through the upload box and its checks
+            type="filepath",
+            image_mode=None,  # passed on as is: the size checks run before any decoding
+            height=160,
+        )
+        query_image = gr.Image(
+            label="Searched image", interactive=False, type="pil", height=160, elem_id="query-image"
+        )
+        image_button = gr.Button("Search image", scale=0, elem_id="search-image")
+    return SimpleNamespace(
+        query=query,
+        text_button=text_button,
+        upload=upload,
+        pasted=pasted,
+        query_image=query_image,
+        image_button=image_button,
+    )
+
+
+def _options_panel(style_choices: list[str], category_choices: list[str]) -> SimpleNamespace:
+    """Which channel (and one to compare), folding, and the style and category filters."""
+    with gr.Row():
+        # Choices come on page load (models come and go with icon_embeddings); an unknown
+        # value is answered with the list of known ones.
+        model = gr.Dropdown(
+            label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
+        )
+        compare = gr.Dropdown(
+            label="Compare with",
+            choices=[NO_COMPARE],
+            value=NO_COMPARE,
+            scale=2,
+            allow_custom_value=True,
+            elem_id="compare",
+        )
+        fold = gr.Checkbox(
+            value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
+        )
+    with gr.Row():
+        styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
+        categories = gr.Dropdown(
+            label="Category",
+            choices=category_choices,
+            multiselect=True,
+            allow_custom_value=True,  # catalogs change between page loads
+            elem_id="categories",
+            scale=2,
+        )
+    return SimpleNamespace(model=model, compare=compare, fold=fold, styles=styles, categories=categories)
+
+
+def _results_panel() -> SimpleNamespace:
+    """What the search found (and the compared channel beside it), its summary, link and paging."""
+    message = gr.Markdown(elem_id="message")
+    share = gr.Markdown(elem_id="share-link")  # a link to the text search shown
+    with gr.Row():
+        first = gr.HTML(
+            elem_id="results",
+            js_on_load=GRID_JS,
+            css_template=GRID_CSS,
+            padding=False,
+            head=DETAIL_CSS,
+        )
+        second = gr.HTML(
+            elem_id="compare-results",
+            js_on_load=GRID_JS,
+            css_template=GRID_CSS,
+            padding=False,
+            visible=False,
+        )
+    more = gr.Button("More results", visible=False, elem_id="more")
+    return SimpleNamespace(message=message, share=share, first=first, second=second, more=more)
+
+
+def _detail_panel() -> SimpleNamespace:
+    """One result's detail, floating over the grid (DETAIL_CSS): preview, facts, downloads, thumbs."""
+    with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
+        preview = gr.Image(
+            label="Preview",
+            interactive=False,
+            type="filepath",
+            height=PREVIEW_SIZE,
+            scale=1,
+            elem_id="detail-image",
+        )
+        with gr.Column(scale=2):
+            info = gr.Markdown(elem_id="detail-info")
+            name = gr.Textbox(label="Name", interactive=False, buttons=["copy"], elem_id="detail-name")
+            with gr.Row():
+                ink = gr.ColorPicker(value=DEFAULT_INK, label="Colour", elem_id="ink-colour")
+                stroke = gr.Slider(
+                    *STROKE_WIDTHS, value=2.0, step=0.25, label="Stroke width", elem_id="stroke-width"
+                )
+                transparent = gr.Checkbox(value=True, label="Transparent background", elem_id="transparent")
+            with gr.Row():
+                svg_button = gr.DownloadButton("Download SVG", elem_id="download-svg")
+                png_size = gr.Dropdown(
+                    label="PNG size (px)",
+                    choices=PNG_SIZES,
+                    value=DEFAULT_PNG_SIZE,
+                    elem_id="png-size",
+                )
+                png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
+            with gr.Row():
+                up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
+                down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
+                close = gr.Button("Close", elem_id="detail-close")
+            judged = gr.Markdown(elem_id="judge-message")
+    return SimpleNamespace(
+        box=detail_box,
+        preview=preview,
+        info=info,
+        name=name,
+        ink=ink,
+        stroke=stroke,
+        transparent=transparent,
+        svg_button=svg_button,
+        png_size=png_size,
+        png_button=png_button,
+        up=up,
+        down=down,
+        close=close,
+        judged=judged,
+    )
+
+
 def build() -> gr.Blocks:
     from icon_pipeline.search.service import catalog_facets
 
@@ -527,112 +672,36 @@ def build() -> gr.Blocks:
         shown = gr.State({})  # icon id -> what the detail view needs
         selected = gr.State(None)  # icon id in the detail view
         with gr.Column(visible=True) as main:
-            with gr.Row():
-                query = gr.Textbox(
-                    label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query"
-                )
-                text_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-text")
-            with gr.Row():
-                upload = gr.File(
-                    label="Image file (PNG, JPEG, GIF, WebP, BMP, SVG)",
-                    type="filepath",
-                    file_types=IMAGE_TYPES,
-                    height=120,
-                    elem_id="upload",
-                )
-                pasted = gr.Image(
-                    label="or paste a screenshot",
-                    sources=["clipboard"],  # files go through the upload box and its checks
-                    type="filepath",
-                    image_mode=None,  # passed on as is: the size checks run before any decoding
-                    height=160,
-                )
-                query_image = gr.Image(
-                    label="Searched image", interactive=False, type="pil", height=160, elem_id="query-image"
-                )
-                image_button = gr.Button("Search image", scale=0, elem_id="search-image")
-            with gr.Row():
-                # Choices come on page load (models come and go with icon_embeddings); an unknown
-                # value is answered with the list of known ones.
-                model = gr.Dropdown(
-                    label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
-                )
-                compare = gr.Dropdown(
-                    label="Compare with",
-                    choices=[NO_COMPARE],
-                    value=NO_COMPARE,
-                    scale=2,
-                    allow_custom_value=True,
-                    elem_id="compare",
-                )
-                fold = gr.Checkbox(
-                    value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
-                )
-            with gr.Row():
-                styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
-                categories = gr.Dropdown(
-                    label="Category",
-                    choices=category_choices,
-                    multiselect=True,
-                    allow_custom_value=True,  # catalogs change between page loads
-                    elem_id="categories",
-                    scale=2,
-                )
-            message = gr.Markdown(elem_id="message")
-            with gr.Row():
-                first = gr.HTML(
-                    elem_id="results",
-                    js_on_load=GRID_JS,
-                    css_template=GRID_CSS,
-                    padding=False,
-                    head=DETAIL_CSS,
-                )
-                second = gr.HTML(
-                    elem_id="compare-results",
-                    js_on_load=GRID_JS,
-                    css_template=GRID_CSS,
-                    padding=False,
-                    visible=False,
-                )
-            more = gr.Button("More results", visible=False, elem_id="more")
-            with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
-                preview = gr.Image(
-                    label="Preview",
-                    interactive=False,
-                    type="filepath",
-                    height=PREVIEW_SIZE,
-                    scale=1,
-                    elem_id="detail-image",
-                )
-                with gr.Column(scale=2):
-                    info = gr.Markdown(elem_id="detail-info")
-                    name = gr.Textbox(
-                        label="Name", interactive=False, buttons=["copy"], elem_id="detail-name"
-                    )
-                    with gr.Row():
-                        ink = gr.ColorPicker(value=DEFAULT_INK, label="Colour", elem_id="ink-colour")
-                        stroke = gr.Slider(
-                            *STROKE_WIDTHS, value=2.0, step=0.25, label="Stroke width", elem_id="stroke-width"
-                        )
-                        transparent = gr.Checkbox(
-                            value=True, label="Transparent background", elem_id="transparent"
-                        )
-                    with gr.Row():
-                        svg_button = gr.DownloadButton("Download SVG", elem_id="download-svg")
-                        png_size = gr.Dropdown(
-                            label="PNG size (px)",
-                            choices=PNG_SIZES,
-                            value=DEFAULT_PNG_SIZE,
-                            elem_id="png-size",
-                        )
-                        png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
-                    with gr.Row():
-                        up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
-                        down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
-                        close = gr.Button("Close", elem_id="detail-close")
-                    judged = gr.Markdown(elem_id="judge-message")
-
-        share = gr.Markdown(elem_id="share-link")
+            asked, chosen, found, detail_view = (
+                _query_panel(),
+                _options_panel(style_choices, category_choices),
+                _results_panel(),
+                _detail_panel(),
+            )
+        query, text_button, upload, pasted = asked.query, asked.text_button, asked.upload, asked.pasted
+        query_image, image_button = asked.query_image, asked.image_button
+        model, compare, fold = chosen.model, chosen.compare, chosen.fold
+        styles, categories = chosen.styles, chosen.categories
+        message, share, first, second, more = (
+            found.message,
+            found.share,
+            found.first,
+            found.second,
+            found.more,
+        )
+        detail_box, preview, info, name = (
+            detail_view.box,
+            detail_view.preview,
+            detail_view.info,
+            detail_view.name,
+        )
+        ink, stroke, transparent = detail_view.ink, detail_view.stroke, detail_view.transparent
+        svg_button, png_size, png_button = (
+            detail_view.svg_button,
+            detail_view.png_size,
+            detail_view.png_button,
+        )
+        up, down, close, judged = detail_view.up, detail_view.down, detail_view.close, detail_view.judged
 
         search_inputs = [model, compare, fold, styles, categories]
         search_outputs = [first, second, message, more, shown]
