@@ -409,7 +409,7 @@ def _search_here(args: argparse.Namespace, query) -> dict:
     quiet_model_loading()
     service = SearchService.open()
     try:
-        check_filters(args.style, args.category, service.facets())
+        check_filters(args.style, args.category, service.facets)
         page = service.search(
             query,
             service.resolve(args.model),

@@ -260,7 +260,7 @@ def _search(
             query = prepare_query_image(query, label="query image")
 
         def run(service: SearchService) -> Any:
-            check_filters(request.styles, request.categories, service.facets())
+            check_filters(request.styles, request.categories, service.facets)
             return service.search(
                 query,
                 request.model,

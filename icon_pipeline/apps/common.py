@@ -269,11 +269,15 @@ def check_choices(what: str, given: Collection[str], choices: Collection[str]) -
 
 
 def check_filters(
-    styles: Collection[str], categories: Collection[str], facets: tuple[list[str], list[str]]
+    styles: Collection[str], categories: Collection[str], facets: Callable[[], tuple[list[str], list[str]]]
 ) -> None:
-    """Styles and categories checked against the library's (service.facets())."""
-    check_choices("style", styles, facets[0])
-    check_choices("category", categories, facets[1])
+    """Styles and categories checked against the library's (`facets`: service.facets, read only
+    when a filter is given, so an unfiltered search on an unready index says what to materialize)."""
+    if not styles and not categories:
+        return
+    known_styles, known_categories = facets()
+    check_choices("style", styles, known_styles)
+    check_choices("category", categories, known_categories)
 
 
 # --- downloads: the icon in a colour, stroke width and background of the user's choice ----------

@@ -289,7 +289,7 @@ def _search(
     notes, errors = [], ["", ""]
     try:
         with open_search() as service:
-            check_filters(options["styles"], options["categories"], service.facets())
+            check_filters(options["styles"], options["categories"], service.facets)
             for slot, name in enumerate(models):
                 try:
                     page = locked_search(service, query, name, **options)
