@@ -7,7 +7,7 @@ are loaded only when a query needs them (keyword search loads no model).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -128,15 +128,19 @@ class SearchPage:
     message: str = ""  # for people, when match is NO_MATCH (or why results are unrated)
 
 
-def fold_hits(hits: Sequence[SearchHit]) -> list[ResultGroup]:
-    """Ranked hits -> one result per group, at its best member's rank."""
-    order: list[str] = []
-    members: dict[str, list[SearchHit]] = {}
+def fold_hits(hits: Sequence[SearchHit], names: Mapping[str, str] | None = None) -> list[ResultGroup]:
+    """Ranked hits -> one result per icon concept, at its best member's rank. A concept is a
+    training group's icons of one catalog name (`names`: icon_id -> name): variants of a name
+    (outline/filled, sizes) fold together; differently named icons that the group holds because
+    they look alike (brightness, contrast, percentage-50) stay separate results."""
+    order: list[tuple[str, str]] = []
+    members: dict[tuple[str, str], list[SearchHit]] = {}
     for hit in hits:
-        if hit.group_id not in members:
-            order.append(hit.group_id)
-            members[hit.group_id] = []
-        members[hit.group_id].append(hit)
+        key = (hit.group_id, (names or {}).get(hit.icon_id, hit.icon_id if names else ""))
+        if key not in members:
+            order.append(key)
+            members[key] = []
+        members[key].append(hit)
     return [ResultGroup(members[g][0], tuple(members[g][1:])) for g in order]
 
 
@@ -425,7 +429,11 @@ class SearchService:
             if (not style_set or h.style in style_set) and (not category_set or h.category in category_set)
         ]
         match, message = self.match_state(query, model, hits)
-        groups = fold_hits(hits) if fold else [ResultGroup(h, ()) for h in hits]
+        if fold:
+            names = {h.icon_id: self.records[h.icon_id].name for h in hits if h.icon_id in self.records}
+            groups = fold_hits(hits, names)
+        else:
+            groups = [ResultGroup(h, ()) for h in hits]
         return SearchPage(
             model, groups[offset : offset + k], offset, len(groups) > offset + k, query, match, message
         )

@@ -169,10 +169,10 @@ def test_the_cli_says_no_match(fitted: Demo, capsys: pytest.CaptureFixture[str])
     assert out.startswith("no match: no icon matches 'qwxzv plorf' well") and "likely" in out
     assert main(["search", NONSENSE, "-k", "3", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert body["match"] == "none" and body["hits"][0]["confidence"] is not None
+    assert body["match"] == "none" and body["results"][0]["confidence"] is not None
     assert main(["search", "bell", "-k", "3", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert body["match"] == "match" and body["hits"][0]["name"].startswith("bell")
+    assert body["match"] == "match" and body["results"][0]["name"].startswith("bell")
 
 
 def test_the_search_app_says_no_match(fitted: Demo, tmp_path: Path) -> None:

@@ -379,9 +379,9 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     )
     assert as_json.returncode == 0, as_json.stderr
     answer = json.loads(as_json.stdout)
-    assert answer["model"] == "hybrid" and len(answer["hits"]) == 3
-    assert {"icon_id", "name", "group_id", "score", "channels"} <= set(answer["hits"][0])
-    assert answer["hits"][0]["channels"]  # every channel's own score for the hit
+    assert answer["model"] == "hybrid" and len(answer["results"]) == 3
+    assert {"icon_id", "name", "group_id", "score", "channels", "svg_url"} <= set(answer["results"][0])
+    assert answer["results"][0]["channels"]  # every channel's own score for the hit
 
     # A team's own queries: names or ids, a screenshot, and lines that cannot be used.
     queries = pipeline_env / "my_queries.jsonl"
