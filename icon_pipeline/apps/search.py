@@ -22,7 +22,6 @@ import html
 import os
 import re
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,9 +64,9 @@ PREVIEW_SIZE = 512
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".svgz"]
 SEARCH_ERRORS = (QueryError, NotReadyError, EmbeddingIndexError, CheckpointError, TextEncoderError)
 
-# Loaded checkpoints, shared by every request (each request has its own connection).
+# Loaded checkpoints, shared by every request (each request has its own connection; the service
+# loads each once under its own lock, and searches run side by side as the API's do).
 _bundles: dict[str, EncoderBundle] = {}
-_bundles_lock = threading.Lock()
 # Downloads and previews: files of our own, under a name that is the icon's (what the browser saves).
 _files = Path(tempfile.mkdtemp(prefix="icon-search-"))
 
@@ -115,12 +114,6 @@ def open_search() -> Iterator[SearchService]:
         raise SearchUnavailable("the search index became unreachable during the query; try again") from None
     finally:
         service.close()
-
-
-def locked_search(service: SearchService, query: Any, model: str | None, **options: Any) -> SearchPage:
-    """service.search with model loads one at a time (searching itself runs per connection)."""
-    with _bundles_lock:
-        return service.search(query, model, **options)
 
 
 def available_models() -> list[str]:
@@ -296,7 +289,7 @@ def _search(
             check_filters(options["styles"], options["categories"], service.facets)
             for slot, name in enumerate(models):
                 try:
-                    page = locked_search(service, query, name, **options)
+                    page = service.search(query, name, **options)
                 except QueryError as exc:
                     if slot == 0:
                         raise
