@@ -12,7 +12,10 @@ the frozen benchmark queries' texts when they exist, a fixed list of designer qu
     .venv/bin/python benchmarks/api_load.py --url http://127.0.0.1:7865/ --user ana:secret
 
 The clients run on the same machine as the server (and share its cores): on a 2-core machine
-the figures are a lower bound of what the server does alone.
+the figures are a lower bound of what the server does alone. Where /proc exists (Linux), each
+level also prints the CPU time one request cost, split between the API process, the PostgreSQL
+server's processes and the clients, and the p50 that this cost allows at best: c clients on n cores
+wait, on average, for c x (CPU per request) / n, however the server schedules them.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def benchmark_queries(limit: int) -> list[str]:
     try:
         from icon_pipeline.core.config import load_config
         from icon_pipeline.core.frozen import read_frozen_jsonl
-        from icon_pipeline.defs.dataset import QUERIES_NAME, frozen_file
+        from icon_pipeline.core.storage import QUERIES_NAME, frozen_file
 
         rows = read_frozen_jsonl(frozen_file(QUERIES_NAME, load_config()))
         texts = list(dict.fromkeys(r["text"] for r in rows if r.get("text")))
@@ -92,6 +95,40 @@ def start_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     process.terminate()
     raise SystemExit("the API did not answer within 120 s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (0 for one that is gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (after the state field)
+    return total / ticks
+
+
+def postgres_pids() -> list[int]:
+    """The processes of the PostgreSQL server behind the index (the embedded server of this data
+    root: its postmaster and the backends it started); empty for an external server."""
+    from icon_pipeline.core.paths import get_paths
+
+    try:
+        postmaster = int((get_paths().pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == postmaster:
+                pids.append(int(entry.name))
+    return pids
 
 
 def run_level(
@@ -159,8 +196,29 @@ def main() -> None:
             raise SystemExit(f"warm-up failed: {errors[0]}")
         rows = []
         serial_p50 = None
+        measure_cpu = Path("/proc/self/stat").exists() and process is not None
         for clients in args.levels:
+            cpu_before = (
+                (cpu_seconds([process.pid]), cpu_seconds(postgres_pids()), sum(os.times()[:2]))
+                if measure_cpu
+                else None
+            )
             latencies, errors, wall = run_level(url, queries, clients, args.requests, params, auth)
+            if cpu_before is not None:
+                # Backends started during the level are counted from 0; ones that ended are lost (few).
+                spent = (
+                    cpu_seconds([process.pid]) - cpu_before[0],
+                    cpu_seconds(postgres_pids()) - cpu_before[1],
+                    sum(os.times()[:2]) - cpu_before[2],
+                )
+                per_request = [1000.0 * s / args.requests for s in spent]
+                bound = clients * sum(per_request) / (os.cpu_count() or 1)
+                api, database, client_side = per_request
+                print(
+                    f"  {clients:>3} clients: CPU per request {sum(per_request):5.1f} ms (API {api:.1f},"
+                    f" PostgreSQL {database:.1f}, clients {client_side:.1f}); best possible p50"
+                    f" at this cost {max(bound, api + database):.1f} ms"
+                )
             p50 = float(np.percentile(latencies, 50)) if len(latencies) else float("nan")
             p99 = float(np.percentile(latencies, 99)) if len(latencies) else float("nan")
             serial_p50 = p50 if clients == 1 else serial_p50

@@ -34,7 +34,7 @@ def demo_config() -> TrainConfig:
     if not pointer.exists():
         sys.exit(f"{pointer} not found: run `make demo` (or materialize finetuned_checkpoint) first")
     run_dir = Path(json.loads(pointer.read_text())["run_dir"])
-    return TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text()))
+    return TrainConfig.load(run_dir / "train_config.json")  # resolves its paths against its folder
 
 
 def train(base: TrainConfig, gather: bool, nproc: int, steps: int, batch: int) -> dict:

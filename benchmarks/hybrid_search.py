@@ -23,8 +23,11 @@ sys.path.insert(0, str(REPO))
 
 from icon_pipeline.core.config import load_config  # noqa: E402
 from icon_pipeline.core.frozen import read_frozen_jsonl  # noqa: E402
-from icon_pipeline.core.storage import resolved_rows  # noqa: E402
-from icon_pipeline.defs.dataset import QUERIES_NAME, frozen_file  # noqa: E402
+from icon_pipeline.core.storage import (  # noqa: E402
+    QUERIES_NAME,
+    frozen_file,
+    resolved_rows,  # noqa: E402
+)
 from icon_pipeline.search.service import SearchService  # noqa: E402
 
 

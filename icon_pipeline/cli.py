@@ -269,7 +269,10 @@ def _print_benchmark(report_file: Path) -> None:
         return
     report = json.loads(report_file.read_text())
     rows = [r for r in report["rows"] if r["subset"] == "all" and r["mode"] != "exact" and r["n_queries"]]
-    lead = {"hybrid": 0, "bm25": 1, "raw-pixels-16x16": 1}
+    from icon_pipeline.benchmark.report import BM25_BASELINE, PIXEL_BASELINE
+    from icon_pipeline.search.channels import HYBRID
+
+    lead = {HYBRID: 0, BM25_BASELINE: 1, PIXEL_BASELINE: 1}
     print(f"\nInternal benchmark, generated from the project's own vocabulary ({report_file}), HNSW:")
     print(f"  {'task':13} {'search':18} {'n':>5} {'R@1':>6} {'R@10':>6} {'mAP':>6}")
     for task in ("text2img", "semantic2img", "img2img"):
@@ -281,7 +284,7 @@ def _print_benchmark(report_file: Path) -> None:
                 f"{row['recall@10']:6.3f} {row['map@30']:6.3f}"
             )
     for comparison in report.get("comparisons", []):
-        if comparison["model"] == "hybrid" and comparison["baseline"] in ("bm25", "raw-pixels-16x16"):
+        if comparison["model"] == HYBRID and comparison["baseline"] in (BM25_BASELINE, PIXEL_BASELINE):
             c = comparison
             verdict = "significant" if c["significant"] else "NOT significant"
             print(
@@ -351,11 +354,85 @@ def quiet_model_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
+ENV_API_URL = "ICON_PIPELINE_API_URL"  # a running `icon-pipeline api` that searches reuse (warm models)
+
+
+def _search_via_api(args: argparse.Namespace, url: str) -> dict | None:
+    """The search answered by a running API (its models already loaded): the page in
+    apps/common.page_json's layout, or None when nothing answers at `url` (the caller searches
+    in-process). An answer the API refuses (4xx) is a CliError with its reason."""
+    import base64
+
+    import httpx
+
+    from icon_pipeline.apps import AUTH_ENV, parse_auth
+
+    credentials = parse_auth(os.environ.get(AUTH_ENV), AUTH_ENV)
+    params: list[tuple[str, str]] = [("k", str(args.k)), ("fold", str(not args.all_variants).lower())]
+    params += [("model", args.model)] if args.model else []
+    params += [("style", s) for s in args.style] + [("category", c) for c in args.category]
+    base = url.rstrip("/") + "/api/search"
+    try:
+        with httpx.Client(auth=credentials[0] if credentials else None, timeout=60) as client:
+            if args.image:
+                body = {"image": base64.b64encode(args.image.read_bytes()).decode("ascii")}
+                body.update({k: v for k, v in params if k in ("k", "model")})
+                body.update(
+                    {"fold": not args.all_variants, "styles": args.style, "categories": args.category}
+                )
+                answer = client.post(base, json=body)
+            else:
+                answer = client.get(base, params=[("q", args.query), *params])
+    except httpx.TransportError:
+        return None
+    if answer.status_code in (400, 404, 422):
+        detail = answer.json().get("detail")
+        raise CliError(detail if isinstance(detail, str) else f"the search API refused the query: {detail}")
+    if answer.status_code != 200:
+        return None  # not ready, or not our API: search here
+    page = answer.json()
+    page["query"] = _described_query(args)
+    return page
+
+
+def _described_query(args: argparse.Namespace) -> dict:
+    if args.image:
+        return {"kind": "image", "file": str(args.image)}
+    return {"kind": "text", "text": args.query}
+
+
+def _search_here(args: argparse.Namespace, query) -> dict:
+    """The search in this process (loads the models it needs: seconds), as page_json."""
+    from icon_pipeline.apps.common import check_filters, page_json
+    from icon_pipeline.model.sentence_encoder import TextEncoderError
+    from icon_pipeline.search.index import EmbeddingIndexError
+    from icon_pipeline.search.query import QueryError
+    from icon_pipeline.search.service import NotReadyError, SearchService
+
+    quiet_model_loading()
+    service = SearchService.open()
+    try:
+        check_filters(args.style, args.category, service.facets)
+        page = service.search(
+            query,
+            service.resolve(args.model),
+            k=args.k,
+            fold=not args.all_variants,
+            styles=tuple(args.style),
+            categories=tuple(args.category),
+        )
+    except (QueryError, NotReadyError, EmbeddingIndexError, TextEncoderError, LookupError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        service.close()
+    return page_json(page, _described_query(args))
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from icon_pipeline.model.sentence_encoder import TextEncoderError
-    from icon_pipeline.search.index import EmbeddingIndexError
+    from icon_pipeline.search.channels import HYBRID, KEYWORDS, channel_info
+    from icon_pipeline.search.confidence import NO_MATCH
     from icon_pipeline.search.query import QueryError, check_k, prepare_query_image, validate_text_query
 
     if bool(args.query) == bool(args.image):
@@ -370,59 +447,33 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     except QueryError as exc:
         raise CliError(str(exc)) from None
-    quiet_model_loading()
-    from icon_pipeline.search.service import NotReadyError, SearchService
-
-    service = SearchService.open()
-    try:
-        model = service.resolve(args.model)
-        page = service.search(query, model, k=args.k, fold=not args.all_variants)
-    except (QueryError, NotReadyError, EmbeddingIndexError, TextEncoderError, LookupError) as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        service.close()
-    hits = [group.hit for group in page.results]
-    what = f"image {args.image}" if args.image else repr(args.query)
+    api_url = os.environ.get(ENV_API_URL, "").strip()
+    page = _search_via_api(args, api_url) if api_url and not args.here else None
+    if api_url and not args.here and page is None:
+        print(f"no search API answers at {api_url} ({ENV_API_URL}): searching here", file=sys.stderr)
+    if page is None:
+        page = _search_here(args, query)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "query": str(args.image) if args.image else args.query,
-                    "kind": "image" if args.image else "text",
-                    "model": model,
-                    "hits": [
-                        {
-                            "rank": rank,
-                            "icon_id": group.hit.icon_id,
-                            "name": group.hit.name,
-                            "group_id": group.hit.group_id,
-                            "score": round(group.hit.score, 6),
-                            "file_path": group.hit.file_path,
-                            "png_path": group.hit.png_path,
-                            "channels": {c: round(v, 6) for c, v in group.hit.channel_scores.items()},
-                            "variants": [v.icon_id for v in group.variants],
-                        }
-                        for rank, group in enumerate(page.results, 1)
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(page, indent=2))
         return 0
-    how = {
-        "hybrid": "hybrid search, fused scores",
-        "bm25": "keyword search, BM25 scores",
-        "captions": "captions channel, soft maximum of the icon's text cosines",
-    }.get(model, f"{model} channel, cosine")
-    if not hits:
-        why = "no icon's name, tags or captions share a word with" if model == "bm25" else "no icon matches"
+    model = page["model"]
+    what = f"image {args.image}" if args.image else repr(args.query)
+    label = channel_info(model).score_label
+    how = f"hybrid search, {label}" if model == HYBRID else f"{model} channel, {label}"
+    if not page["results"]:
+        why = "no icon's name, tags or captions share a word with" if model == KEYWORDS else "no icon matches"
         print(f"{why} {what} ({how})")
         return 0
-    print(f"top {len(hits)} for {what} ({how}):")
-    for rank, group in enumerate(page.results, 1):
-        hit = group.hit
-        variants = f"  (+ {', '.join(v.style or v.name for v in group.variants)})" if group.variants else ""
-        print(f"{rank:3}. {hit.score:6.3f}  {hit.name:32} {hit.file_path or hit.icon_id}{variants}")
+    if page["match"] == NO_MATCH:
+        print(f"no match: {page['message']}. The closest icons:")
+    rated = ", then how likely each is what you mean" if page["results"][0]["confidence"] is not None else ""
+    print(f"top {len(page['results'])} for {what} ({how}{rated}):")
+    for result in page["results"]:
+        folded = ", ".join(v["style"] or v["name"] for v in result["variants"])
+        variants = f"  (+ {folded})" if folded else ""
+        where = result["file"] or result["icon_id"]
+        likely = f" {result['confidence']:6.1%}" if result["confidence"] is not None else ""
+        print(f"{result['rank']:3}. {result['score']:6.3f}{likely}  {result['name']:32} {where}{variants}")
     return 0
 
 
@@ -494,10 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "ui", help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)"
+        "ui",
+        help="start the database if needed, then the Dagster webserver and daemon (Ctrl-C stops all)",
+        description="Serve the Dagster UI over this checkout's code location (icon_pipeline): the asset "
+        "graph, the jobs and their runs (the demo's and materialize's runs included, on the Overview "
+        "timeline), checks and benchmark metadata. Starts the embedded database if needed, then a code "
+        "server, the webserver and the daemon (sensors, schedule); Ctrl-C or SIGTERM stops them all.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=3000, help="port of the webserver (default 3000)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("app", help="serve a Gradio app: captions, dataset, augment or search")
@@ -547,7 +605,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every icon on its own line (default: one per concept, variants folded in)",
     )
-    p.add_argument("--json", action="store_true", help="hits as JSON, with every channel's score")
+    p.add_argument(
+        "--style",
+        action="append",
+        default=[],
+        help="only icons of this style (repeatable); unknown: the choices",
+    )
+    p.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        help="only icons of this category (repeatable); an unknown one lists the choices",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="the results as JSON, in the HTTP API's layout (every channel's score)",
+    )
+    p.add_argument(
+        "--here",
+        action="store_true",
+        help=f"search in this process even when {ENV_API_URL} names a running `icon-pipeline api` "
+        "(which answers in well under a second: its models are loaded)",
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("api", help="serve search as HTTP JSON (GET/POST /api/search); auth as the apps")

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-LOCATION_NAME = "icon_pipeline"
+from icon_pipeline.defs.run_origin import LOCATION_NAME  # the demo's runs carry this origin too
+
 STOP_TIMEOUT_S = 20.0
 CODE_SERVER_START_TIMEOUT_S = 120.0
 

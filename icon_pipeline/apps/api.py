@@ -8,12 +8,17 @@
   `model` (default hybrid, any case), `k` (1-100), `offset`, `fold` (variants folded into one
   result, default true), `styles`, `categories` (lists).
 - `POST /api/search/image?k=...` with the raw image bytes as the body (`curl --data-binary @x.svg`).
-- `GET  /api/docs`, `/api/redoc`, `/api/openapi.json`: the interactive docs and the schema.
+- `GET  /api/icon.svg?id=ICON_ID` and `/api/icon.png?id=ICON_ID&size=256`: the icon itself, with
+  `color` (hex ink), `stroke` (width, outline icons) and `background` (hex; transparent by default).
+- `GET  /api/docs`, `/api/redoc`, `/api/openapi.json`: the interactive docs and the schema (their
+  assets are served from here: they work offline).
 
-Answers: `{"query": {...}, "model", "offset", "has_more", "results": [{"rank", "icon_id", "name",
-"group_id", "score", "style", "category", "file_path", "channels": {channel: score}, "variants":
-[...]}]}`. Errors: 400 (bad query or image, with the message), 401 (auth on, no or wrong
-credentials), 503 (index not ready or unreachable; a one-line message). Binds 127.0.0.1 unless told
+Answers (apps/common.page_json, the layout of `icon-pipeline search --json` too): `{"query": {...},
+"model", "offset", "has_more", "results": [{"rank", "icon_id", "name", "group_id", "score", "style",
+"category", "file" (relative to the data root), "channels": {channel: score}, "svg_url", "png_url",
+"variants": [...]}]}`. Errors: 400 (bad query, image, or an unknown model, style or category, with
+the choices), 401 (auth on, no or wrong credentials), 404 (unknown icon), 503 (index not ready or
+unreachable; a one-line message). Binds 127.0.0.1 unless told
 otherwise; HTTP basic auth on every route, the docs included, when ICON_PIPELINE_APP_AUTH holds
 `user:password` (as the Gradio apps).
 
@@ -33,18 +38,28 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from icon_pipeline.apps import AUTH_ENV, LOOPBACK, AppError, parse_auth
-from icon_pipeline.search.query import MAX_QUERY_BYTES, QueryError, SearchHit
-from icon_pipeline.search.service import ResultGroup, SearchPage
+from icon_pipeline.apps.common import (
+    ICON_PNG_ROUTE,
+    ICON_SVG_ROUTE,
+    DownloadOptions,
+    check_filters,
+    page_json,
+    styled_png,
+    styled_svg,
+)
+from icon_pipeline.search.query import MAX_QUERY_BYTES, QueryError
 
 if TYPE_CHECKING:
     from icon_pipeline.model.checkpoint import EncoderBundle
@@ -54,6 +69,7 @@ DEFAULT_PORT = 7865
 MAX_K = 100
 EMBEDDINGS_ASSET = "icon_embeddings"
 DOCS_URL, REDOC_URL, OPENAPI_URL = "/api/docs", "/api/redoc", "/api/openapi.json"
+DOCS_ASSETS = "/api/docs-assets"  # Swagger UI and ReDoc, served from the fastapi-offline wheel (no CDN)
 # Module level: FastAPI reads the dependency from the (string) annotation in this module's globals.
 basic = HTTPBasic(auto_error=False)
 
@@ -67,33 +83,6 @@ class SearchRequest(BaseModel):
     fold: bool = True
     styles: list[str] = Field(default_factory=list)
     categories: list[str] = Field(default_factory=list)
-
-
-def _hit(hit: SearchHit) -> dict[str, Any]:
-    return {
-        "icon_id": hit.icon_id,
-        "name": hit.name,
-        "group_id": hit.group_id,
-        "score": round(hit.score, 6),
-        "style": hit.style,
-        "category": hit.category,
-        "file_path": hit.file_path,
-        "channels": {c: round(v, 6) for c, v in hit.channel_scores.items()},
-    }
-
-
-def _result(rank: int, group: ResultGroup) -> dict[str, Any]:
-    return {"rank": rank, **_hit(group.hit), "variants": [_hit(v) for v in group.variants]}
-
-
-def page_json(page: SearchPage, query: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "query": query,
-        "model": page.model,
-        "offset": page.offset,
-        "has_more": page.has_more,
-        "results": [_result(page.offset + i, g) for i, g in enumerate(page.results, start=1)],
-    }
 
 
 T = TypeVar("T")
@@ -269,8 +258,10 @@ def _search(
         if not isinstance(query, str):
             # Checked (and an SVG drawn) before a connection is taken: a bad file costs no slot.
             query = prepare_query_image(query, label="query image")
-        page = pool.run(
-            lambda service: service.search(
+
+        def run(service: SearchService) -> Any:
+            check_filters(request.styles, request.categories, service.facets)
+            return service.search(
                 query,
                 request.model,
                 k=request.k,
@@ -279,7 +270,8 @@ def _search(
                 styles=tuple(request.styles),
                 categories=tuple(request.categories),
             )
-        )
+
+        page = pool.run(run)
     except QueryError as exc:
         raise HTTPException(400, one_line(exc)) from None
     except _not_ready_errors() as exc:
@@ -288,7 +280,18 @@ def _search(
 
 
 def _docs_routes(app: FastAPI, guarded: list[Any]) -> None:
-    """The docs and the schema, behind the same sign-in as the API (FastAPI's own are unguarded)."""
+    """The docs and the schema, behind the same sign-in as the API (FastAPI's own are unguarded).
+    Their scripts and styles come from this server (the fastapi-offline wheel ships them), so the
+    docs work on a machine without internet."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    swagger = {
+        "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+        "swagger_favicon_url": f"{DOCS_ASSETS}/favicon.png",
+    }
 
     @app.get(OPENAPI_URL, dependencies=guarded, include_in_schema=False)
     def openapi() -> JSONResponse:
@@ -296,11 +299,17 @@ def _docs_routes(app: FastAPI, guarded: list[Any]) -> None:
 
     @app.get(DOCS_URL, dependencies=guarded, include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{app.title} - docs")
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{app.title} - docs", **swagger)
 
     @app.get(REDOC_URL, dependencies=guarded, include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{app.title} - ReDoc")
+        return get_redoc_html(
+            openapi_url=OPENAPI_URL,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(auth: list[tuple[str, str]] | None = None, parallel: int | None = None) -> FastAPI:
@@ -328,7 +337,7 @@ def create_app(auth: list[tuple[str, str]] | None = None, parallel: int | None =
 
     @app.get("/api/models", dependencies=guarded)
     def models() -> dict[str, list[str]]:
-        from icon_pipeline.search.hybrid import HYBRID
+        from icon_pipeline.search.channels import HYBRID
 
         try:
             names = pool.run(lambda service: service.models())
@@ -390,6 +399,55 @@ def create_app(auth: list[tuple[str, str]] | None = None, parallel: int | None =
         described = {"kind": "image", "bytes": len(data)}
         body = await run_in_threadpool(_search, pool, bytes(data), described, options)
         return JSONResponse(body)
+
+    def _icon_file(icon_id: str) -> tuple[str, str]:
+        """(source file, format) of a catalog icon; 404 naming an unknown one."""
+        try:
+            record = pool.run(lambda service: service.icon(icon_id))
+        except QueryError as exc:
+            raise HTTPException(404, one_line(exc)) from None
+        except _not_ready_errors() as exc:
+            raise _unavailable(exc) from None
+        return record.file_path, record.format
+
+    def _options(
+        color: str | None, stroke: float | None, background: str | None, size: int
+    ) -> DownloadOptions:
+        try:
+            return DownloadOptions.parse(color, stroke, background, size)
+        except QueryError as exc:
+            raise HTTPException(400, one_line(exc)) from None
+
+    @app.get(ICON_SVG_ROUTE, dependencies=guarded)
+    def icon_svg(
+        id: Annotated[str, Query(description="an icon_id from a search result")],
+        color: Annotated[str | None, Query(description="ink colour, hex (e.g. #1a73e8)")] = None,
+        stroke: Annotated[float | None, Query(description="stroke width (outline icons), 0.5 to 4")] = None,
+        background: Annotated[str | None, Query(description="hex colour; transparent by default")] = None,
+    ) -> Response:
+        file_path, fmt = _icon_file(id)
+        if fmt != "svg":
+            raise HTTPException(404, f"icon {id!r} has no SVG source (it is a {fmt} icon): ask for PNG")
+        try:
+            body = styled_svg(file_path, _options(color, stroke, background, 256))
+        except QueryError as exc:
+            raise HTTPException(400, one_line(exc)) from None
+        return Response(body, media_type="image/svg+xml")
+
+    @app.get(ICON_PNG_ROUTE, dependencies=guarded)
+    def icon_png(
+        id: Annotated[str, Query(description="an icon_id from a search result")],
+        size: Annotated[int, Query(ge=16, le=1024)] = 256,
+        color: Annotated[str | None, Query(description="ink colour, hex (e.g. #1a73e8)")] = None,
+        stroke: Annotated[float | None, Query(description="stroke width (outline icons), 0.5 to 4")] = None,
+        background: Annotated[str | None, Query(description="hex colour; transparent by default")] = None,
+    ) -> Response:
+        file_path, fmt = _icon_file(id)
+        try:
+            body = styled_png(file_path, fmt, _options(color, stroke, background, size))
+        except QueryError as exc:
+            raise HTTPException(400, one_line(exc)) from None
+        return Response(body, media_type="image/png")
 
     return app
 

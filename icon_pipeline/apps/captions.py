@@ -476,6 +476,24 @@ def pending_summary() -> str:
 
 # Installed once per page. Keys are ignored while the reviewer types (text, number and dropdown
 # inputs, text areas) or holds a modifier, so Ctrl-A or a typed "r" never approves or rejects.
+# Each icon's label (name, variant, status and flag marks) on a line of its own under the icon, not
+# Gradio's default badge over the thumbnail's lower right, which covers the icon.
+GALLERY_CSS = """
+#icons .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column; }
+#icons .thumbnail-item > img { flex: 1 1 auto; min-height: 0; height: auto; aspect-ratio: 1 / 1; }
+#icons .caption-label { position: static; max-width: 100%; border: 0; border-radius: 0;
+  border-top: 1px solid var(--border-color-primary); text-align: center; opacity: 1; }
+"""
+GALLERY_CSS_JS = """
+() => {
+  if (document.getElementById('icons-gallery-css')) return;
+  const style = document.createElement('style');
+  style.id = 'icons-gallery-css';
+  style.textContent = __CSS__;
+  document.head.appendChild(style);
+}
+""".replace("__CSS__", json.dumps(GALLERY_CSS))
+
 KEYS_JS = """
 () => {
   if (window.__captionKeys) return;
@@ -621,6 +639,7 @@ def build() -> gr.Blocks:
             ).then(open_icon, [icon_id], shown, api_visibility="private")
         # Keys click the buttons above, so a key does exactly what its button does.
         demo.load(None, None, None, js=KEYS_JS, api_visibility="private")
+        demo.load(None, None, None, js=GALLERY_CSS_JS, api_visibility="private")
 
         def save_as_reviewer(
             icon_id: str, phrases: str, action: str, author: str, revision: float | None, request: gr.Request

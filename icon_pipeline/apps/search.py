@@ -22,20 +22,33 @@ import html
 import os
 import re
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import gradio as gr
 import psycopg
 from PIL import Image
 
-from icon_pipeline.apps.common import batch_files, cached, read_rows
+from icon_pipeline.apps.common import (
+    PNG_SIZES,
+    STROKE_WIDTHS,
+    DownloadOptions,
+    batch_files,
+    cached,
+    check_filters,
+    read_rows,
+    styled_png,
+    styled_svg,
+)
 from icon_pipeline.model.checkpoint import CheckpointError, EncoderBundle
 from icon_pipeline.model.sentence_encoder import TextEncoderError
+from icon_pipeline.search.channels import HYBRID, channel_info
+from icon_pipeline.search.confidence import NO_MATCH
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.query import QueryError, SearchHit, prepare_query_image, validate_text_query
 from icon_pipeline.search.service import NotReadyError, SearchPage, SearchService
@@ -45,15 +58,15 @@ EMBEDDINGS_ASSET = "icon_embeddings"
 NO_COMPARE = "(none)"
 PER_PAGE = 24
 MAX_PAGES = 40  # PER_PAGE * MAX_PAGES stays under the service's 1000-icon ranking depth
-PNG_SIZES = [16, 24, 32, 48, 64, 128, 256, 512, 1024]
+DEFAULT_INK = "#000000"  # as the file draws it: the SVG keeps `currentColor`, the PNG is black
 DEFAULT_PNG_SIZE = 256
 PREVIEW_SIZE = 512
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".svgz"]
 SEARCH_ERRORS = (QueryError, NotReadyError, EmbeddingIndexError, CheckpointError, TextEncoderError)
 
-# Loaded checkpoints, shared by every request (each request has its own connection).
+# Loaded checkpoints, shared by every request (each request has its own connection; the service
+# loads each once under its own lock, and searches run side by side as the API's do).
 _bundles: dict[str, EncoderBundle] = {}
-_bundles_lock = threading.Lock()
 # Downloads and previews: files of our own, under a name that is the icon's (what the browser saves).
 _files = Path(tempfile.mkdtemp(prefix="icon-search-"))
 
@@ -103,17 +116,11 @@ def open_search() -> Iterator[SearchService]:
         service.close()
 
 
-def locked_search(service: SearchService, query: Any, model: str | None, **options: Any) -> SearchPage:
-    """service.search with model loads one at a time (searching itself runs per connection)."""
-    with _bundles_lock:
-        return service.search(query, model, **options)
-
-
 def available_models() -> list[str]:
     """hybrid, then every single channel; SearchUnavailable if the index is empty or down."""
     with open_search() as service:
         models = service.models()
-    if "hybrid" not in models:
+    if HYBRID not in models:
         raise SearchUnavailable(
             f"the search index has no models yet: materialize `{EMBEDDINGS_ASSET}` "
             f"(`icon-pipeline materialize {EMBEDDINGS_ASSET}`), then reload this page"
@@ -123,12 +130,7 @@ def available_models() -> list[str]:
 
 def describe_channel(model: str) -> str:
     """A panel's title: what the results in it come from."""
-    return {
-        "hybrid": "Hybrid search (default): keywords, captions and image-text models fused",
-        "bm25": "Keywords only (BM25 over names, tags and captions)",
-        "captions": "Caption embeddings only (sentence encoder over the captions)",
-        "pixels": "Pixels only (visual near-duplicates; images)",
-    }.get(model, f"Image-text model {model} only")
+    return channel_info(model).description
 
 
 # --- results as HTML ----------------------------------------------------------------------------
@@ -145,7 +147,17 @@ GRID_CSS = """
 .icon-card .icon-meta, .icon-card .icon-variants { font-size: .8rem; opacity: .75; overflow-wrap: anywhere; }
 .icon-card .no-render { width: 96px; height: 96px; display: flex; align-items: center;
   justify-content: center; font-size: .75rem; opacity: .6; }
+.icon-card .icon-variants { display: flex; flex-wrap: wrap; justify-content: center; gap: 6px; }
+.icon-card .icon-variant { display: flex; flex-direction: column; align-items: center; font-size: .75rem; }
+.icon-card .icon-variant img { width: 32px; height: 32px; }
 """
+# The detail view floats over the grid, where the user clicked, whatever the scroll position.
+DETAIL_CSS = """<style>
+#detail { position: fixed; top: 4vh; right: 2vw; width: min(980px, 96vw); max-height: 92vh;
+  overflow: auto; z-index: 1000; background: var(--background-fill-primary);
+  border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 12px;
+  box-shadow: 0 12px 48px rgba(0, 0, 0, .35); }
+</style>"""
 # Delegated: the grid is re-rendered on each search, the listener on its element stays.
 GRID_JS = """
 element.addEventListener('click', (event) => {
@@ -170,12 +182,32 @@ def _variant_label(hit: SearchHit) -> str:
     return hit.style or hit.name
 
 
+def _variants_html(variants: tuple[SearchHit, ...], panel: int) -> str:
+    """The variants folded into a card, each seen: a small picture and its style (or name)."""
+    if not variants:
+        return ""
+    items = []
+    for hit in variants:
+        thumb = _thumbnail(hit.png_path)
+        label = html.escape(_variant_label(hit))
+        picture = f"<img src='{thumb}' alt='{label}'>" if thumb else ""
+        variant_id = html.escape(hit.icon_id)
+        items.append(f"<span class='icon-variant' data-variant-id='{variant_id}'>{picture}+ {label}</span>")
+    return "<span class='icon-variants'>" + "".join(items) + "</span>"
+
+
 def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
     if page is None:
         return f"<p class='panel-note'>{html.escape(note)}</p>" if note else ""
     title = f"<h3 class='panel-title'>{html.escape(describe_channel(page.model))}</h3>"
     if not page.results:
         return title + "<p>No icon matches (try other words, or fewer filters).</p>"
+    if page.match == NO_MATCH:
+        # Said above the grid: the closest icons still show, as what the library has nearest.
+        title += (
+            f"<p class='no-match' role='status' data-match='{NO_MATCH}'><strong>No match.</strong> "
+            f"{html.escape(page.message)}. The closest icons:</p>"
+        )
     cards = []
     for group in page.results:
         hit = group.hit
@@ -185,9 +217,9 @@ def results_html(page: SearchPage | None, panel: int, note: str = "") -> str:
             if thumb
             else "<span class='no-render'>no render</span>"
         )
-        meta = " · ".join(x for x in (hit.style, f"{hit.score:.3f}") if x)
-        folded = ", ".join(_variant_label(v) for v in group.variants)
-        variants = f"<span class='icon-variants'>+ {html.escape(folded)}</span>" if folded else ""
+        rated = f"{hit.confidence:.1%} likely" if hit.confidence is not None else f"{hit.score:.3f}"
+        meta = " · ".join(x for x in (hit.style, rated) if x)
+        variants = _variants_html(group.variants, panel)
         cards.append(
             f"<button type='button' class='icon-card' data-icon-id='{html.escape(hit.icon_id)}' "
             f"data-panel='{panel}' title='{html.escape(hit.name)}'>{picture}"
@@ -243,7 +275,7 @@ def _search(
             gr.update(visible=False),
             {},
         )
-    models = [model or "hybrid"] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
+    models = [model or HYBRID] + ([compare] if compare and compare not in (NO_COMPARE, model) else [])
     options = {
         "k": PER_PAGE * pages,
         "fold": bool(fold),
@@ -254,9 +286,10 @@ def _search(
     notes, errors = [], ["", ""]
     try:
         with open_search() as service:
+            check_filters(options["styles"], options["categories"], service.facets)
             for slot, name in enumerate(models):
                 try:
-                    page = locked_search(service, query, name, **options)
+                    page = service.search(query, name, **options)
                 except QueryError as exc:
                     if slot == 0:
                         raise
@@ -268,7 +301,14 @@ def _search(
                 what = f"{len(page.results)} results" + (
                     f" ({icons} icons)" if icons != len(page.results) else ""
                 )
-                notes.append(f"**{html.escape(page.model)}**: {what}")
+                notes.append(
+                    f"**{html.escape(page.model)}**: {what}"
+                    + (
+                        " — **no match**: nothing in the library matches this well"
+                        if page.match == NO_MATCH
+                        else ""
+                    )
+                )
     except (*SEARCH_ERRORS, SearchUnavailable) as exc:
         return (
             "",
@@ -342,16 +382,70 @@ def render_png(file_path: str, fmt: str, size: int, name: str) -> Path:
     return path
 
 
-def svg_copy(file_path: str, name: str) -> Path | None:
-    """The source SVG under the icon's name, or None when the source is not an SVG."""
-    source = Path(file_path)
-    if source.suffix.lower() != ".svg" or not source.is_file():
-        return None
+def download_files(record: Any, options: DownloadOptions) -> tuple[Path | None, Path]:
+    """(SVG or None for a raster icon, PNG) as drawn with `options`, under the icon's name."""
     folder = _files / uuid.uuid4().hex
     folder.mkdir()
-    path = folder / f"{_file_stem(name)}.svg"
-    path.write_bytes(source.read_bytes())
-    return path
+    stem = "-".join(x for x in (_file_stem(record.name), options.suffix()) if x)
+    svg = None
+    if record.format == "svg" and Path(record.file_path).suffix.lower() == ".svg":
+        svg = folder / f"{stem}.svg"
+        svg.write_bytes(styled_svg(record.file_path, options))
+    png = folder / f"{stem}-{options.size}px.png"
+    png.write_bytes(styled_png(record.file_path, record.format, options))
+    return svg, png
+
+
+def download_options(
+    size: int | None, ink: str | None, stroke: float | None, transparent: bool
+) -> DownloadOptions:
+    """The detail view's choices; black and a stroke of 2 (the library's own) leave the file as drawn."""
+    return DownloadOptions.parse(
+        colour=None if not ink or ink.lower() == DEFAULT_INK else ink,
+        stroke_width=None if stroke is None or float(stroke) == 2.0 else float(stroke),
+        background=None if transparent else "#ffffff",
+        size=int(size or DEFAULT_PNG_SIZE),
+    )
+
+
+def url_search(request: gr.Request | None) -> dict[str, Any]:
+    """What a shared link's query string asks for (empty values when it asks for nothing)."""
+    params = getattr(request, "query_params", None) or {}
+
+    def every(name: str) -> list[str]:
+        return (
+            list(params.getlist(name))
+            if hasattr(params, "getlist")
+            else [params[name]]
+            if name in params
+            else []
+        )
+
+    return {
+        "q": (params.get("q") or "").strip(),
+        "model": params.get("model") or None,
+        "fold": (params.get("fold") or "true").lower() not in ("0", "false", "no"),
+        "style": every("style"),
+        "category": every("category"),
+    }
+
+
+def share_link(
+    state: dict | None,
+    model: str | None,
+    compare: str | None,
+    fold: bool,
+    styles: list[str] | None,
+    categories: list[str] | None,
+) -> str:
+    """A link to this search (text searches; an image cannot ride in a URL)."""
+    if not state or state.get("kind") != "text":
+        return ""
+    params: list[tuple[str, str]] = [("q", state["text"]), ("model", model or "hybrid")]
+    params += [("fold", "false")] if not fold else []
+    params += [("style", s) for s in styles or []] + [("category", c) for c in categories or []]
+    link = "?" + urlencode(params)
+    return f"Share this search: [{html.escape(link)}]({link})"
 
 
 def why_matched(info: dict[str, Any]) -> str:
@@ -409,7 +503,7 @@ def page_state() -> tuple[Any, Any, Any, Any, str, bool]:
             False,
         )
     return (
-        gr.update(choices=models, value="hybrid"),
+        gr.update(choices=models, value=HYBRID),
         gr.update(choices=[NO_COMPARE, *models], value=NO_COMPARE),
         gr.update(choices=styles, value=[]),
         gr.update(choices=categories, value=[]),
@@ -421,6 +515,150 @@ def page_state() -> tuple[Any, Any, Any, Any, str, bool]:
 def models_api() -> list[str]:
     """The choices the page offers: hybrid search, then each channel."""
     return available_models()
+
+
+# --- the page's panels: one builder each, wired together in build() -------------------------------
+
+
+def _query_panel() -> SimpleNamespace:
+    """Words, or an image uploaded or pasted; the searched image as it was prepared."""
+    with gr.Row():
+        query = gr.Textbox(label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query")
+        text_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-text")
+    with gr.Row():
+        upload = gr.File(
+            label="Image file (PNG, JPEG, GIF, WebP, BMP, SVG)",
+            type="filepath",
+            file_types=IMAGE_TYPES,
+            height=120,
+            elem_id="upload",
+        )
+        pasted = gr.Image(
+            label="or paste a screenshot",
+            sources=["clipboard"],  # files go through the upload box and its checks
+            type="filepath",
+            image_mode=None,  # passed on as is: the size checks run before any decoding
+            height=160,
+        )
+        query_image = gr.Image(
+            label="Searched image", interactive=False, type="pil", height=160, elem_id="query-image"
+        )
+        image_button = gr.Button("Search image", scale=0, elem_id="search-image")
+    return SimpleNamespace(
+        query=query,
+        text_button=text_button,
+        upload=upload,
+        pasted=pasted,
+        query_image=query_image,
+        image_button=image_button,
+    )
+
+
+def _options_panel(style_choices: list[str], category_choices: list[str]) -> SimpleNamespace:
+    """Which channel (and one to compare), folding, and the style and category filters."""
+    with gr.Row():
+        # Choices come on page load (models come and go with icon_embeddings); an unknown
+        # value is answered with the list of known ones.
+        model = gr.Dropdown(
+            label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
+        )
+        compare = gr.Dropdown(
+            label="Compare with",
+            choices=[NO_COMPARE],
+            value=NO_COMPARE,
+            scale=2,
+            allow_custom_value=True,
+            elem_id="compare",
+        )
+        fold = gr.Checkbox(
+            value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
+        )
+    with gr.Row():
+        styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
+        categories = gr.Dropdown(
+            label="Category",
+            choices=category_choices,
+            multiselect=True,
+            allow_custom_value=True,  # catalogs change between page loads
+            elem_id="categories",
+            scale=2,
+        )
+    return SimpleNamespace(model=model, compare=compare, fold=fold, styles=styles, categories=categories)
+
+
+def _results_panel() -> SimpleNamespace:
+    """What the search found (and the compared channel beside it), its summary, link and paging."""
+    message = gr.Markdown(elem_id="message")
+    share = gr.Markdown(elem_id="share-link")  # a link to the text search shown
+    with gr.Row():
+        first = gr.HTML(
+            elem_id="results",
+            js_on_load=GRID_JS,
+            css_template=GRID_CSS,
+            padding=False,
+            head=DETAIL_CSS,
+        )
+        second = gr.HTML(
+            elem_id="compare-results",
+            js_on_load=GRID_JS,
+            css_template=GRID_CSS,
+            padding=False,
+            visible=False,
+        )
+    more = gr.Button("More results", visible=False, elem_id="more")
+    return SimpleNamespace(message=message, share=share, first=first, second=second, more=more)
+
+
+def _detail_panel() -> SimpleNamespace:
+    """One result's detail, floating over the grid (DETAIL_CSS): preview, facts, downloads, thumbs."""
+    with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
+        preview = gr.Image(
+            label="Preview",
+            interactive=False,
+            type="filepath",
+            height=PREVIEW_SIZE,
+            scale=1,
+            elem_id="detail-image",
+        )
+        with gr.Column(scale=2):
+            info = gr.Markdown(elem_id="detail-info")
+            name = gr.Textbox(label="Name", interactive=False, buttons=["copy"], elem_id="detail-name")
+            with gr.Row():
+                ink = gr.ColorPicker(value=DEFAULT_INK, label="Colour", elem_id="ink-colour")
+                stroke = gr.Slider(
+                    *STROKE_WIDTHS, value=2.0, step=0.25, label="Stroke width", elem_id="stroke-width"
+                )
+                transparent = gr.Checkbox(value=True, label="Transparent background", elem_id="transparent")
+            with gr.Row():
+                svg_button = gr.DownloadButton("Download SVG", elem_id="download-svg")
+                png_size = gr.Dropdown(
+                    label="PNG size (px)",
+                    choices=PNG_SIZES,
+                    value=DEFAULT_PNG_SIZE,
+                    elem_id="png-size",
+                )
+                png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
+            with gr.Row():
+                up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
+                down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
+                close = gr.Button("Close", elem_id="detail-close")
+            judged = gr.Markdown(elem_id="judge-message")
+    return SimpleNamespace(
+        box=detail_box,
+        preview=preview,
+        info=info,
+        name=name,
+        ink=ink,
+        stroke=stroke,
+        transparent=transparent,
+        svg_button=svg_button,
+        png_size=png_size,
+        png_button=png_button,
+        up=up,
+        down=down,
+        close=close,
+        judged=judged,
+    )
 
 
 def build() -> gr.Blocks:
@@ -438,102 +676,36 @@ def build() -> gr.Blocks:
         shown = gr.State({})  # icon id -> what the detail view needs
         selected = gr.State(None)  # icon id in the detail view
         with gr.Column(visible=True) as main:
-            with gr.Row():
-                query = gr.Textbox(
-                    label="Search text", placeholder="e.g. delete file", scale=4, elem_id="query"
-                )
-                text_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-text")
-            with gr.Row():
-                upload = gr.File(
-                    label="Image file (PNG, JPEG, GIF, WebP, BMP, SVG)",
-                    type="filepath",
-                    file_types=IMAGE_TYPES,
-                    height=120,
-                    elem_id="upload",
-                )
-                pasted = gr.Image(
-                    label="or paste a screenshot",
-                    sources=["clipboard"],  # files go through the upload box and its checks
-                    type="filepath",
-                    image_mode=None,  # passed on as is: the size checks run before any decoding
-                    height=160,
-                )
-                query_image = gr.Image(
-                    label="Searched image", interactive=False, type="pil", height=160, elem_id="query-image"
-                )
-                image_button = gr.Button("Search image", scale=0, elem_id="search-image")
-            with gr.Row():
-                # Choices come on page load (models come and go with icon_embeddings); an unknown
-                # value is answered with the list of known ones.
-                model = gr.Dropdown(
-                    label="Search with", choices=[], elem_id="model", scale=2, allow_custom_value=True
-                )
-                compare = gr.Dropdown(
-                    label="Compare with",
-                    choices=[NO_COMPARE],
-                    value=NO_COMPARE,
-                    scale=2,
-                    allow_custom_value=True,
-                    elem_id="compare",
-                )
-                fold = gr.Checkbox(
-                    value=True, label="One result per icon (variants folded in)", scale=1, elem_id="fold"
-                )
-            with gr.Row():
-                styles = gr.CheckboxGroup(label="Style", choices=style_choices, elem_id="styles", scale=1)
-                categories = gr.Dropdown(
-                    label="Category",
-                    choices=category_choices,
-                    multiselect=True,
-                    allow_custom_value=True,  # catalogs change between page loads
-                    elem_id="categories",
-                    scale=2,
-                )
-            message = gr.Markdown(elem_id="message")
-            with gr.Row():
-                first = gr.HTML(elem_id="results", js_on_load=GRID_JS, css_template=GRID_CSS, padding=False)
-                second = gr.HTML(
-                    elem_id="compare-results",
-                    js_on_load=GRID_JS,
-                    css_template=GRID_CSS,
-                    padding=False,
-                    visible=False,
-                )
-            more = gr.Button("More results", visible=False, elem_id="more")
-            with gr.Column(visible=False, elem_id="detail") as detail_box, gr.Row():
-                preview = gr.Image(
-                    label="Preview",
-                    interactive=False,
-                    type="filepath",
-                    height=PREVIEW_SIZE,
-                    scale=1,
-                    elem_id="detail-image",
-                )
-                with gr.Column(scale=2):
-                    info = gr.Markdown(elem_id="detail-info")
-                    name = gr.Textbox(
-                        label="Name", interactive=False, buttons=["copy"], elem_id="detail-name"
-                    )
-                    with gr.Row():
-                        svg_button = gr.DownloadButton("Download SVG", elem_id="download-svg")
-                        png_size = gr.Dropdown(
-                            label="PNG size (px)",
-                            choices=PNG_SIZES,
-                            value=DEFAULT_PNG_SIZE,
-                            elem_id="png-size",
-                        )
-                        png_button = gr.DownloadButton("Download PNG", elem_id="download-png")
-                    with gr.Row():
-                        up = gr.Button("Relevant (thumbs up)", elem_id="thumbs-up")
-                        down = gr.Button("Not relevant (thumbs down)", elem_id="thumbs-down")
-                        close = gr.Button("Close", elem_id="detail-close")
-                    judged = gr.Markdown(elem_id="judge-message")
-
-        def refresh() -> tuple:
-            *updates, note, ready = page_state()
-            return (*updates, note, gr.update(visible=ready))
-
-        demo.load(refresh, None, [model, compare, styles, categories, status, main], api_visibility="private")
+            asked, chosen, found, detail_view = (
+                _query_panel(),
+                _options_panel(style_choices, category_choices),
+                _results_panel(),
+                _detail_panel(),
+            )
+        query, text_button, upload, pasted = asked.query, asked.text_button, asked.upload, asked.pasted
+        query_image, image_button = asked.query_image, asked.image_button
+        model, compare, fold = chosen.model, chosen.compare, chosen.fold
+        styles, categories = chosen.styles, chosen.categories
+        message, share, first, second, more = (
+            found.message,
+            found.share,
+            found.first,
+            found.second,
+            found.more,
+        )
+        detail_box, preview, info, name = (
+            detail_view.box,
+            detail_view.preview,
+            detail_view.info,
+            detail_view.name,
+        )
+        ink, stroke, transparent = detail_view.ink, detail_view.stroke, detail_view.transparent
+        svg_button, png_size, png_button = (
+            detail_view.svg_button,
+            detail_view.png_size,
+            detail_view.png_button,
+        )
+        up, down, close, judged = detail_view.up, detail_view.down, detail_view.close, detail_view.judged
 
         search_inputs = [model, compare, fold, styles, categories]
         search_outputs = [first, second, message, more, shown]
@@ -565,12 +737,49 @@ def build() -> gr.Blocks:
             return (*_search(state, *options, count), count)
 
         text_outputs = [*search_outputs, query_state, pages, query_image]
-        gr.on(
+        searched = gr.on(
             [text_button.click, query.submit],
             by_text,
             [query, *search_inputs],
             text_outputs,
             api_name="search_by_text",
+        )
+        searched.then(share_link, [query_state, *search_inputs], share, api_visibility="private")
+
+        def from_url(request: gr.Request) -> tuple:
+            """The page as a shared link asks for it: ?q=words&model=..&style=..&category=..&fold=false."""
+            *updates, note, ready = page_state()
+            asked = url_search(request)
+            if not ready or not asked["q"]:
+                return (*updates, note, gr.update(visible=ready), gr.update(), *[gr.update()] * 8, "")
+            chosen = [
+                asked["model"] or "hybrid",
+                NO_COMPARE,
+                asked["fold"],
+                asked["style"],
+                asked["category"],
+            ]
+            model_update, compare_update, style_update, category_update = updates
+            model_update["value"], style_update["value"] = chosen[0], asked["style"]
+            category_update["value"] = asked["category"]
+            answer = by_text(asked["q"], *chosen)
+            return (
+                model_update,
+                compare_update,
+                style_update,
+                category_update,
+                note,
+                gr.update(visible=True),
+                asked["q"],
+                *answer,
+                share_link(answer[5], *chosen),
+            )
+
+        demo.load(
+            from_url,
+            None,
+            [model, compare, styles, categories, status, main, query, *text_outputs, share],
+            api_visibility="private",
         )
         image_button.click(
             by_image, [upload, pasted, *search_inputs], text_outputs, api_name="search_by_image"
@@ -589,16 +798,13 @@ def build() -> gr.Blocks:
             api_visibility="private",
         )
 
-        def open_detail(evt: gr.EventData, known: dict, size: int) -> tuple:
+        def open_detail(evt: gr.EventData, known: dict, size: int, *style: Any) -> tuple:
             icon_id = getattr(evt, "icon_id", None) or ""
             try:
                 shown_detail = detail(icon_id, known)
                 record = shown_detail["record"]
                 preview_path = render_png(record.file_path, record.format, PREVIEW_SIZE, record.name)
-                png_path = render_png(
-                    record.file_path, record.format, int(size or DEFAULT_PNG_SIZE), record.name
-                )
-                svg_path = svg_copy(record.file_path, record.name)
+                svg_path, png_path = download_files(record, download_options(size, *style))
             except (QueryError, SearchUnavailable) as exc:
                 return (
                     gr.update(visible=True),
@@ -623,21 +829,32 @@ def build() -> gr.Blocks:
 
         detail_outputs = [detail_box, preview, info, name, svg_button, png_button, selected, judged]
         for panel in (first, second):
-            panel.click(open_detail, [shown, png_size], detail_outputs, api_visibility="private")
+            panel.click(
+                open_detail,
+                [shown, png_size, ink, stroke, transparent],
+                detail_outputs,
+                api_visibility="private",
+            )
 
-        def png_at(size: int, icon_id: str | None) -> Any:
+        def redraw(icon_id: str | None, size: int, *style: Any) -> tuple:
+            """Both downloads again, in the chosen size, colour, stroke and background."""
             if not icon_id:
-                return gr.update()
+                return gr.update(), gr.update(), ""
             try:
                 with open_search() as service:
                     record = service.icon(icon_id)
-                return gr.update(
-                    value=str(render_png(record.file_path, record.format, int(size), record.name))
-                )
-            except (QueryError, SearchUnavailable):
-                return gr.update(value=None)
+                svg_path, png_path = download_files(record, download_options(size, *style))
+            except (QueryError, SearchUnavailable) as exc:
+                return gr.update(value=None), gr.update(value=None), f"**Error:** {html.escape(str(exc))}"
+            return gr.update(value=str(svg_path) if svg_path else None), gr.update(value=str(png_path)), ""
 
-        png_size.change(png_at, [png_size, selected], png_button, api_visibility="private")
+        gr.on(
+            [png_size.change, ink.change, stroke.release, transparent.change],
+            redraw,
+            [selected, png_size, ink, stroke, transparent],
+            [svg_button, png_button, judged],
+            api_visibility="private",
+        )
         close.click(lambda: (gr.update(visible=False), None), None, [detail_box, selected])
 
         def judge(relevant: bool) -> Callable[..., str]:

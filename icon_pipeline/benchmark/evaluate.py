@@ -18,8 +18,8 @@ from typing import Any
 from PIL import Image
 
 from icon_pipeline.benchmark.metrics import AggregateScore, aggregate, score_query
-from icon_pipeline.core.storage import read_catalog
-from icon_pipeline.search.channels import query_kind
+from icon_pipeline.library.catalog import read_catalog
+from icon_pipeline.search.channels import HYBRID, query_kind
 from icon_pipeline.search.query import QueryError, prepare_query_image, validate_text_query
 
 
@@ -163,7 +163,7 @@ def _score(result: Evaluation, service: Any, k: int) -> Evaluation:
 
 
 def _answers(service: Any, channel: str, kind: str) -> bool:
-    return channel == "hybrid" or kind in service.channel_set.channel(channel).kinds
+    return channel == HYBRID or kind in service.channel_set.channel(channel).kinds
 
 
 def format_table(result: Evaluation) -> str:

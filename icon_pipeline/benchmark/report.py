@@ -41,9 +41,9 @@ from icon_pipeline.benchmark.metrics import (
     relevant_icons,
     score_query,
 )
-from icon_pipeline.search.channels import KEYWORDS
+from icon_pipeline.search.channels import BASE_MODEL, CAPTIONS, FINETUNED_MODEL, HYBRID, KEYWORDS, PIXELS
 from icon_pipeline.search.fusion import FusionSettings, fusion_kind
-from icon_pipeline.search.hybrid import HYBRID, HybridSearch
+from icon_pipeline.search.hybrid import HybridSearch
 from icon_pipeline.search.query import QueryError, prepare_query_image
 
 # The internal benchmark's tasks and the kind of query each takes; the external benchmark
@@ -257,8 +257,56 @@ class BenchmarkReport:
                 )
         return out
 
+    def _plotted(self, task: str, subset: str = "all") -> list[ReportRow]:
+        """A task's rows as search serves them (HNSW; BM25 and the pixel baseline have one mode),
+        hybrid and the baselines first: the exact scans are in the tables, not the plots."""
+        order = {HYBRID: 0, BM25_BASELINE: 1, PIXEL_BASELINE: 1}
+        rows = [
+            r
+            for r in self.rows
+            if r.task == task and r.subset == subset and r.mode != "exact" and r.n_queries > 0
+        ]
+        return sorted(rows, key=lambda r: (order.get(r.model, 2), r.model))
+
+    def task_table(self, task: str) -> list[dict[str, Any]]:
+        """Per search: R@1 and R@10 as served (HNSW), and R@10 of the exact scan beside it (vector
+        channels only): a narrow table, one per task."""
+        table = []
+        for r in self._plotted(task):
+            try:
+                exact = self.row(task, r.model, "exact").recall.get(10) if r.mode == "hnsw" else None
+            except KeyError:
+                exact = None
+            table.append(
+                {"search": r.model, "R@1": r.recall.get(1), "R@10": r.recall.get(10), "exact": exact}
+            )
+        return table
+
+    def seen_heldout_table(self, task: str) -> list[dict[str, Any]]:
+        """Per search: R@10 on icons whose groups the models trained on (seen) and on held-out
+        ones: how much of a figure is memory (the counts: `subset_counts`)."""
+        table = []
+        for r in self._plotted(task):
+            figures: dict[str, Any] = {"search": r.model}
+            for subset, label in (("seen", "seen"), ("heldout", "held-out")):
+                try:
+                    figures[label] = self.row(task, r.model, r.mode, subset).recall.get(10)
+                except KeyError:
+                    figures[label] = None
+            table.append(figures)
+        return table
+
+    def subset_counts(self, task: str) -> dict[str, int]:
+        """Queries per subset of `task` (all, seen, heldout)."""
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            if r.task == task and r.n_queries:
+                counts[r.subset] = max(counts.get(r.subset, 0), r.n_queries)
+        return counts
+
     def to_markdown(self) -> str:
-        """The headline (hybrid vs baselines), the comparisons, then one table per task."""
+        """The headline (hybrid vs baselines), how to read it, the comparisons, then per task a
+        recall table and a latency table (two narrow tables rather than one wide one)."""
         lines = [
             "### headline (HNSW, all queries)",
             "",
@@ -270,7 +318,7 @@ class BenchmarkReport:
                 f"| {h['task']} | {h['model']} | {h['n']} | {_fmt(h['R@1'])} | {_fmt(h['R@10'])} | "
                 f"{_fmt(h[f'mAP@{self.map_k}'])} |"
             )
-        lines.append("")
+        lines += ["", "### how to read these figures", "", *[f"- {note}" for note in READING_NOTES], ""]
         if self.comparisons:
             lines += [
                 "### comparisons (paired randomisation test on per-query R@10)",
@@ -289,26 +337,34 @@ class BenchmarkReport:
             lines.append(f"**Warning:** {warning}")
         if self.warnings:
             lines.append("")
-        header = (
-            ["model", "mode", "subset", "n"]
-            + [f"R@{k}" for k in self.ks]
-            + [f"mAP@{self.map_k}", "p50 ms", "p95 ms", "ANN∩exact@10"]
-        )
+        recall_header = ["model", "mode", "subset", "n"] + [f"R@{k}" for k in self.ks] + [f"mAP@{self.map_k}"]
+        latency_header = ["model", "mode", "p50 ms", "p95 ms", "ANN∩exact@10"]
         for task in self.tasks:
             rows = [r for r in self.rows if r.task == task and r.n_queries > 0]
             if not rows:
                 continue
-            lines += [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [
+                f"### {task}",
+                "",
+                "| " + " | ".join(recall_header) + " |",
+                "|" + "---|" * len(recall_header),
+            ]
             for r in rows:
                 cells = [r.model, r.mode, r.subset, str(r.n_queries)]
-                cells += [_fmt(r.recall.get(k)) for k in self.ks]
-                cells += [
-                    _fmt(r.mean_average_precision),
-                    _fmt(r.latency_p50_ms, 2),
-                    _fmt(r.latency_p95_ms, 2),
-                    _fmt(r.ann_overlap_at_10),
-                ]
+                cells += [_fmt(r.recall.get(k)) for k in self.ks] + [_fmt(r.mean_average_precision)]
                 lines.append("| " + " | ".join(cells) + " |")
+            lines += [
+                "",
+                f"{task}, latency (all queries) and HNSW's agreement with the exact scan:",
+                "",
+                "| " + " | ".join(latency_header) + " |",
+                "|" + "---|" * len(latency_header),
+            ]
+            for r in rows:
+                if r.subset != "all":
+                    continue
+                cells = [r.model, r.mode, _fmt(r.latency_p50_ms, 2), _fmt(r.latency_p95_ms, 2)]
+                lines.append("| " + " | ".join([*cells, _fmt(r.ann_overlap_at_10)]) + " |")
             lines.append("")
         if self.failures:
             lines.append(
@@ -317,39 +373,105 @@ class BenchmarkReport:
         return "\n".join(lines)
 
     def plots(self, out_dir: Path) -> list[Path]:
-        """R@K curves per task (subset `all`), one line per model/mode; PNG paths."""
+        """R@K as small multiples: one panel per task, one line per search as served (HNSW; the
+        baselines dashed), each search one colour in every panel, one legend below the panels."""
         import matplotlib
 
         matplotlib.use("Agg")  # no display on servers and in tests
         import matplotlib.pyplot as plt
 
+        tasks = [task for task in self.tasks if self._plotted(task)]
+        if not tasks:
+            return []
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for task in self.tasks:
-            rows = [r for r in self.rows if r.task == task and r.subset == "all" and r.n_queries > 0]
-            if not rows:
-                continue
-            figure, axes = plt.subplots(figsize=(6, 4))
+        figure, axes = plt.subplots(
+            1, len(tasks), figsize=(3.4 * len(tasks) + 0.6, 3.6), sharey=True, squeeze=False
+        )
+        positions = list(range(len(self.ks)))  # K = 1, 5, 10, 30 evenly spaced
+        for axis, task in zip(axes[0], tasks, strict=True):
+            rows = self._plotted(task)
             for r in rows:
-                style = "--" if r.mode in ("exact", "numpy", "lexical") else "-"
-                axes.plot(
-                    self.ks, [r.recall[k] for k in self.ks], style, marker="o", label=f"{r.model} ({r.mode})"
+                axis.plot(
+                    positions,
+                    [r.recall[k] for k in self.ks],
+                    "--" if r.model in (BM25_BASELINE, PIXEL_BASELINE) else "-",
+                    marker="o",
+                    markersize=3,
+                    linewidth=2.2 if r.model == HYBRID else 1.3,
+                    zorder=3 if r.model == HYBRID else 2,  # drawn over a channel it equals
+                    color=channel_colour(r.model),
+                    label=r.model,
                 )
-            axes.set(
-                title=f"{task}: R@K ({rows[0].n_queries} queries)",
-                xlabel="K",
-                ylabel="R@K (hit rate)",
-                ylim=(0, 1.02),
-            )
-            axes.set_xticks(list(self.ks))
-            axes.grid(alpha=0.3)
-            axes.legend(fontsize=7, loc="lower right")
-            path = out_dir / f"recall_at_k_{task}.png"
-            figure.tight_layout()
-            figure.savefig(path, dpi=120)
-            plt.close(figure)
-            paths.append(path)
-        return paths
+            axis.set_title(f"{task} ({rows[0].n_queries} queries)", fontsize=9)
+            axis.set_xticks(positions, [str(k) for k in self.ks])
+            axis.set(xlabel="K", ylim=(0, 1.02))
+            axis.grid(alpha=0.3)
+        axes[0][0].set_ylabel("R@K (hit rate)")
+        labels: dict[str, Any] = {}
+        for axis in axes[0]:
+            for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                labels.setdefault(label, handle)
+        figure.legend(
+            list(labels.values()),
+            list(labels),
+            loc="lower center",
+            ncol=min(len(labels), 5),
+            fontsize=8,
+            frameon=False,
+        )
+        rows_of_legend = math.ceil(len(labels) / 5)
+        figure.tight_layout(rect=(0, 0.07 * rows_of_legend + 0.02, 1, 1))
+        path = out_dir / "recall_at_k.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        return [path]
+
+
+# Every search keeps its colour in every panel and plot (tab10: ten distinct colours).
+PLOT_ORDER = (
+    HYBRID,
+    BM25_BASELINE,
+    PIXEL_BASELINE,
+    CAPTIONS,
+    FINETUNED_MODEL,
+    BASE_MODEL,
+    PIXELS,
+    HYBRID_UNFOLDED,
+    HYBRID_CONCEPT,
+)
+_TAB10 = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def channel_colour(name: str) -> str:
+    """The colour of search `name` in every plot; an unknown channel gets the tenth colour."""
+    return _TAB10[PLOT_ORDER.index(name)] if name in PLOT_ORDER else _TAB10[-1]
+
+
+# Shown beside the figures (report text and Dagster metadata): what two figures for one search mean.
+READING_NOTES = (
+    "Each vector channel (finetuned, base, captions, pixels) has two figures: `exact` scans every "
+    "icon, `hnsw` goes through the index search uses. So the fine-tuned model has two R@10 values "
+    "per task: their difference is index error, not model error; the headline and the plots show "
+    "HNSW, what designers get.",
+    "img2img queries are degraded copies of indexed icons. `hybrid` folds an icon's variants into "
+    "one card, so the card of the copied icon itself counts: its high R@1 says a designer finds "
+    "the icon a screenshot was taken of. `hybrid-unfolded` and `hybrid-concept` leave the copied "
+    "icon out and must rank another variant of it (another style or size): their much lower R@1 is "
+    "that harder question, the one the external benchmark's drawings ask too.",
+    "`seen` queries are about icons whose groups the models trained on, `heldout` about groups kept "
+    "out of training: the gap between them is what the models memorised.",
+)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -618,11 +740,11 @@ def run_benchmark(
     for task, kind in tasks.items():
         baseline = PIXEL_BASELINE if kind == "image" else BM25_BASELINE
         _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, baseline)
-        _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", "base")
+        _compare(report, _in_mode(per_query, "hnsw"), task, FINETUNED_MODEL, BASE_MODEL)
         if kind == "image":
-            _compare(report, _in_mode(per_query, "hnsw"), task, "finetuned", PIXEL_BASELINE)
+            _compare(report, _in_mode(per_query, "hnsw"), task, FINETUNED_MODEL, PIXEL_BASELINE)
         else:
-            _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, "captions")
+            _compare(report, _in_mode(per_query, "hnsw"), task, HYBRID, CAPTIONS)
     return report
 
 
@@ -631,3 +753,23 @@ def _in_mode(
 ) -> dict[tuple[str, str, str], Mapping[str, QueryScore]]:
     """Rows of one search mode, plus the rows that have no mode (BM25, the pixel baseline)."""
     return {key: value for key, value in per_query.items() if key[2] in (mode, "lexical", "numpy")}
+
+
+# What each column of task_table, seen_heldout_table and the comparisons means (shown in Dagster).
+RESULT_COLUMNS = {
+    "search": "hybrid search, or one of its channels alone (bm25 and raw-pixels-16x16 are baselines)",
+    "R@1": "share of queries whose answer is first (HNSW, as search serves it)",
+    "R@10": "share of queries whose answer is in the top 10 (HNSW)",
+    "exact": "R@10 of the same channel by an exact scan of every icon: the gap to R@10 is index error",
+}
+SEEN_HELDOUT_COLUMNS = {
+    "seen": "R@10 on queries about icon groups the models trained on (HNSW)",
+    "held-out": "R@10 on queries about icon groups kept out of training: what the models learnt, not "
+    "memorised (subset_queries has the counts; under 50, read it as a rough figure)",
+}
+COMPARISON_COLUMNS = {
+    "search": "the search compared",
+    "vs": "the one it should beat, on the same queries",
+    "gain": "R@10 of the search minus R@10 of the other (HNSW; each is in results/<task>)",
+    "p": "paired randomisation test on per-query R@10: below 0.05, the gain is not noise",
+}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from icon_pipeline.captions.base import CaptionRequest, CaptionResult
+from icon_pipeline.captions.overrides import AppliedCounts, CaptionOverride, apply_overrides
 from icon_pipeline.captions.routing import vision_count
 from icon_pipeline.captions.validation import MIN_OFFLINE_PHRASES, MIN_PHRASES, banned_in, validate_phrases
 from icon_pipeline.core.config import CaptionsConfig
@@ -149,3 +150,40 @@ def summarise_batch(
         routed_to_vision=vision,
         checks=checks,
     )
+
+
+# The captions table's columns, in order: generated phrases with the reviewers' decisions applied.
+CAPTION_COLUMNS = (
+    "icon_id",
+    "name",
+    "phrases",
+    "route",
+    "model",
+    "error",
+    "generated_phrases",
+    "override",
+    "override_author",
+    "override_revision",
+    "rejected",
+)
+
+
+def caption_rows(
+    results: Sequence[CaptionResult],
+    icons: Mapping[str, IconRecord],
+    overrides: Mapping[str, CaptionOverride],
+) -> tuple[list[dict[str, Any]], AppliedCounts]:
+    """One row per captioned icon (CAPTION_COLUMNS): its generated phrases, route, model and error,
+    with the reviewers' decisions applied over them (they win)."""
+    generated = [
+        {
+            "icon_id": r.icon_id,
+            "name": icons[r.icon_id].name,
+            "phrases": list(r.phrases),
+            "route": r.route,
+            "model": r.model,
+            "error": r.error or "",
+        }
+        for r in results
+    ]
+    return apply_overrides(generated, overrides)

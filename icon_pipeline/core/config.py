@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from icon_pipeline.core.augmentation import AugmentConfig
+from icon_pipeline.core.limits import DEFAULT_MAX_SVG_BYTES
 from icon_pipeline.core.paths import get_paths
-from icon_pipeline.dataset.augment import AugmentConfig
-from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES
 
 
 class ConfigError(ValueError):
@@ -217,10 +217,10 @@ class CorpusConfig(_Strict):
     @field_validator("sets")
     @classmethod
     def _known_corpus_sets(cls, sets: list[str]) -> list[str]:
-        from icon_pipeline.library.sources.icon_sets import icon_set
+        from icon_pipeline.core.icon_set_names import check_set_name
 
         for name in sets:
-            icon_set(name, role="corpus")  # refuses unknown, benchmark, Lucide and Feather sets
+            check_set_name(name, role="corpus")  # refuses unknown, benchmark, Lucide and Feather sets
         return sets
 
 
@@ -240,10 +240,10 @@ class ExternalConfig(_Strict):
     @field_validator("sets")
     @classmethod
     def _known_benchmark_sets(cls, sets: list[str]) -> list[str]:
-        from icon_pipeline.library.sources.icon_sets import icon_set
+        from icon_pipeline.core.icon_set_names import check_set_name
 
         for name in sets:
-            icon_set(name, role="benchmark")
+            check_set_name(name, role="benchmark")
         return sets
 
 

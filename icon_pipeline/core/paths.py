@@ -6,6 +6,7 @@ here imports Dagster so domain code and the CLI can use it cheaply.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,19 @@ class Paths:
 
 
 def get_paths() -> Paths:
-    dagster_home = Path(os.environ.get("DAGSTER_HOME", REPO_ROOT / "dagster_home")).resolve()
+    settings = tuple(os.environ.get(name) for name in ("DAGSTER_HOME", ENV_CONFIG, ENV_DATA, ENV_PGDATA))
+    return _resolved_paths(settings, os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_paths(settings: tuple[str | None, ...], cwd: str) -> Paths:
+    """get_paths() for one set of environment values and working directory: resolving costs four
+    realpath walks, and a search server asks for the paths several times per request."""
+    dagster_home, config_file, data_dir, pgdata = settings
     return Paths(
         repo_root=REPO_ROOT,
-        config_file=Path(os.environ.get(ENV_CONFIG, REPO_ROOT / "icon_pipeline.yaml")).resolve(),
-        data_dir=Path(os.environ.get(ENV_DATA, REPO_ROOT / "data")).resolve(),
-        dagster_home=dagster_home,
-        pgdata=Path(os.environ.get(ENV_PGDATA, REPO_ROOT / "dagster_home" / "pgdata")).resolve(),
+        config_file=Path(config_file or REPO_ROOT / "icon_pipeline.yaml").resolve(),
+        data_dir=Path(data_dir or REPO_ROOT / "data").resolve(),
+        dagster_home=Path(dagster_home or REPO_ROOT / "dagster_home").resolve(),
+        pgdata=Path(pgdata or REPO_ROOT / "dagster_home" / "pgdata").resolve(),
     )

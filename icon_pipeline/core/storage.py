@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from icon_pipeline.core.config import PipelineConfig
-    from icon_pipeline.library.records import IconRecord
 
 T = TypeVar("T")
 
@@ -338,22 +337,6 @@ def write_batch_history(history: dict[str, str]) -> Path:
     ordered = sorted(history.items())
     frame = pd.DataFrame({"icon_id": [i for i, _ in ordered], "batch_key": [k for _, k in ordered]})
     return write_table(frame, batch_history_path())
-
-
-def read_catalog() -> list[IconRecord]:
-    from icon_pipeline.library.records import IconRecord
-
-    frame = read_table(catalog_path(), "icon_catalog")
-    return [IconRecord.from_row(row) for row in frame.to_dict("records")]
-
-
-def write_catalog(icons: list[IconRecord]) -> Path:
-    import pandas as pd
-
-    from icon_pipeline.library.records import IconRecord
-
-    frame = pd.DataFrame([icon.to_row() for icon in icons], columns=list(IconRecord.__dataclass_fields__))
-    return write_table(frame, catalog_path())
 
 
 def lexicon_path() -> Path:

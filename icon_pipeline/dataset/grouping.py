@@ -169,6 +169,17 @@ def library_groups() -> dict[str, str]:
     return icon_groups(read_records(pairs_path(), "training_pairs"), (row["icon_id"] for row in images))
 
 
+def load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
+    """The training_pairs groups, group_id -> split, and icon_id -> rendered PNG path."""
+    from icon_pipeline.core.storage import icon_images_path, pairs_path, read_records, read_table
+
+    records = read_records(pairs_path(), "training_pairs")
+    groups = [Group.from_row(row) for row in records]
+    split = {row["group_id"]: row["split"] for row in records}
+    images = read_table(icon_images_path(), "icon images")
+    return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
+
+
 def normalise_caption(caption: str) -> str:
     return " ".join(caption.lower().split())
 

@@ -184,9 +184,46 @@ def build_benchmark_queries(
         heldout_share = sum(is_heldout.values()) / max(1, len(groups))
     templates = intent_templates or IntentTemplates.load()
     counts = task_counts(total)
-    out_dir = Path(out_image_dir)
-    rows: list[dict[str, Any]] = []
+    rows = _text2img(
+        groups,
+        by_id,
+        is_heldout,
+        eval_rows_or_captions,
+        paraphraser,
+        counts["text2img"],
+        heldout_share,
+        seed,
+        terms,
+    )
+    rows += _semantic2img(
+        groups, by_id, is_heldout, templates, counts["semantic2img"], heldout_share, seed, terms
+    )
+    rows += _img2img(
+        groups,
+        by_id,
+        is_heldout,
+        images,
+        Path(out_image_dir),
+        counts["img2img"],
+        heldout_share,
+        seed,
+        img2img_min_group_size,
+        degradation_kinds,
+    )
+    return rows
 
+
+def _text2img(
+    groups: list[Group],
+    by_id: Mapping[str, Group],
+    is_heldout: Mapping[str, bool],
+    eval_rows_or_captions: Mapping[str, Sequence[str]] | Iterable[Mapping[str, Any]],
+    paraphraser: Paraphraser | None,
+    count: int,
+    heldout_share: float,
+    seed: int,
+    terms: Mapping[str, set[str]] | None,
+) -> list[dict[str, Any]]:
     # text2img: one query per distinct caption; every group proposing that text is relevant.
     text_captions = _captions_by_group(eval_rows_or_captions)
     unknown_groups = sorted(set(text_captions) - set(by_id))
@@ -201,10 +238,10 @@ def build_benchmark_queries(
                 text_captions[group.group_id] = {
                     c: {c} for c in dict.fromkeys(fresh) if 1 <= len(c.split()) <= 4
                 }
-    rows += _text_rows(
+    return _text_rows(
         "text2img",
         text_captions,
-        counts["text2img"],
+        count,
         is_heldout,
         by_id,
         heldout_share,
@@ -212,6 +249,17 @@ def build_benchmark_queries(
         terms,
     )
 
+
+def _semantic2img(
+    groups: list[Group],
+    by_id: Mapping[str, Group],
+    is_heldout: Mapping[str, bool],
+    templates: IntentTemplates,
+    count: int,
+    heldout_share: float,
+    seed: int,
+    terms: Mapping[str, set[str]] | None,
+) -> list[dict[str, Any]]:
     # semantic2img: intent sentences from the group's (training) captions.
     sentence_rng = random.Random(stable_key(seed, "semantic2img", "templates"))
     sentences: dict[str, dict[str, set[str]]] = {}
@@ -222,10 +270,10 @@ def build_benchmark_queries(
         sentences[group.group_id] = {
             templates.sentence(c, sentence_rng): {normalise_caption(c)} for c in chosen
         }
-    rows += _text_rows(
+    return _text_rows(
         "semantic2img",
         sentences,
-        counts["semantic2img"],
+        count,
         is_heldout,
         by_id,
         heldout_share,
@@ -233,7 +281,21 @@ def build_benchmark_queries(
         terms,
     )
 
+
+def _img2img(
+    groups: list[Group],
+    by_id: Mapping[str, Group],
+    is_heldout: Mapping[str, bool],
+    images: Mapping[str, str | Path],
+    out_dir: Path,
+    count: int,
+    heldout_share: float,
+    seed: int,
+    img2img_min_group_size: int,
+    degradation_kinds: Sequence[str],
+) -> list[dict[str, Any]]:
     # img2img: degraded copies of member renders; the source is not a relevant result.
+    rows: list[dict[str, Any]] = []
     pools: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
     for group in groups:
         if group.size < img2img_min_group_size:
@@ -245,11 +307,11 @@ def build_benchmark_queries(
         "img2img",
         pools[False],
         pools[True],
-        counts["img2img"],
+        count,
         heldout_share,
         random.Random(stable_key(seed, "img2img")),
     )
-    short = counts["img2img"] - len(picked)
+    short = count - len(picked)
     if short > 0:
         # Too few variants: the icon itself is the answer to a screenshot of it.
         singles: dict[bool, list[tuple[str, str]]] = {False: [], True: []}

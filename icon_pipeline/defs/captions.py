@@ -20,8 +20,15 @@ from dagster import (
 )
 
 from icon_pipeline.captions import CaptionCache, vision_count
-from icon_pipeline.captions.batch import CAPTION_CHECKS, CheckOutcome, build_requests, summarise_batch
-from icon_pipeline.captions.overrides import OverrideStore, apply_overrides
+from icon_pipeline.captions.batch import (
+    CAPTION_CHECKS,
+    CAPTION_COLUMNS,
+    CheckOutcome,
+    build_requests,
+    caption_rows,
+    summarise_batch,
+)
+from icon_pipeline.captions.overrides import OverrideStore
 from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
     asset_path,
@@ -29,16 +36,15 @@ from icon_pipeline.core.storage import (
     caption_cache_path,
     lexicon_path,
     read_batch_table,
-    read_catalog,
     read_records,
     write_table,
 )
-from icon_pipeline.defs.icons import icon_catalog, rendered_icons
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.llm import CaptionerResource
 from icon_pipeline.defs.resources.postgres import PostgresResource
 from icon_pipeline.lexicon.mining import Lexicon, NameItem, mine_lexicon
+from icon_pipeline.library.catalog import read_catalog
 
 
 @asset(
@@ -46,7 +52,7 @@ from icon_pipeline.lexicon.mining import Lexicon, NameItem, mine_lexicon
     tags=asset_tags("captions", "ingest"),
     group_name="captions",
     kinds={"parquet"},
-    deps=[icon_catalog],
+    deps=["icon_catalog"],
     automation_condition=AutomationCondition.eager(),
 )
 def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
@@ -107,7 +113,7 @@ def icon_lexicon(context: AssetExecutionContext) -> MaterializeResult:
     group_name="captions",
     kinds={"parquet"},
     partitions_def=icon_batches,
-    deps=[rendered_icons, icon_lexicon],
+    deps=["rendered_icons", icon_lexicon],
     check_specs=[
         AssetCheckSpec(name, asset="icon_captions", description=f"{about} (the batch is named in the result)")
         for name, about in CAPTION_CHECKS.items()
@@ -140,36 +146,10 @@ def icon_captions(
     with CaptionCache(caption_cache_path()) as cache:
         results, stats = captioner.caption(settings, requests, cache, on_progress=progress)
 
-    generated = [
-        {
-            "icon_id": r.icon_id,
-            "name": icons[r.icon_id].name,
-            "phrases": list(r.phrases),
-            "route": r.route,
-            "model": r.model,
-            "error": r.error or "",
-        }
-        for r in results
-    ]
     # An unreadable override table fails the run: silently ignoring reviewers' decisions is worse.
     overrides = OverrideStore(postgres.info().libpq_url).load_for(icons)
-    merged, applied = apply_overrides(generated, overrides)
-    frame = pd.DataFrame(
-        merged,
-        columns=[
-            "icon_id",
-            "name",
-            "phrases",
-            "route",
-            "model",
-            "error",
-            "generated_phrases",
-            "override",
-            "override_author",
-            "override_revision",
-            "rejected",
-        ],
-    )
+    merged, applied = caption_rows(results, icons, overrides)
+    frame = pd.DataFrame(merged, columns=list(CAPTION_COLUMNS))
     write_table(frame, batch_table_path("captions", batch))
     for r in [r for r in results if r.error][:20]:
         context.log.warning(f"captions: {r.icon_id}: {r.error}")

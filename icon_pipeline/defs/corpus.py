@@ -9,7 +9,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    StaticPartitionsDefinition,
     asset,
 )
 
@@ -17,7 +16,6 @@ from icon_pipeline.core.config import load_config
 from icon_pipeline.core.storage import (
     asset_path,
     for_writing,
-    read_catalog,
     read_records,
     render_root,
     write_table,
@@ -25,8 +23,9 @@ from icon_pipeline.core.storage import (
 from icon_pipeline.dataset.corpus import FITTING_COLUMNS, PAIR_COLUMNS, build_corpus, corpus_summary
 from icon_pipeline.dataset.leaks import training_leaks
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, spread, table
+from icon_pipeline.defs.partitions import corpus_sets
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.library.sources.icon_sets import (
-    CORPUS_SETS,
     IconSetError,
     drawing_record,
     icon_set,
@@ -34,8 +33,6 @@ from icon_pipeline.library.sources.icon_sets import (
 )
 from icon_pipeline.render.rasterize import RenderSettings, RenderStore, preview_grid, render_batch
 
-# Every corpus set the project knows; the runner materializes those `corpus.sets` names.
-corpus_sets = StaticPartitionsDefinition(list(CORPUS_SETS))
 PREVIEW_DRAWINGS = 60
 CORPUS_COLUMNS = [
     "drawing_id",

@@ -1,15 +1,12 @@
 """training_pairs, eval_set and benchmark_queries: the data every later number depends on."""
 
 import os
-from pathlib import Path
 
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    AssetKey,
-    DagsterInstance,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -19,7 +16,7 @@ from dagster import (
 
 from icon_pipeline.captions import is_valid_phrase
 from icon_pipeline.core.config import library_id, load_config
-from icon_pipeline.core.frozen import read_frozen_jsonl, verify_frozen, write_frozen_jsonl
+from icon_pipeline.core.frozen import read_frozen_jsonl, write_frozen_jsonl
 from icon_pipeline.core.storage import (
     EVAL_NAME,
     QUERIES_NAME,
@@ -29,21 +26,18 @@ from icon_pipeline.core.storage import (
     icon_images_path,
     pairs_path,
     read_all_batches,
-    read_catalog,
-    read_records,
-    read_table,
     relative_rows,
     resolved_rows,
-    same_location,
     write_table,
 )
 from icon_pipeline.dataset.evalset import OfflineParaphraser, Paraphraser, build_eval_set
-from icon_pipeline.dataset.grouping import Group, group_icons, grouping_metadata, split_groups
+from icon_pipeline.dataset.grouping import grouping_metadata, load_groups
+from icon_pipeline.dataset.pairs import NoRendersError, build_training_pairs
 from icon_pipeline.dataset.queries import build_benchmark_queries, group_terms, summarize_queries
-from icon_pipeline.defs.captions import icon_captions
+from icon_pipeline.defs.frozen import frozen_hash_check, refuse_changed
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, rounded, table
 from icon_pipeline.lexicon.mining import normalised_base_name
-from icon_pipeline.model.training.data import sha256_file
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.render.rasterize import preview_grid
 
 
@@ -51,62 +45,10 @@ def _valid_captions(captions: list[str]) -> list[str]:
     return [c for c in captions if is_valid_phrase(c)]
 
 
-def load_groups() -> tuple[list[Group], dict[str, str], dict[str, str]]:
-    records = read_records(pairs_path(), "training_pairs")
-    groups = [Group.from_row(row) for row in records]
-    split = {row["group_id"]: row["split"] for row in records}
-    images = read_table(icon_images_path(), "icon images")
-    return groups, split, dict(zip(images["icon_id"], images["png_path"], strict=True))
-
-
-def first_recorded_sha256(instance: DagsterInstance, asset: str, path: Path) -> str | None:
-    """The sha256 Dagster recorded when this frozen file (this library and version) was first
-    written: the sidecar beside the file can be regenerated after an edit, the event log cannot."""
-    records = instance.fetch_materializations(AssetKey(asset), limit=10_000, ascending=True).records
-    for record in records:
-        materialization = record.asset_materialization
-        metadata = materialization.metadata if materialization else {}
-        recorded_path = metadata.get("path")
-        # The recorded path may be from before the data root moved: compare where it points.
-        if recorded_path is not None and same_location(str(recorded_path.value), path):
-            sha = metadata.get("sha256")
-            return str(sha.value) if sha is not None else None
-    return None
-
-
-def check_frozen(instance: DagsterInstance, asset: str, path: Path) -> tuple[bool, str]:
-    """verify_frozen (file against its sidecar), then the file against the hash Dagster recorded."""
-    ok, message = verify_frozen(path)
-    if not ok:
-        return ok, message
-    recorded = first_recorded_sha256(instance, asset, path)
-    actual = sha256_file(path)
-    if recorded is not None and recorded != actual:
-        return False, (
-            f"{path.name}: content differs from what {asset} recorded when it was first written "
-            f"(recorded sha256 {recorded}, now {actual}); restore the file or freeze a new version "
-            "(raise its version in icon_pipeline.yaml)"
-        )
-    return True, message
-
-
-def _refuse_changed(context: AssetExecutionContext, asset: str, path: Path) -> None:
-    ok, message = check_frozen(context.instance, asset, path)
-    if not ok:
-        raise Failure(description=message)
-
-
-def _frozen_hash_check(context: AssetCheckExecutionContext, asset: str, name: str) -> AssetCheckResult:
-    config = load_config()
-    path = frozen_file(name, config)
-    ok, message = check_frozen(context.instance, asset, path)
-    return AssetCheckResult(passed=ok, description=message, metadata={"path": str(path)})
-
-
 @asset(
     group_name="dataset",
     kinds={"parquet"},
-    deps=[icon_captions],
+    deps=["icon_captions"],
     owners=OWNERS,
     tags=asset_tags("dataset", "train"),
 )
@@ -116,57 +58,24 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
     config = load_config().pairs
     icons = read_catalog()
     batches = sorted({i.batch_key for i in icons})
-    captions_frame = read_all_batches("captions", batches)
-    renders = read_all_batches("rendered", batches)
-    png_of = {
-        row.icon_id: row.png_path for row in renders.itertuples() if row.status != "failed" and row.png_path
-    }
-    # Icons a reviewer rejected (captions app) are left out of training altogether.
-    rejected = (
-        set(captions_frame.loc[captions_frame["rejected"].astype(bool), "icon_id"])
-        if "rejected" in captions_frame
-        else set()
-    )
-    captions = {
-        row.icon_id: list(row.phrases)
-        for row in captions_frame.itertuples()
-        if not row.error and row.icon_id not in rejected
-    }
-    rows = [
-        {
-            "icon_id": i.icon_id,
-            "name": i.name,
-            "source": i.source,
-            "style": i.style,
-            "png_path": png_of[i.icon_id],
-        }
-        for i in icons
-        if i.icon_id in png_of and i.icon_id not in rejected
-    ]
-    if not rows:
-        raise Failure(
-            description=f"none of the catalog's {len(icons)} icons has a render to pair with captions: "
-            "materialize rendered_icons for every batch (see its failures)"
+    try:
+        pairs = build_training_pairs(
+            icons,
+            read_all_batches("captions", batches),
+            read_all_batches("rendered", batches),
+            base_name=normalised_base_name,
+            phash_distance=config.phash_distance,
+            max_pixel_diff=config.max_pixel_diff,
+            heldout_share=config.heldout_share,
+            seed=config.seed,
         )
-    grouping = group_icons(
-        rows,
-        captions,
-        base_name=normalised_base_name,
-        phash_distance=config.phash_distance,
-        max_pixel_diff=config.max_pixel_diff,
-    )
-    split = split_groups(grouping, heldout_share=config.heldout_share, seed=config.seed)
-    table_rows = []
-    for group in grouping.groups:
-        row = group.to_row()
-        row["png_paths"] = [png_of[m] for m in group.members]
-        row["split"] = split[group.group_id]
-        table_rows.append(row)
-    frame = pd.DataFrame(table_rows)
-    without_captions = frame[frame["captions"].map(len) == 0]
-    if len(without_captions):
-        context.log.warning(f"{len(without_captions)} group(s) have no captions and are left out of training")
-    frame = frame[frame["captions"].map(len) > 0]
+    except NoRendersError as exc:
+        raise Failure(description=str(exc)) from exc
+    frame, rows, png_of, grouping = pairs.frame, pairs.rows, pairs.png_of, pairs.grouping
+    if pairs.without_captions:
+        context.log.warning(
+            f"{pairs.without_captions} group(s) have no captions and are left out of training"
+        )
     if frame.empty:
         raise ValueError("no icon group has captions: check icon_captions' failures before building pairs")
     write_table(frame, pairs_path())
@@ -174,7 +83,7 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
         pd.DataFrame({"icon_id": list(png_of), "png_path": list(png_of.values())}), icon_images_path()
     )
 
-    meta = grouping_metadata(grouping, captions)
+    meta = grouping_metadata(grouping, pairs.captions)
     largest = sorted(grouping.groups, key=lambda g: -g.size)[:6]
     # One row per group: its members by readable name (`style/name`, from the icon id's tail).
     grid_paths = [png_of[m] for g in largest for m in g.members[:8]]
@@ -188,8 +97,8 @@ def training_pairs(context: AssetExecutionContext) -> MaterializeResult:
             "icons": len(rows),
             "groups": len(frame),
             "heldout_groups": int((frame["split"] == "heldout").sum()),
-            "groups_without_captions": len(without_captions),
-            "rejected_icons": len(rejected),
+            "groups_without_captions": pairs.without_captions,
+            "rejected_icons": len(pairs.rejected),
             "pairs_before_grouping": meta.get("pairs_before", 0),
             "pairs_after_grouping": meta.get("pairs_after", 0),
             "name_edges": meta["name_edges"],
@@ -228,7 +137,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
     path = frozen_file(EVAL_NAME, pipeline)
     report_meta: dict = {}
     if path.exists():
-        _refuse_changed(context, "eval_set", path)
+        refuse_changed(context, "eval_set", path)
         frozen = write_frozen_jsonl(path.parent, EVAL_NAME, config.version, read_frozen_jsonl(path))
         context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
     else:
@@ -276,7 +185,7 @@ def eval_set(context: AssetExecutionContext) -> MaterializeResult:
 def eval_set_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
     """The eval file on disk is byte-for-byte what was frozen: against its sidecar and against the hash
     recorded when it was first written (a hand edit with a regenerated sidecar fails too)."""
-    return _frozen_hash_check(context, "eval_set", EVAL_NAME)
+    return frozen_hash_check(context, "eval_set", EVAL_NAME)
 
 
 @asset(
@@ -293,7 +202,7 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
     settings = config.queries
     path = frozen_file(QUERIES_NAME, config)
     if path.exists():
-        _refuse_changed(context, "benchmark_queries", path)
+        refuse_changed(context, "benchmark_queries", path)
         frozen = write_frozen_jsonl(path.parent, QUERIES_NAME, settings.version, read_frozen_jsonl(path))
         context.log.info(f"{path.name} of library {path.parent.name} exists and is frozen: reused as is")
     else:
@@ -345,4 +254,4 @@ def benchmark_queries(context: AssetExecutionContext) -> MaterializeResult:
 @asset_check(asset=benchmark_queries, name="benchmark_queries_frozen_hash")
 def benchmark_queries_frozen_hash(context: AssetCheckExecutionContext) -> AssetCheckResult:
     """The queries file on disk is byte-for-byte what was frozen (sidecar and first recorded hash)."""
-    return _frozen_hash_check(context, "benchmark_queries", QUERIES_NAME)
+    return frozen_hash_check(context, "benchmark_queries", QUERIES_NAME)

@@ -31,18 +31,17 @@ from icon_pipeline.core.storage import (
     catalog_path,
     for_writing,
     read_batch_history,
-    read_catalog,
     render_root,
     restore_batch,
     retire_batch,
     write_batch_history,
-    write_catalog,
     write_table,
 )
 from icon_pipeline.defs.metadata import FLOAT_PLACES, OWNERS, asset_tags, image_markdown, spread, table
 from icon_pipeline.defs.partitions import icon_batches
 from icon_pipeline.defs.resources.figma import FigmaResource
 from icon_pipeline.library.batching import assign_batches
+from icon_pipeline.library.catalog import read_catalog, write_catalog
 from icon_pipeline.library.scanning import (
     SourceUnreadable,
     scan_library,
@@ -188,33 +187,42 @@ def rendered_icons(context: AssetExecutionContext) -> MaterializeResult:
         ),
     }
     if len(sample):
-        grid = preview_grid(
-            [p for p in sample["png_path"]],
-            columns=10,
-            cell=96,
-            labels=[names.get(i, i) for i in sample["icon_id"]],
-        )
-        preview_path = asset_path("render_preview", batch=batch)
-        grid.save(for_writing(preview_path))
-        metadata["preview"] = image_markdown(grid, f"batch {batch}: {len(sample)} of {len(ok)} icons")
-        metadata["preview_icons"] = len(sample)
-        metadata["preview_path"] = MetadataValue.path(str(preview_path))
+        metadata.update(_preview(sample, names, batch, len(ok)))
+    check = _failure_rate_check(batch, len(failed), len(icons), config.max_failure_rate)
+    return MaterializeResult(metadata=metadata, check_results=[check])
 
-    rate = len(failed) / len(icons) if icons else 0.0
-    check = AssetCheckResult(
+
+def _preview(sample: pd.DataFrame, names: dict[str, str], batch: str, rendered: int) -> dict:
+    """A contact sheet of the sample, named under each thumbnail, saved beside the batch's table."""
+    grid = preview_grid(
+        [p for p in sample["png_path"]],
+        columns=10,
+        cell=96,
+        labels=[names.get(i, i) for i in sample["icon_id"]],
+    )
+    preview_path = asset_path("render_preview", batch=batch)
+    grid.save(for_writing(preview_path))
+    return {
+        "preview": image_markdown(grid, f"batch {batch}: {len(sample)} of {rendered} icons"),
+        "preview_icons": len(sample),
+        "preview_path": MetadataValue.path(str(preview_path)),
+    }
+
+
+def _failure_rate_check(batch: str, failed: int, icons: int, threshold: float) -> AssetCheckResult:
+    rate = failed / icons if icons else 0.0
+    return AssetCheckResult(
         check_name=FAILURE_RATE_CHECK,
-        passed=rate <= config.max_failure_rate,
+        passed=rate <= threshold,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "batch": batch,
             "failure_rate": round(rate, FLOAT_PLACES),
-            "threshold": config.max_failure_rate,
-            "failed": len(failed),
+            "threshold": threshold,
+            "failed": failed,
         },
-        description=f"batch {batch}: {len(failed)} of {len(icons)} icons failed to render "
-        f"(threshold {config.max_failure_rate:.0%})",
+        description=f"batch {batch}: {failed} of {icons} icons failed to render (threshold {threshold:.0%})",
     )
-    return MaterializeResult(metadata=metadata, check_results=[check])
 
 
 @sensor(

@@ -39,12 +39,18 @@ def _cell(value: object) -> object:
     return str(value)
 
 
-def table(frame: pd.DataFrame, max_rows: int = 100) -> MetadataValue:
-    """A DataFrame as Dagster table metadata (first `max_rows` rows)."""
+def table(
+    frame: pd.DataFrame, max_rows: int = 100, descriptions: dict[str, str] | None = None
+) -> MetadataValue:
+    """A DataFrame as Dagster table metadata (first `max_rows` rows); `descriptions`: what a column
+    means, shown under "Show schema"."""
     frame = frame.head(max_rows)
     kinds = {"int64": "int", "float64": "float", "bool": "bool"}
     schema = TableSchema(
-        columns=[TableColumn(str(c), kinds.get(str(frame[c].dtype), "string")) for c in frame.columns]
+        columns=[
+            TableColumn(str(c), kinds.get(str(frame[c].dtype), "string"), (descriptions or {}).get(str(c)))
+            for c in frame.columns
+        ]
     )
     records = [TableRecord({str(k): _cell(v) for k, v in row.items()}) for row in frame.to_dict("records")]
     return MetadataValue.table(records=records, schema=schema)

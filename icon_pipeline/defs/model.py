@@ -15,8 +15,10 @@ from dagster import (
 
 from icon_pipeline.core.config import PipelineConfig, load_config
 from icon_pipeline.core.storage import (
+    EVAL_NAME,
     asset_path,
     data_root,
+    frozen_file,
     icon_images_path,
     pairs_path,
     read_checkpoint_pointer,
@@ -24,12 +26,13 @@ from icon_pipeline.core.storage import (
     to_relative,
     write_checkpoint_pointer,
 )
-from icon_pipeline.defs.dataset import EVAL_NAME, check_frozen, eval_set, frozen_file, training_pairs
+from icon_pipeline.defs.frozen import check_frozen
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, line_plot_markdown, rounded
 from icon_pipeline.defs.resources.gpu import TorchrunResource
 from icon_pipeline.model.checkpoint import build_base_checkpoint, load_checkpoint, pretrained_reference
 from icon_pipeline.model.training.config import TrainConfig, train_config_from_pipeline
 from icon_pipeline.model.training.data import sha256_file
+from icon_pipeline.search.channels import BASE_MODEL, FINETUNED_MODEL
 
 PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document properties"]
 
@@ -37,7 +40,7 @@ PROBE_CAPTIONS = ["hide layer", "create new folder", "external link", "document 
 @asset(
     group_name="model",
     kinds={"pytorch"},
-    deps=[training_pairs],
+    deps=["training_pairs"],
     owners=OWNERS,
     tags=asset_tags("model", "train"),
 )
@@ -71,7 +74,7 @@ def base_checkpoint(context: AssetExecutionContext) -> MaterializeResult:
     tokenizer = bundle.tokenizer
     unknown = [c for c in PROBE_CAPTIONS if tokenizer.unk_token_id in tokenizer(c)["input_ids"]]
     parameters = sum(p.numel() for p in bundle.model.parameters())
-    write_checkpoint_pointer("base", path=path, model_id=model_id)
+    write_checkpoint_pointer(BASE_MODEL, path=path, model_id=model_id)
     return MaterializeResult(
         metadata={
             "model_id": model_id,
@@ -162,7 +165,7 @@ def finetune_run_key(train: TrainConfig, world_size: int) -> str:
     tags=asset_tags("model", "train"),
     group_name="model",
     kinds={"pytorch"},
-    deps=[base_checkpoint, training_pairs, eval_set, "corpus_pairs"],
+    deps=[base_checkpoint, "training_pairs", "eval_set", "corpus_pairs"],
     op_tags={"icon_pipeline/gpu": "1"},  # the queued run coordinator runs one GPU job at a time
 )
 def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResource) -> MaterializeResult:
@@ -170,7 +173,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     torchrun job launched through Dagster Pipes. Scale out by changing only the `torchrun` resource
     config (processes, nodes, GPUs)."""
     config = load_config()
-    base = read_checkpoint_pointer("base", "base_checkpoint")
+    base = read_checkpoint_pointer(BASE_MODEL, "base_checkpoint")
     eval_path = frozen_file(EVAL_NAME, config)
     ok, message = check_frozen(context.instance, "eval_set", eval_path)
     if not ok:
@@ -188,7 +191,7 @@ def finetuned_checkpoint(context: AssetExecutionContext, torchrun: TorchrunResou
     result = torchrun.run(context, config_path, PipesSubprocessClient()).get_materialize_result()
     result = _readable_training_metadata(result, output_dir)
     write_checkpoint_pointer(
-        "finetuned",
+        FINETUNED_MODEL,
         path=str(output_dir / "model"),
         model_id=f"finetuned-{run_key}",
         run_dir=str(output_dir),

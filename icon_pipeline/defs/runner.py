@@ -2,17 +2,14 @@
 
 Unpartitioned stages run once; partitioned stages run once per `icon_batches` partition. This is
 what `icon-pipeline demo` and `icon-pipeline materialize` call; runs land in the instance's
-PostgreSQL storage exactly as UI-launched runs do.
+PostgreSQL storage exactly as UI-launched runs do, with the origin of the code location that
+`icon-pipeline ui` serves, so the UI lists them under their jobs and on the Overview timeline.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,16 +17,20 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     DagsterInvalidConfigError,
-    DagsterRunStatus,
     Definitions,
     JobDefinition,
-    RunsFilter,
     validate_run_config,
 )
 
-from icon_pipeline.core.database import DatabaseError, describe_url
-from icon_pipeline.core.paths import ENV_DAGSTER_STORAGE_URL
-from icon_pipeline.defs.partitions import icon_batches
+from icon_pipeline.defs.partitions import corpus_sets, icon_batches
+from icon_pipeline.defs.run_health import (
+    DatabaseLost,
+    database_error,
+    database_watch,
+    fail_abandoned_runs,
+    lost_message,
+)
+from icon_pipeline.defs.run_origin import IN_PROCESS, code_location, execute_in_location
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,6 @@ def _stages(graph: Any, keys: set[AssetKey]) -> list[tuple[list[AssetKey], bool]
 
 # The terminal shows progress and warnings; every DEBUG event is still in the run's log.
 TERMINAL_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-# Which process runs a run in-process: a run whose process is gone without an end is failed later.
-PID_TAG, HOST_TAG = "icon_pipeline/pid", "icon_pipeline/host"
-UNFINISHED = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED)
 
 
 class RunConfigError(ValueError):
@@ -128,94 +126,6 @@ def open_instance() -> tuple[DagsterInstance, list[str]]:
     """The Dagster instance of DAGSTER_HOME, and the ids of abandoned runs it just marked failed."""
     instance = DagsterInstance.get()
     return instance, fail_abandoned_runs(instance)
-
-
-class DatabaseLost(DatabaseError):
-    """The database stopped answering in the middle of a run; the message says what now."""
-
-
-def _database_error(error: BaseException) -> bool:
-    """Whether `error` (or what caused it) is the database connection failing."""
-    seen: BaseException | None = error
-    for _ in range(12):
-        if seen is None:
-            return False
-        if type(seen).__name__ in ("OperationalError", "InterfaceError") and (
-            type(seen).__module__.split(".")[0] in ("psycopg", "psycopg2", "sqlalchemy")
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _lost_message(label: str) -> str:
-    url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
-    where = f" ({describe_url(url)})" if url else ""
-    return (
-        f"the database{where} stopped answering during {label}; the run could not record its "
-        "end and will be marked failed the next time icon-pipeline starts (data already stored "
-        "is unchanged: index writes are swapped in whole or not at all)"
-    )
-
-
-# A server that refuses this many connections in a row, a second apart, is gone: Dagster itself
-# would retry every event write with backoff for about 12 s each, a minute and more per run.
-WATCH_INTERVAL_S, WATCH_MISSES = 1.0, 3
-
-
-@contextmanager
-def _database_watch(label: str, on_loss: Callable[[str], None] | None) -> Iterator[None]:
-    """While a stage runs, connect to Dagster's database every second; after WATCH_MISSES refusals
-    in a row call `on_loss(message)` (the CLI prints one line and exits). No-op without `on_loss`."""
-    url = os.environ.get(ENV_DAGSTER_STORAGE_URL)
-    if on_loss is None or not url:
-        yield
-        return
-    import psycopg
-
-    from icon_pipeline.core.database import to_libpq_url
-
-    done = threading.Event()
-
-    def watch() -> None:
-        misses = 0
-        while not done.wait(WATCH_INTERVAL_S):
-            try:
-                psycopg.connect(to_libpq_url(url), connect_timeout=5).close()
-                misses = 0
-            except psycopg.OperationalError as exc:
-                # A full server ("too many clients") is busy, not lost.
-                misses = 0 if "too many" in str(exc) else misses + 1
-            if misses >= WATCH_MISSES:
-                on_loss(_lost_message(label))
-                return
-
-    watcher = threading.Thread(target=watch, name="database-watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-
-
-def fail_abandoned_runs(instance: DagsterInstance) -> list[str]:
-    """Mark failed the runs this machine started in-process whose process is gone without an end
-    (killed, or its database stopped under it): they would otherwise show STARTED forever."""
-    import psutil
-
-    host = socket.gethostname()
-    failed = []
-    for run in instance.get_runs(filters=RunsFilter(statuses=list(UNFINISHED))):
-        pid = run.tags.get(PID_TAG)
-        if run.tags.get(HOST_TAG) != host or not pid or not pid.isdigit() or psutil.pid_exists(int(pid)):
-            continue
-        instance.report_run_failed(
-            run,
-            f"the process running it (pid {pid}) ended without recording an end: it was killed, or its "
-            "database stopped answering",
-        )
-        failed.append(run.run_id)
-    return failed
 
 
 def _named_jobs(defs: Definitions) -> list[tuple[JobDefinition, set[AssetKey]]]:
@@ -267,7 +177,6 @@ def partition_keys(
     """The partitions a stage runs: `requested` when given (those the asset has), else every icon
     batch registered, or the open icon sets `corpus.sets` configures."""
     from icon_pipeline.core.config import load_config
-    from icon_pipeline.defs.corpus import corpus_sets
 
     if partitions_def is None:
         return []
@@ -332,7 +241,8 @@ def materialize_assets(
     keys = selected_keys(defs, selection)
     job = defs.resolve_implicit_global_asset_job_def()
     named_jobs = _named_jobs(defs)
-    run_config = checked_run_config(defs, run_config)
+    run_config = {**IN_PROCESS, **checked_run_config(defs, run_config)}
+    location = code_location(defs)
     summary = RunSummary()
     runs = [
         (part, job_for_part, partitioned)
@@ -358,19 +268,12 @@ def materialize_assets(
             )
             started = time.monotonic()
             try:
-                with _database_watch(label, on_database_loss):
-                    result = stage_job.execute_in_process(
-                        instance=instance,
-                        asset_selection=stage,
-                        partition_key=partition,
-                        raise_on_error=False,
-                        run_config=run_config,
-                        tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
-                    )
+                with database_watch(label, on_database_loss):
+                    result = execute_in_location(location, stage_job, stage, partition, run_config, instance)
             except Exception as exc:
-                if not _database_error(exc):
+                if not database_error(exc):
                     raise
-                raise DatabaseLost(_lost_message(label)) from None
+                raise DatabaseLost(lost_message(label)) from None
             elapsed = time.monotonic() - started
             failed = [
                 FailedCheck(

@@ -12,11 +12,6 @@ from typing import Any, Literal
 
 IconFormat = Literal["svg", "png"]
 
-# Byte limits of one icon file, shared by the scanners (checked before reading) and the renderer.
-# The SVG limit is configurable (`render.max_svg_bytes` in icon_pipeline.yaml); this is its default.
-DEFAULT_MAX_SVG_BYTES = 2_000_000
-MAX_RASTER_BYTES = 50_000_000
-
 
 @dataclass(frozen=True)
 class IconRecord:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from icon_pipeline.core.config import FigmaSource, LocalSource, PipelineConfig, TablerSource, source_name
+from icon_pipeline.core.limits import DEFAULT_MAX_SVG_BYTES
 from icon_pipeline.core.storage import asset_path
 from icon_pipeline.library.batching import assign_batches
-from icon_pipeline.library.records import DEFAULT_MAX_SVG_BYTES, IconRecord, SourceFailure, SourceScan
+from icon_pipeline.library.records import IconRecord, SourceFailure, SourceScan
 
 # Builds a Figma client for (api_url, file_keys); injected so this module needs no Dagster.
 FigmaClientFactory = Callable[[str, list[str]], object]

@@ -11,11 +11,15 @@ Hybrid search (fusion.py) asks every channel that answers the query's kind and m
 benchmark scores each channel alone too, from the same code, so each one's contribution shows.
 A channel encodes a batch of queries first (one forward pass for many queries), then searches
 one encoded query at a time, exactly (sequential scan) or through HNSW.
+
+What a channel is for everyone who shows or builds one (the service, the CLI, the apps, the
+benchmark, the Dagster assets) is its entry in CHANNELS at the end of this module: a new channel
+is its own module plus one entry there (and the asset that writes its table, if it has one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,10 +30,15 @@ from icon_pipeline.search.index import ModelIndex, get_model_index, search_vecto
 from icon_pipeline.search.keywords import BM25Index
 from icon_pipeline.search.pixels import pixel_vectors
 
+HYBRID = "hybrid"
 KEYWORDS = "bm25"
 CAPTIONS = "captions"
 PIXELS = "pixels"
-RESERVED = frozenset({KEYWORDS, CAPTIONS, PIXELS, "hybrid"})
+# The image-text models that the pipeline trains and indexes (any other model id in the index is a
+# channel too): the pretrained checkpoint, and the one fine-tuned on the library.
+BASE_MODEL = "base"
+FINETUNED_MODEL = "finetuned"
+RESERVED = frozenset({KEYWORDS, CAPTIONS, PIXELS, HYBRID})
 Query = str | Image.Image  # text, or an image already framed by search.prepare_query_image
 
 
@@ -109,40 +118,149 @@ class VectorChannel:
 
 
 def model_channel(
-    conn: psycopg.Connection, model_id: str, bundle: Any, ef_search: int | None = None
+    conn: psycopg.Connection,
+    model_id: str,
+    bundle: Any,
+    ef_search: int | None = None,
+    table: ModelIndex | None = None,
 ) -> VectorChannel:
-    """An image-text model: text queries through its text tower, images through its vision tower."""
+    """An image-text model: text queries through its text tower, images through its vision tower.
+    `table` (here and below): the model's registered table when the caller has read it already."""
     return VectorChannel(
         name=model_id,
         kinds=frozenset({"text", "image"}),
         conn=conn,
-        table=get_model_index(conn, model_id),
+        table=table or get_model_index(conn, model_id),
         embed_texts=bundle.embed_texts,
         embed_images=bundle.embed_images,
         ef_search=ef_search,
     )
 
 
-def caption_channel(conn: psycopg.Connection, encoder: Any, ef_search: int | None = None) -> VectorChannel:
+def caption_channel(
+    conn: psycopg.Connection, encoder: Any, ef_search: int | None = None, table: ModelIndex | None = None
+) -> VectorChannel:
     """The sentence encoder over each icon's name, tags and captions; an icon scores by a soft
     maximum over its texts near the query (search.index.TEXT_SOFTMAX_TEMPERATURE)."""
     return VectorChannel(
         name=CAPTIONS,
         kinds=frozenset({"text"}),
         conn=conn,
-        table=get_model_index(conn, CAPTIONS),
+        table=table or get_model_index(conn, CAPTIONS),
         embed_texts=encoder.embed,
         ef_search=ef_search,
     )
 
 
-def pixel_channel(conn: psycopg.Connection, ef_search: int | None = None) -> VectorChannel:
+def pixel_channel(
+    conn: psycopg.Connection, ef_search: int | None = None, table: ModelIndex | None = None
+) -> VectorChannel:
     """Visual near-duplicates: the normalised drawing of the query against every icon's."""
     return VectorChannel(
         name=PIXELS,
         kinds=frozenset({"image"}),
         conn=conn,
-        table=get_model_index(conn, PIXELS),
+        table=table or get_model_index(conn, PIXELS),
         embed_images=pixel_vectors,
         ef_search=ef_search,
     )
+
+
+class ChannelSource(Protocol):
+    """What building a channel needs (search.service.ChannelSet gives it)."""
+
+    conn: psycopg.Connection
+    ef_search: int | None
+
+    def table(self, name: str) -> ModelIndex: ...
+
+    def bundle(self, name: str) -> Any: ...
+
+    def sentence_encoder(self) -> Any: ...
+
+    def keyword_index(self) -> BM25Index: ...
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One channel as people and code meet it."""
+
+    name: str
+    kinds: frozenset[str]  # the queries it answers: "text", "image"
+    description: str  # a panel's title: what its results come from
+    score_label: str  # what its scores are
+    build: Callable[[ChannelSource, str], Channel] | None  # None: hybrid, which fuses the others
+    indexed: bool = True  # answers once its table is in the index (False: always, as keywords)
+
+
+TEXT, IMAGE = frozenset({"text"}), frozenset({"image"})
+# In the order people are shown them; a model id not listed sorts after these, by name.
+CHANNELS: dict[str, ChannelInfo] = {
+    info.name: info
+    for info in (
+        ChannelInfo(
+            HYBRID,
+            TEXT | IMAGE,
+            "Hybrid search (default): keywords, captions and image-text models fused",
+            "fused scores",
+            None,
+        ),
+        ChannelInfo(
+            KEYWORDS,
+            TEXT,
+            "Keywords only (BM25 over names, tags and captions)",
+            "BM25 scores",
+            lambda source, name: KeywordChannel(source.keyword_index()),
+            indexed=False,
+        ),
+        ChannelInfo(
+            CAPTIONS,
+            TEXT,
+            "Caption embeddings only (sentence encoder over names, tags and captions)",
+            "soft maximum of the icon's text cosines",
+            lambda source, name: caption_channel(
+                source.conn, source.sentence_encoder(), source.ef_search, source.table(name)
+            ),
+        ),
+        ChannelInfo(
+            FINETUNED_MODEL,
+            TEXT | IMAGE,
+            "Fine-tuned image-text model only",
+            "cosine",
+            lambda source, name: model_channel(
+                source.conn, name, source.bundle(name), source.ef_search, source.table(name)
+            ),
+        ),
+        ChannelInfo(
+            BASE_MODEL,
+            TEXT | IMAGE,
+            "Pretrained image-text model only (before fine-tuning)",
+            "cosine",
+            lambda source, name: model_channel(
+                source.conn, name, source.bundle(name), source.ef_search, source.table(name)
+            ),
+        ),
+        ChannelInfo(
+            PIXELS,
+            IMAGE,
+            "Pixels only (visual near-duplicates; images)",
+            "cosine of the normalised drawings",
+            lambda source, name: pixel_channel(source.conn, source.ef_search, source.table(name)),
+        ),
+    )
+}
+
+
+def channel_info(name: str) -> ChannelInfo:
+    """The registry's entry, or an image-text model's for any other model id in the index."""
+    known = CHANNELS.get(name)
+    if known is not None:
+        return known
+    model = CHANNELS[FINETUNED_MODEL]
+    return ChannelInfo(name, model.kinds, f"Image-text model {name} only", model.score_label, model.build)
+
+
+def channel_order(names: Sequence[str]) -> list[str]:
+    """`names` in the order people are shown channels."""
+    order = list(CHANNELS)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))

@@ -10,19 +10,23 @@ queried together, scores normalised, exact-name matches boosted, results merged)
    query ("shopping cart" -> shopping-cart);
 4. with `fold_variants`, an icon concept ranks as a whole: every icon of a group (outline and
    filled, sizes) takes its group's best fused score, so a concept's variants sit together and a
-   screenshot of one variant finds the others.
+   screenshot of one variant finds the others;
+5. icons the query names (names.py: its exact name first, then names holding all its words or a
+   first tag equal to it, never a negation such as copy-off) rank ahead of the rest, tier by tier,
+   the fused score ordering each tier: a designer who types an icon's name gets that icon first
+   whatever the channels think. The fit (below) does not see tiers: they are not fitted.
 
 Weights are kept per query kind: `words` (a few words, like a caption or a keyword search), `sentence`
 (more than four words: an intent in natural language) and `image`. Keyword matching helps the
 sentences of the eval set but not its short phrases, so one set of weights would serve one of
 them badly.
 
-The weights, then the boost and folding, are fitted per library on the frozen eval set (never on
-the benchmark queries) by `fit_fusion`: an exhaustive grid over the weight simplex maximising
-mean R@1 + R@10, with and without variant folding (the better whole decides), then the boost
-that adds most; a channel that does not help gets weight 0, and ties go to fewer channels.
-Results a weighting scores alike count as a random order of them would (search breaks such ties
-by icon id, which knows nothing of relevance).
+The weights, then the boost and folding, then the confidence model (confidence.py), are fitted per
+library on the frozen eval set (never on the benchmark queries) by `fit_fusion`: an exhaustive grid
+over the weight simplex maximising mean R@1 + R@10, with and without variant folding (the better
+whole decides), then the boost that adds most; a channel that does not help gets weight 0, and ties
+go to fewer channels. Results a weighting scores alike count as a random order of them would (search
+breaks such ties by icon id, which knows nothing of relevance).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from icon_pipeline.search.channels import ChannelHit, Query
+from icon_pipeline.search.confidence import ConfidenceExample, fit_confidence
 
 KINDS = ("words", "sentence", "image")
 WORDS_MAX = 4  # captions are 1-4 words: a query this short is searched like one
@@ -73,6 +78,8 @@ class FusedHit:
     own_score: float  # the icon's own fused score
     channel_scores: dict[str, float]  # each channel's raw score for this icon (absent: not returned)
     name_match: bool = False
+    match_level: int = 0  # how closely the query names the icon (names.EXACT, names.NEAR; 0: not)
+    confidence: float | None = None  # P(relevant), on one scale for all queries (confidence.py)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class FusionSettings:
     name_boost: float = 0.0
     fold_variants: bool = True
     fitted: dict[str, Any] = field(default_factory=dict)  # what the fit saw and scored
+    # kind -> confidence.ConfidenceModel.to_dict(): fitted beside the weights; empty: results unrated
+    confidence: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def channels(self, kind: str) -> dict[str, float]:
         return {c: w for c, w in self.weights.get(kind, {}).items() if w > 0}
@@ -98,6 +107,7 @@ class FusionSettings:
             name_boost=float(raw.get("name_boost", 0.0)),
             fold_variants=bool(raw.get("fold_variants", True)),
             fitted=dict(raw.get("fitted") or {}),
+            confidence=dict(raw.get("confidence") or {}),
         )
 
     @classmethod
@@ -131,10 +141,12 @@ def fuse(
     name_boost: float = 0.0,
     fold_variants: bool = True,
     exclude: Collection[str] = (),
+    match_levels: Mapping[str, int] | None = None,
 ) -> list[FusedHit]:
     """The top k icons of the merged channels (see the module doc); `exclude` never ranks, nor
     lends its score to its variants (a screenshot of an indexed icon, with that icon excluded, must
-    find its concept by the other variants' own scores).
+    find its concept by the other variants' own scores). `match_levels`: icon_id -> its name tier
+    (step 5); a group ranks at its best member's tier when variants are folded.
 
     Channels in `channel_hits` without a weight count FILL_WEIGHT: they only order what the
     weighted channels did not return."""
@@ -152,20 +164,30 @@ def fuse(
     matched = set(name_matches)
     for icon_id in matched:
         own[icon_id] = own.get(icon_id, 0.0) + name_boost
+    levels = {i: v for i, v in (match_levels or {}).items() if i not in exclude}
+    for icon_id in levels:
+        own.setdefault(icon_id, 0.0)  # named but returned by no channel: still ranks in its tier
     final = dict(own)
+    tier = dict(levels)
     if fold_variants:
-        best: dict[str, float] = {}
+        best: dict[str, tuple[int, float]] = {}
         for icon_id, value in own.items():
             if icon_id in exclude:
                 continue
             group = group_of.get(icon_id, icon_id)
-            best[group] = max(best.get(group, float("-inf")), value)
-        for group, value in best.items():
+            best[group] = max(best.get(group, (0, float("-inf"))), (levels.get(icon_id, 0), value))
+        for group, (level, value) in best.items():
             for member in members.get(group, (group,)):
-                final[member] = value
+                final[member], tier[member] = value, level
                 own.setdefault(member, 0.0)
-    ranked = sorted((i for i in final if i not in exclude), key=lambda i: (-final[i], -own[i], i))[:k]
-    return [FusedHit(i, float(final[i]), float(own[i]), raw.get(i, {}), i in matched) for i in ranked]
+    ranked = sorted(
+        (i for i in final if i not in exclude),
+        key=lambda i: (-tier.get(i, 0), -final[i], -levels.get(i, 0), -own[i], i),
+    )[:k]
+    return [
+        FusedHit(i, float(final[i]), float(own[i]), raw.get(i, {}), i in matched, levels.get(i, 0))
+        for i in ranked
+    ]
 
 
 # --- fitting ---------------------------------------------------------------------------------
@@ -184,6 +206,8 @@ class FittingQuery:
     # A query of the source whose R@1 the fit may not lower by more than PROTECTED_R1_TOLERANCE
     # (the eval set: the library's own vocabulary) while it gains on the others.
     protected: bool = False
+    match_levels: Mapping[str, int] = field(default_factory=dict)  # hybrid.LibraryIndex.match_levels
+    ink: float = 0.0  # an image query's confidence.ink_share
 
 
 def weight_grid(channels: Sequence[str], step: float = WEIGHT_STEP) -> np.ndarray:
@@ -301,7 +325,8 @@ def fit_fusion(
     group_sizes: dict[str, int] = {}
     for group in group_of.values():
         group_sizes[group] = group_sizes.get(group, 0) + 1
-    by_kind = {kind: [q for q in queries if q.kind == kind] for kind in KINDS}
+    # Queries made to have no answer only teach the confidence model (confidence.no_answer_queries).
+    by_kind = {kind: [q for q in queries if q.kind == kind and q.relevant_groups] for kind in KINDS}
     prepared = {
         kind: [_prepare(q, list(channels.get(kind, ())), group_of, group_sizes) for q in by_kind[kind]]
         for kind in KINDS
@@ -431,10 +456,30 @@ def fit_fusion(
         for kind, grid in fits[False][1].items()
         for r1, r10 in [objective(kind, grid, 0.0, False)]
     }
+    members: dict[str, list[str]] = {}
+    for icon_id, group in group_of.items():
+        members.setdefault(group, []).append(icon_id)
+    confidence = fit_confidence(
+        [
+            ConfidenceExample(
+                q.kind,
+                q.hits,
+                frozenset(i for g in q.relevant_groups for i in members.get(g, ()) if i not in q.exclude),
+                q.exclude,
+                q.match_levels,
+                q.weight,
+                q.protected,
+                q.ink,
+            )
+            for q in queries
+        ],
+        weights,
+    )
     return FusionSettings(
         weights=weights,
         name_boost=boost,
         fold_variants=fold,
+        confidence={kind: model.to_dict() for kind, model in confidence.items()},
         fitted={
             "objective": "mean R@1 + R@10",
             "per_kind": per_kind,

@@ -8,16 +8,16 @@ import queue
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
 from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel, ink_share
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
-
-HYBRID = "hybrid"
+from icon_pipeline.search.names import NameMatcher
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LibraryIndex:
 
     group_of: dict[str, str]  # icon_id -> group (variants of one concept share it)
     names: dict[str, list[str]] = field(default_factory=dict)  # name_key -> icon ids
+    matcher: NameMatcher = field(default_factory=lambda: NameMatcher({}))  # how a query names icons
 
     def __post_init__(self) -> None:
         self.members: dict[str, list[str]] = {}
@@ -33,19 +34,30 @@ class LibraryIndex:
             self.members.setdefault(group, []).append(icon_id)
 
     @classmethod
-    def build(cls, group_of: Mapping[str, str], names: Mapping[str, str]) -> LibraryIndex:
-        """`names`: icon_id -> the icon's name."""
+    def build(
+        cls,
+        group_of: Mapping[str, str],
+        names: Mapping[str, str],
+        tags: Mapping[str, Sequence[str]] | None = None,
+        styles: Sequence[str] = (),
+    ) -> LibraryIndex:
+        """`names`: icon_id -> the icon's name; `tags`: its tags in the library's order; `styles`:
+        the catalog's style values (names.NameMatcher)."""
         by_name: dict[str, list[str]] = {}
         for icon_id, name in sorted(names.items()):
             key = name_key(name)
             if key:
                 by_name.setdefault(key, []).append(icon_id)
-        return cls(group_of=dict(group_of), names=by_name)
+        return cls(group_of=dict(group_of), names=by_name, matcher=NameMatcher.build(names, tags, styles))
 
     def name_matches(self, query: Query) -> frozenset[str]:
         if not isinstance(query, str):
             return frozenset()
         return frozenset(self.names.get(name_key(query), ()))
+
+    def match_levels(self, query: Query) -> dict[str, int]:
+        """icon_id -> how closely a text query names it (names.EXACT, names.NEAR); {} for an image."""
+        return self.matcher.levels(query) if isinstance(query, str) else {}
 
 
 @dataclass
@@ -132,8 +144,10 @@ class HybridSearch:
         settings: FusionSettings | None = None,
     ) -> list[FusedHit]:
         settings = settings or self.settings
-        return fuse(
-            self.in_library(results.hits),
+        hits = self.in_library(results.hits)
+        levels = self.library.match_levels(query)
+        fused = fuse(
+            hits,
             settings.channels(fusion_kind(query)),
             k,
             group_of=self.library.group_of,
@@ -142,7 +156,30 @@ class HybridSearch:
             name_boost=settings.name_boost,
             fold_variants=settings.fold_variants,
             exclude=exclude,
+            match_levels=levels,
         )
+        model = self.confidence_model(query, settings)
+        if model is None or not fused:
+            return fused
+        chances = model.probabilities([h.icon_id for h in fused], hits, levels, ink_share(query))
+        return [replace(h, confidence=float(p)) for h, p in zip(fused, chances, strict=True)]
+
+    def confidence_model(
+        self, query: Query, settings: FusionSettings | None = None
+    ) -> ConfidenceModel | None:
+        """The fitted confidence model of the query's kind; None before a fit made one."""
+        raw = (settings or self.settings).confidence.get(fusion_kind(query))
+        model = ConfidenceModel.from_dict(raw) if raw else None
+        # One fitted with other features (an older version): unrated until search_fusion is re-run.
+        return model if model and len(model.coef) == len(model.feature_names) else None
+
+    def match_state(self, query: Query, hits: Sequence[FusedHit]) -> str:
+        """confidence.MATCH, NO_MATCH (the best result is below the fitted threshold) or UNRATED."""
+        model = self.confidence_model(query)
+        if model is None:
+            return UNRATED
+        best = max((h.confidence for h in hits if h.confidence is not None), default=None)
+        return MATCH if best is not None and best >= model.no_match_below else NO_MATCH
 
     def in_library(self, hits: Mapping[str, list[ChannelHit]]) -> dict[str, list[ChannelHit]]:
         """Only icons of the configured library: an index not yet rebuilt after the library changed

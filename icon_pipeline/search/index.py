@@ -50,6 +50,7 @@ from psycopg import sql
 log = logging.getLogger(__name__)
 
 REGISTRY_TABLE = "icon_index_models"
+FUSION_TABLE = "icon_search_fusion"  # hybrid search's fitted settings, one row
 # pgvector's HNSW indexes `halfvec` of at most 4,000 dimensions (`vector`: 2,000).
 MAX_HNSW_DIM = 4000
 # What the HNSW index is built over: tables written before halfvec indexes say "vector".
@@ -281,6 +282,127 @@ def _rows_per_text(
     return [(text, icons, groups, vector) for text, (icons, groups, vector) in by_text.items()]
 
 
+def _stage(
+    conn: psycopg.Connection,
+    staging: str,
+    matrix: np.ndarray,
+    icon_ids: Sequence[str],
+    group_ids: Sequence[str],
+    texts: Sequence[str] | None,
+) -> tuple[int, float]:
+    """Phase 1a: the rows COPYed into a fresh staging table (one left by a crashed writer is dropped
+    first); the table's row count and the seconds the COPY took."""
+    dim = matrix.shape[1]
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
+    if texts is None:
+        columns = sql.SQL("icon_id text PRIMARY KEY, group_id text NOT NULL, embedding vector({})")
+    else:
+        columns = sql.SQL(
+            "text text PRIMARY KEY, icon_ids text[] NOT NULL, group_ids text[] NOT NULL, "
+            "embedding vector({}) NOT NULL"
+        )
+    conn.execute(
+        sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(staging), columns.format(sql.Literal(dim)))
+    )
+    if dim <= PLAIN_STORAGE_MAX_DIM:
+        # Vectors over ~2 KB (500 dimensions) are otherwise TOASTed: exact search then
+        # detoasts every row, 10x slower (640 dimensions: 40 ms a query against 4 ms).
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(sql.Identifier(staging))
+        )
+    started = time.perf_counter()
+    if texts is None:
+        names, types = ["icon_id", "group_id", "embedding"], ["text", "text", "vector"]
+        records = [(str(i), str(g), v) for i, g, v in zip(icon_ids, group_ids, matrix, strict=True)]
+    else:
+        names = ["text", "icon_ids", "group_ids", "embedding"]
+        types = ["text", "text[]", "text[]", "vector"]
+        records = _rows_per_text(icon_ids, group_ids, matrix, texts)
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+                sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, names))
+            )
+        ) as copy,
+    ):
+        copy.set_types(types)
+        for values in records:
+            copy.write_row(values)
+    # The table's rows (a text table has fewer than the rows given).
+    return len(records), time.perf_counter() - started
+
+
+def _build_hnsw(conn: psycopg.Connection, staging: str, dim: int, hnsw_m: int, ef_construction: int) -> float:
+    """Phase 1b: the staging table's HNSW index (cosine, over halfvec) and statistics; its seconds."""
+    started = time.perf_counter()
+    conn.execute(
+        sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BUILD_MAINTENANCE_WORK_MEM))
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX {} ON {} USING hnsw (({}) halfvec_cosine_ops) WITH (m = {}, ef_construction = {})"
+        ).format(
+            sql.Identifier(f"{staging}_hnsw"),
+            sql.Identifier(staging),
+            _as_halfvec(sql.Identifier("embedding"), dim),
+            sql.Literal(hnsw_m),
+            sql.Literal(ef_construction),
+        )
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
+    return time.perf_counter() - started
+
+
+def _swap_in(
+    conn: psycopg.Connection,
+    model_id: str,
+    table: str,
+    staging: str,
+    registry_row: tuple[int, int, int, int, str, str, str],
+) -> tuple[int | None, int]:
+    """Phase 2: the staging table renamed over the live one and registered, in the caller's short
+    transaction; the replaced table's (dim, rows), (None, 0) for a first write.
+    `registry_row`: dim, rows, hnsw_m, ef_construction, embedder JSON, hnsw precision, row kind."""
+    dim, n, hnsw_m, ef_construction, info_json, precision, row_kind = registry_row
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
+    previous = conn.execute(
+        sql.SQL("SELECT dim, rows, table_name FROM {} WHERE model_id = %s FOR UPDATE").format(
+            sql.Identifier(REGISTRY_TABLE)
+        ),
+        (model_id,),
+    ).fetchone()
+    replaced_dim, replaced_rows = (previous[0], previous[1]) if previous else (None, 0)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(table))
+    )
+    conn.execute(
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(f"{staging}_hnsw"), sql.Identifier(f"{table}_hnsw")
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(f"{staging}_pkey"), sql.Identifier(f"{table}_pkey")
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {} (model_id, table_name, dim, rows, hnsw_m, ef_construction, embedder,
+                hnsw_precision, row_kind)
+            VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
+            ON CONFLICT (model_id) DO UPDATE SET table_name = EXCLUDED.table_name, dim = EXCLUDED.dim,
+                rows = EXCLUDED.rows, hnsw_m = EXCLUDED.hnsw_m,
+                ef_construction = EXCLUDED.ef_construction, embedder = EXCLUDED.embedder,
+                hnsw_precision = EXCLUDED.hnsw_precision, row_kind = EXCLUDED.row_kind,
+                updated_at = now()"""
+        ).format(sql.Identifier(REGISTRY_TABLE)),
+        (model_id, table, dim, n, hnsw_m, ef_construction, info_json, precision, row_kind),
+    )
+    return replaced_dim, replaced_rows
+
+
 def write_embeddings(
     conn: psycopg.Connection,
     model_id: str,
@@ -322,107 +444,20 @@ def write_embeddings(
     conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(model_id),))
     conn.commit()
     try:
-        # Phase 1: stage. A staging table left by a crashed writer is dropped first.
+        # Phase 1: stage, then index, in one transaction.
         with conn.transaction():
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
-            if texts is None:
-                columns = sql.SQL("icon_id text PRIMARY KEY, group_id text NOT NULL, embedding vector({})")
-            else:
-                columns = sql.SQL(
-                    "text text PRIMARY KEY, icon_ids text[] NOT NULL, group_ids text[] NOT NULL, "
-                    "embedding vector({}) NOT NULL"
-                )
-            conn.execute(
-                sql.SQL("CREATE TABLE {} ({})").format(
-                    sql.Identifier(staging), columns.format(sql.Literal(dim))
-                )
-            )
-            if dim <= PLAIN_STORAGE_MAX_DIM:
-                # Vectors over ~2 KB (500 dimensions) are otherwise TOASTed: exact search then
-                # detoasts every row, 10x slower (640 dimensions: 40 ms a query against 4 ms).
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(
-                        sql.Identifier(staging)
-                    )
-                )
-            started = time.perf_counter()
-            if texts is None:
-                names, types = ["icon_id", "group_id", "embedding"], ["text", "text", "vector"]
-                records = [(str(i), str(g), v) for i, g, v in zip(icon_ids, group_ids, matrix, strict=True)]
-            else:
-                names = ["text", "icon_ids", "group_ids", "embedding"]
-                types = ["text", "text[]", "text[]", "vector"]
-                records = _rows_per_text(icon_ids, group_ids, matrix, texts)
-            with (
-                conn.cursor() as cur,
-                cur.copy(
-                    sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
-                        sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, names))
-                    )
-                ) as copy,
-            ):
-                copy.set_types(types)
-                for values in records:
-                    copy.write_row(values)
-            n = len(records)  # the table's rows (a text table has fewer than the rows given)
-            copy_seconds = time.perf_counter() - started
-
-            started = time.perf_counter()
-            conn.execute(
-                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BUILD_MAINTENANCE_WORK_MEM))
-            )
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX {} ON {} USING hnsw (({}) halfvec_cosine_ops) "
-                    "WITH (m = {}, ef_construction = {})"
-                ).format(
-                    sql.Identifier(f"{staging}_hnsw"),
-                    sql.Identifier(staging),
-                    _as_halfvec(sql.Identifier("embedding"), dim),
-                    sql.Literal(hnsw_m),
-                    sql.Literal(ef_construction),
-                )
-            )
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
-            index_seconds = time.perf_counter() - started
+            n, copy_seconds = _stage(conn, staging, matrix, icon_ids, group_ids, texts)
+            index_seconds = _build_hnsw(conn, staging, dim, hnsw_m, ef_construction)
 
         # Phase 2: swap, in one short transaction.
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
-            previous = conn.execute(
-                sql.SQL("SELECT dim, rows, table_name FROM {} WHERE model_id = %s FOR UPDATE").format(
-                    sql.Identifier(REGISTRY_TABLE)
-                ),
-                (model_id,),
-            ).fetchone()
-            replaced_dim, replaced_rows = (previous[0], previous[1]) if previous else (None, 0)
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-            conn.execute(
-                sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(table))
-            )
-            conn.execute(
-                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                    sql.Identifier(f"{staging}_hnsw"), sql.Identifier(f"{table}_hnsw")
-                )
-            )
-            conn.execute(
-                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                    sql.Identifier(f"{staging}_pkey"), sql.Identifier(f"{table}_pkey")
-                )
-            )
-            conn.execute(
-                sql.SQL(
-                    """INSERT INTO {} (model_id, table_name, dim, rows, hnsw_m, ef_construction, embedder,
-                        hnsw_precision, row_kind)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)
-                    ON CONFLICT (model_id) DO UPDATE SET table_name = EXCLUDED.table_name, dim = EXCLUDED.dim,
-                        rows = EXCLUDED.rows, hnsw_m = EXCLUDED.hnsw_m,
-                        ef_construction = EXCLUDED.ef_construction, embedder = EXCLUDED.embedder,
-                        hnsw_precision = EXCLUDED.hnsw_precision, row_kind = EXCLUDED.row_kind,
-                        updated_at = now()"""
-                ).format(sql.Identifier(REGISTRY_TABLE)),
-                (model_id, table, dim, n, hnsw_m, ef_construction, info_json, HNSW_PRECISION, row_kind),
+            replaced_dim, replaced_rows = _swap_in(
+                conn,
+                model_id,
+                table,
+                staging,
+                (dim, n, hnsw_m, ef_construction, info_json, HNSW_PRECISION, row_kind),
             )
         swap_seconds = time.perf_counter() - started
     except psycopg.Error as exc:
@@ -619,6 +654,63 @@ def drop_model(conn: psycopg.Connection, model_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """The registry and the fusion settings as one search reads them: one transaction, three
+    statements, instead of a registry lookup per channel (a search with every channel made 18)."""
+
+    models: tuple[ModelIndex, ...]
+    embedders: Mapping[str, Mapping[str, Any]]  # model id -> what write_embeddings recorded
+    fusion: Mapping[str, Any] | None  # the stored hybrid settings; None before the first fit
+
+    def model(self, model_id: str) -> ModelIndex:
+        """As get_model_index: UnknownModelError listing the models that exist."""
+        for model in self.models:
+            if model.model_id == model_id:
+                return model
+        available = ", ".join(m.model_id for m in self.models) or "none (no embeddings written yet)"
+        raise UnknownModelError(f"no embeddings stored for model {model_id!r}; available models: {available}")
+
+    def embedder(self, model_id: str) -> dict[str, Any]:
+        self.model(model_id)
+        return dict(self.embedders.get(model_id) or {})
+
+
+def read_index_snapshot(conn: psycopg.Connection) -> IndexSnapshot:
+    """The registry (list_models and embedder_info of every model) and read_fusion_settings, read
+    together; a connection that was idle stays idle."""
+    with conn.transaction():
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (REGISTRY_TABLE, FUSION_TABLE),
+            prepare=False,
+        ).fetchone()
+        registry_exists, fusion_exists = bool(exists and exists[0]), bool(exists and exists[1])
+        rows = []
+        if registry_exists:
+            # As list_models: through to_jsonb, so a registry no writer has migrated yet still answers.
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction, "
+                    "coalesce(to_jsonb(r) ->> 'hnsw_precision', 'vector'), "
+                    "coalesce(to_jsonb(r) ->> 'row_kind', 'icon'), embedder FROM {} AS r ORDER BY model_id"
+                ).format(sql.Identifier(REGISTRY_TABLE)),
+                prepare=False,
+            ).fetchall()
+        fusion = None
+        if fusion_exists:
+            row = conn.execute(
+                sql.SQL("SELECT settings FROM {} WHERE id = 1").format(sql.Identifier(FUSION_TABLE)),
+                prepare=False,
+            ).fetchone()
+            fusion = dict(row[0]) if row else None
+    return IndexSnapshot(
+        models=tuple(ModelIndex(*row[:8]) for row in rows),
+        embedders={row[0]: dict(row[8] or {}) for row in rows},
+        fusion=fusion,
+    )
+
+
 def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
     """What `write_embeddings` recorded about the encoder of `model_id` (e.g. its checkpoint)."""
     get_model_index(conn, model_id)  # UnknownModelError listing the models that exist
@@ -629,9 +721,6 @@ def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
             prepare=False,
         ).fetchone()
     return dict(row[0] or {}) if row else {}
-
-
-FUSION_TABLE = "icon_search_fusion"
 
 
 def write_fusion_settings(conn: psycopg.Connection, settings_json: str) -> None:

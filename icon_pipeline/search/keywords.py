@@ -268,6 +268,8 @@ class LibraryKeywords:
     index: BM25Index
     groups: dict[str, str]
     names: dict[str, str]  # icon_id -> name, for exact-name matches
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # icon_id -> tags, library order
+    styles: tuple[str, ...] = ()  # the catalog's style values (outline, filled)
 
 
 class EmptyCatalogError(LookupError):
@@ -284,8 +286,9 @@ def library_keywords() -> LibraryKeywords:
 
 
 def _build_library_keywords() -> LibraryKeywords:
-    from icon_pipeline.core.storage import pairs_path, read_catalog, read_records
+    from icon_pipeline.core.storage import pairs_path, read_records
     from icon_pipeline.dataset.grouping import icon_groups
+    from icon_pipeline.library.catalog import read_catalog
 
     icons = read_catalog()
     if not icons:
@@ -298,4 +301,6 @@ def _build_library_keywords() -> LibraryKeywords:
         index=BM25Index.build(documents_from_records(icons, captions)),
         groups=icon_groups(pairs, (icon.icon_id for icon in icons)),
         names={icon.icon_id: icon.name for icon in icons},
+        tags={icon.icon_id: tuple(map(str, icon.tags)) for icon in icons},
+        styles=tuple(sorted({icon.style for icon in icons} - {""})),
     )

@@ -12,6 +12,8 @@ the fallback a hybrid image query always has, trained model or not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -64,3 +66,24 @@ def pixel_vectors(images: list[Image.Image], side: int = SIDE) -> np.ndarray:
         if images
         else np.zeros((0, side * side), np.float32)
     )
+
+
+@dataclass(frozen=True)
+class PixelRows:
+    """The `pixels` channel's rows: one vector per icon with ink; a blank drawing has no row."""
+
+    icon_ids: list[str]
+    vectors: np.ndarray
+    blank: list[str]
+
+
+def pixel_rows(icon_ids: list[str], png_paths: list[str]) -> PixelRows:
+    """Each rendered icon's normalised drawing as a vector, read from its PNG."""
+    vectors, kept, blank = [], [], []
+    for icon_id, path in zip(icon_ids, png_paths, strict=True):
+        with Image.open(path) as image:
+            vector = pixel_vector(image)
+        (kept if vector.any() else blank).append(icon_id)
+        if vector.any():
+            vectors.append(vector)
+    return PixelRows(kept, np.stack(vectors), blank)

@@ -60,6 +60,7 @@ class SearchHit:
     style: str = ""  # the catalog's style, or the sub-folder/page that tells variants apart
     category: str = ""
     file_path: str = ""  # the icon's source file (SVG or PNG) as the catalog records it
+    confidence: float | None = None  # hybrid: P(relevant), one scale for every query; None: not rated
 
 
 ImageQuery = str | Path | bytes | Image.Image

@@ -7,8 +7,8 @@ are loaded only when a query needs them (keyword search loads no model).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +19,27 @@ from icon_pipeline.core.storage import (
     cached,
     catalog_path,
     icon_images_path,
-    read_catalog,
     read_records,
     resolve_checkpoint,
 )
+from icon_pipeline.library.catalog import read_catalog
 from icon_pipeline.library.records import IconRecord
 from icon_pipeline.model.checkpoint import EncoderBundle, load_checkpoint
 from icon_pipeline.search.channels import (
-    CAPTIONS,
-    KEYWORDS,
-    PIXELS,
-    RESERVED,
+    CHANNELS,
+    HYBRID,
     Channel,
-    KeywordChannel,
     VectorChannel,
-    caption_channel,
-    model_channel,
-    pixel_channel,
+    channel_info,
+    channel_order,
     query_kind,
 )
 from icon_pipeline.search.coalesce import shared_embed
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
-from icon_pipeline.search.hybrid import HYBRID, HybridSearch, LibraryIndex
-from icon_pipeline.search.index import embedder_info, list_models, read_fusion_settings
-from icon_pipeline.search.keywords import EmptyCatalogError, LibraryKeywords, library_keywords
+from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
+from icon_pipeline.search.index import IndexSnapshot, ModelIndex, embedder_info, read_index_snapshot
+from icon_pipeline.search.keywords import BM25Index, EmptyCatalogError, LibraryKeywords, library_keywords
 from icon_pipeline.search.query import (
     ImageQuery,
     QueryError,
@@ -53,8 +50,6 @@ from icon_pipeline.search.query import (
 )
 
 DEFAULT_MODEL = HYBRID
-# Channels in the order people are shown them.
-CHANNEL_ORDER = (HYBRID, KEYWORDS, CAPTIONS, "finetuned", "base", PIXELS)
 
 
 MAX_DEPTH = 1000  # check_k's limit: the most icons one search ranks
@@ -128,17 +123,24 @@ class SearchPage:
     offset: int
     has_more: bool
     query: str | Any  # the cleaned text, or the prepared (224 px, framed) image
+    # MATCH, NO_MATCH (nothing matches the query well: say so) or UNRATED (no confidence model)
+    match: str = UNRATED
+    message: str = ""  # for people, when match is NO_MATCH (or why results are unrated)
 
 
-def fold_hits(hits: Sequence[SearchHit]) -> list[ResultGroup]:
-    """Ranked hits -> one result per group, at its best member's rank."""
-    order: list[str] = []
-    members: dict[str, list[SearchHit]] = {}
+def fold_hits(hits: Sequence[SearchHit], names: Mapping[str, str] | None = None) -> list[ResultGroup]:
+    """Ranked hits -> one result per icon concept, at its best member's rank. A concept is a
+    training group's icons of one catalog name (`names`: icon_id -> name): variants of a name
+    (outline/filled, sizes) fold together; differently named icons that the group holds because
+    they look alike (brightness, contrast, percentage-50) stay separate results."""
+    order: list[tuple[str, str]] = []
+    members: dict[tuple[str, str], list[SearchHit]] = {}
     for hit in hits:
-        if hit.group_id not in members:
-            order.append(hit.group_id)
-            members[hit.group_id] = []
-        members[hit.group_id].append(hit)
+        key = (hit.group_id, (names or {}).get(hit.icon_id, hit.icon_id if names else ""))
+        if key not in members:
+            order.append(key)
+            members[key] = []
+        members[key].append(hit)
     return [ResultGroup(members[g][0], tuple(members[g][1:])) for g in order]
 
 
@@ -149,15 +151,15 @@ class NotReadyError(RuntimeError):
 def model_checkpoint(conn: psycopg.Connection, model_id: str) -> str:
     """The checkpoint that embedded `model_id`'s rows, as icon_embeddings recorded it; UnknownModelError
     (listing the models that exist) for a model not in the index."""
-    checkpoint = embedder_info(conn, model_id).get("checkpoint")
+    return checkpoint_of(model_id, embedder_info(conn, model_id))
+
+
+def checkpoint_of(model_id: str, embedder: dict[str, Any]) -> str:
+    """The checkpoint path in what icon_embeddings recorded about `model_id`'s encoder."""
+    checkpoint = embedder.get("checkpoint")
     if not checkpoint:
         raise NotReadyError(f"model {model_id!r} has no checkpoint recorded: re-materialize icon_embeddings")
     return resolve_checkpoint(str(checkpoint))  # recorded relative to the data root (or, before, absolute)
-
-
-def stored_fusion(conn: psycopg.Connection) -> FusionSettings | None:
-    raw = read_fusion_settings(conn)
-    return FusionSettings.from_json(raw) if raw else None
 
 
 @dataclass
@@ -168,23 +170,47 @@ class ChannelSet:
     ef_search: int | None = None
     bundles: dict[str, EncoderBundle] = field(default_factory=dict)  # may be shared between services
     _channels: dict[str, Channel] = field(default_factory=dict)
+    _snapshot: IndexSnapshot | None = None
+
+    def snapshot(self) -> IndexSnapshot:
+        """The registry and fusion settings, read once per channel set (the API opens one per request)."""
+        if self._snapshot is None:
+            self._snapshot = read_index_snapshot(self.conn)
+        return self._snapshot
+
+    def stored_fusion(self) -> FusionSettings | None:
+        """Hybrid search's fitted settings, None before the first fit."""
+        fusion = self.snapshot().fusion
+        return FusionSettings.from_json(fusion) if fusion else None
 
     def registered(self) -> list[str]:
-        return [m.model_id for m in list_models(self.conn)]
+        return [m.model_id for m in self.snapshot().models]
 
     def available(self) -> list[str]:
-        """Every channel this library can answer with now (hybrid first)."""
+        """Every channel this library can answer with now (hybrid first): those that need no
+        table (keyword search) always, the others once their table is in the index."""
         registered = self.registered()
-        names = [KEYWORDS, *(n for n in registered if n not in RESERVED)]
-        names += [n for n in (CAPTIONS, PIXELS) if n in registered]
-        ordered = sorted(names, key=lambda n: (CHANNEL_ORDER.index(n) if n in CHANNEL_ORDER else 99, n))
-        return [HYBRID, *ordered] if registered else ordered
+        always = [n for n, info in CHANNELS.items() if info.build is not None and not info.indexed]
+        names = channel_order([*always, *(n for n in registered if n not in always)])
+        return [HYBRID, *names] if registered else names
 
     def keywords(self) -> LibraryKeywords:
         return _library_keywords()
 
+    def keyword_index(self) -> BM25Index:
+        return self.keywords().index
+
+    def table(self, name: str) -> ModelIndex:
+        return self.snapshot().model(name)
+
+    def sentence_encoder(self) -> Any:
+        from icon_pipeline.model.sentence_encoder import load_sentence_encoder
+
+        with _load_lock:
+            return load_sentence_encoder()
+
     def bundle(self, model_id: str) -> EncoderBundle:
-        checkpoint = model_checkpoint(self.conn, model_id)
+        checkpoint = checkpoint_of(model_id, self.snapshot().embedder(model_id))
         if checkpoint not in self.bundles:
             with _load_lock:  # services on other threads share `bundles`: each checkpoint loads once
                 if checkpoint not in self.bundles:
@@ -193,18 +219,10 @@ class ChannelSet:
 
     def channel(self, name: str) -> Channel:
         if name not in self._channels:
-            if name == KEYWORDS:
-                channel: Channel = KeywordChannel(self.keywords().index)
-            elif name == CAPTIONS:
-                from icon_pipeline.model.sentence_encoder import load_sentence_encoder
-
-                with _load_lock:
-                    encoder = load_sentence_encoder()
-                channel = caption_channel(self.conn, encoder, self.ef_search)
-            elif name == PIXELS:
-                channel = pixel_channel(self.conn, self.ef_search)
-            else:
-                channel = model_channel(self.conn, name, self.bundle(name), self.ef_search)
+            build = channel_info(name).build
+            if build is None:
+                raise QueryError(f"{name} is not a single channel")
+            channel = build(self, name)
             if isinstance(channel, VectorChannel) and channel.embed_texts is not None:
                 # Searches on other threads share the encoder's forwards (search/coalesce.py).
                 channel.embed_texts = shared_embed(channel.embed_texts)
@@ -224,8 +242,11 @@ class ChannelSet:
         `names`: the channels to load (default: every one; those of weight 0 only fill in)."""
         available = [n for n in self.available() if n != HYBRID]
         if settings is None:
-            settings = stored_fusion(self.conn) or FusionSettings.unfitted(
-                {kind: [n for n in available if channel_kind(kind) in _kinds(n)] for kind in KINDS}
+            settings = self.stored_fusion() or FusionSettings.unfitted(
+                {
+                    kind: [n for n in available if channel_kind(kind) in channel_info(n).kinds]
+                    for kind in KINDS
+                }
             )
         return HybridSearch(self.channels(available if names is None else names), settings, self.library())
 
@@ -239,17 +260,12 @@ def _library_index(keywords: LibraryKeywords) -> LibraryIndex:
     app and the API open a service per request."""
     memo = _library_memo[0] if _library_memo else None
     if memo is None or memo[0] is not keywords:
-        memo = (keywords, LibraryIndex.build(keywords.groups, keywords.names))
+        memo = (
+            keywords,
+            LibraryIndex.build(keywords.groups, keywords.names, keywords.tags, keywords.styles),
+        )
         _library_memo[:] = [memo]
     return memo[1]
-
-
-def _kinds(name: str) -> frozenset[str]:
-    if name in (KEYWORDS, CAPTIONS):
-        return frozenset({"text"})
-    if name == PIXELS:
-        return frozenset({"image"})
-    return frozenset({"text", "image"})
 
 
 @dataclass
@@ -323,8 +339,13 @@ class SearchService:
             search = self.hybrid()
             fused = search.search(query, k)
             group_of = search.library.group_of
-            return [self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables) for h in fused]
-        if kind not in _kinds(model):
+            return [
+                replace(
+                    self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables), confidence=h.confidence
+                )
+                for h in fused
+            ]
+        if kind not in channel_info(model).kinds:
             wanted, given = ("words", "an image") if kind == "image" else ("an image", "words")
             raise QueryError(f"{model} takes {wanted}, not {given}")
         channel = self.channel_set.channel(model)
@@ -407,8 +428,36 @@ class SearchService:
             for h in hits
             if (not style_set or h.style in style_set) and (not category_set or h.category in category_set)
         ]
-        groups = fold_hits(hits) if fold else [ResultGroup(h, ()) for h in hits]
-        return SearchPage(model, groups[offset : offset + k], offset, len(groups) > offset + k, query)
+        match, message = self.match_state(query, model, hits)
+        if fold:
+            names = {h.icon_id: self.records[h.icon_id].name for h in hits if h.icon_id in self.records}
+            groups = fold_hits(hits, names)
+        else:
+            groups = [ResultGroup(h, ()) for h in hits]
+        return SearchPage(
+            model, groups[offset : offset + k], offset, len(groups) > offset + k, query, match, message
+        )
+
+    def match_state(self, query: Any, model: str, hits: Sequence[SearchHit]) -> tuple[str, str]:
+        """(MATCH | NO_MATCH | UNRATED, a message for people): whether anything matches the query
+        well, by the best hit's confidence against the fitted threshold (hybrid search only; one
+        channel alone is unrated unless it found nothing)."""
+        what = "this image" if query_kind(query) == "image" else repr(query)
+        if not hits:
+            return NO_MATCH, f"no icon matches {what}"
+        if model != HYBRID:
+            return UNRATED, f"{model} alone has no confidence model: only hybrid search rates a match"
+        model_of_kind = self.hybrid().confidence_model(query)
+        if model_of_kind is None:
+            return UNRATED, "results are unrated: materialize search_fusion to fit the confidence model"
+        best = max((h.confidence for h in hits if h.confidence is not None), default=0.0)
+        if best >= model_of_kind.no_match_below:
+            return MATCH, ""
+        advice = "; try other words" if query_kind(query) == "text" else ""
+        return NO_MATCH, (
+            f"no icon matches {what} well: the best result's confidence is {best:.2g}, below the "
+            f"{model_of_kind.no_match_below:.2g} that all but a few real queries reach{advice}"
+        )
 
     def batch(self, queries: Sequence[Any], model: str, k: int) -> list[list[str]]:
         """Ranked icon ids for many prepared queries at once (evaluate): one encode per channel."""

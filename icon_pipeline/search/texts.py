@@ -6,8 +6,9 @@ against (a query that shares no word with these is one the library never used).
 
 from __future__ import annotations
 
-from icon_pipeline.core.storage import read_all_batches, read_catalog
+from icon_pipeline.core.storage import read_all_batches
 from icon_pipeline.dataset.grouping import library_groups
+from icon_pipeline.library.catalog import read_catalog
 
 
 def icon_texts() -> tuple[list[str], list[str], list[str]]:

@@ -23,19 +23,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from icon_pipeline.core.icon_set_names import (
+    BANNED_PATTERNS,
+    SET_ROLES,
+    IconSetError,
+    Role,
+    check_allowed,
+    check_set_name,
+)
 from icon_pipeline.library.records import IconRecord, sha256_bytes
 from icon_pipeline.library.sources.npm import PackageFetchError, fetch_npm_package
-
-Role = Literal["corpus", "benchmark"]
-
-# Never used for anything by the project: an independent held-out check uses them.
-BANNED_PATTERNS = (re.compile(r"lucide", re.I), re.compile(r"feather", re.I))
-
-
-class IconSetError(ValueError):
-    """A set that cannot be used: unknown, banned, not fetched, or a package not as expected."""
 
 
 @dataclass(frozen=True)
@@ -57,21 +55,15 @@ class IconSet:
     package: str  # the npm package
     version: str
     licence: str  # as package.json declares it
-    role: Role
     credit: str  # what a report or README that shows its icons says
     marker: str  # a path inside the package that makes it this package
     read: Callable[[Path, tuple[str, ...] | None], list[SetDrawing]]
     styles: tuple[str, ...]  # every style the package has
     default_styles: tuple[str, ...]  # the styles read unless the config says otherwise
 
-
-def check_allowed(name: str) -> None:
-    """Refuse Lucide and Feather by name or package, whatever the spelling."""
-    if any(pattern.search(name) for pattern in BANNED_PATTERNS):
-        raise IconSetError(
-            f"{name!r}: Lucide and Feather are never used by this project (not for training, tuning, "
-            "vocabulary or tests); an independent held-out check uses them"
-        )
+    @property
+    def role(self) -> Role:
+        return SET_ROLES[self.name]  # one home: the config checks names against it
 
 
 def _words(text: str) -> list[str]:
@@ -223,7 +215,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="@mdi/svg",
             version="7.4.47",
             licence="Apache-2.0 (LICENSE: Pictogrammers Free License, icons Apache 2.0)",
-            role="corpus",
             credit="Material Design Icons by Pictogrammers (Apache-2.0)",
             marker="meta.json",
             read=read_mdi,
@@ -235,7 +226,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="iconoir",
             version="7.12.1",
             licence="MIT",
-            role="corpus",
             credit="Iconoir by Luca Burgio (MIT)",
             marker="icons/regular",
             read=read_iconoir,
@@ -247,7 +237,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="remixicon",
             version="4.9.1",
             licence="Apache-2.0 (License file: Remix Icon License v1.0, no standalone icon packs)",
-            role="corpus",
             credit="Remix Icon by Remix Design",
             marker="icons",
             read=read_remixicon,
@@ -259,7 +248,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="@material-symbols/svg-400",
             version="0.48.2",
             licence="Apache-2.0",
-            role="corpus",
             credit="Material Symbols by Google (Apache-2.0)",
             marker="outlined",
             read=read_material_symbols,
@@ -271,7 +259,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="@phosphor-icons/core",
             version="2.1.1",
             licence="MIT",
-            role="benchmark",
             credit="Phosphor Icons (MIT)",
             marker="dist/index.mjs",
             read=read_phosphor,
@@ -283,7 +270,6 @@ ICON_SETS: dict[str, IconSet] = {
             package="@fortawesome/fontawesome-free",
             version="7.3.1",
             licence="CC-BY-4.0 AND OFL-1.1 AND MIT (icons CC BY 4.0)",
-            role="benchmark",
             credit="Font Awesome Free 7.3.1 by Fonticons, Inc. (https://fontawesome.com), icons CC BY 4.0",
             marker="metadata/icons.yml",
             read=read_fontawesome,
@@ -300,16 +286,9 @@ BENCHMARK_SETS = tuple(name for name, s in ICON_SETS.items() if s.role == "bench
 def icon_set(name: str, role: Role | None = None) -> IconSet:
     """The registry entry of `name`; IconSetError naming the choices for an unknown or banned one,
     or one of another role (a benchmark set is never a training set, nor the reverse)."""
-    check_allowed(name)
-    spec = ICON_SETS.get(name)
-    if spec is None:
-        raise IconSetError(f"unknown icon set {name!r}; known: {', '.join(ICON_SETS)}")
+    check_set_name(name, role)
+    spec = ICON_SETS[name]
     check_allowed(spec.package)
-    if role is not None and spec.role != role:
-        raise IconSetError(
-            f"{name} is a {spec.role} set, not a {role} set: the external benchmark's sets are never "
-            "trained on, and the corpus is never a benchmark"
-        )
     return spec
 
 
@@ -365,6 +344,7 @@ def drawing_record(drawing: SetDrawing) -> IconRecord:
 
 
 __all__ = [
+    "BANNED_PATTERNS",
     "BENCHMARK_SETS",
     "CORPUS_SETS",
     "ICON_SETS",

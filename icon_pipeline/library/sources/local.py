@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from icon_pipeline.core.limits import DEFAULT_MAX_SVG_BYTES, MAX_RASTER_BYTES
 from icon_pipeline.library.records import (
-    DEFAULT_MAX_SVG_BYTES,
-    MAX_RASTER_BYTES,
     IconRecord,
     SourceFailure,
     SourceScan,

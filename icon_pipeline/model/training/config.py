@@ -7,6 +7,7 @@ pyarrow and dagster-pipes are installed.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,10 +193,49 @@ class TrainConfig:
         return raw
 
     def write(self, path: str | Path) -> Path:
+        """The config as JSON; written inside the data root (`images_root`), its paths there are stored
+        relative to the file's folder (`load` resolves them), so a moved data root still reads."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        raw = self.to_dict()
+        root = self.images_root
+        if root and _inside(path.parent, Path(root)):
+            for name in PATH_FIELDS:
+                if raw.get(name) and _inside(Path(raw[name]), Path(root)):
+                    raw[name] = Path(os.path.relpath(raw[name], path.parent)).as_posix()
+        path.write_text(json.dumps(raw, indent=2, sort_keys=True))
         return path
+
+
+# The fields that name files or folders (the base checkpoint may be a Hub id instead).
+PATH_FIELDS = (
+    "base_checkpoint",
+    "pairs_path",
+    "corpus_pairs_path",
+    "output_dir",
+    "eval_path",
+    "eval_images_path",
+    "images_root",
+    "cache_dir",
+)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.is_absolute() and Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root))
+
+
+def relative_to_root(value: Any, root: str | Path | None) -> Any:
+    """`value` with every absolute path inside `root` (the data root) made relative to it, through
+    lists and dicts: what the run's records store, so that they name no old root once it moves."""
+    if not root:
+        return value
+    if isinstance(value, dict):
+        return {key: relative_to_root(item, root) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_to_root(item, root) for item in value]
+    if isinstance(value, str) and _inside(Path(value), Path(root)):
+        return Path(os.path.relpath(value, root)).as_posix()
+    return value
 
 
 def train_config_from_pipeline(

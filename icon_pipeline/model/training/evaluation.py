@@ -2,7 +2,7 @@
 
 R@K (hit rate): 1 if any relevant item is in the top K, averaged over queries. AP@K: mean of
 precision@k at each relevant rank within the top K, divided by min(|relevant|, K), as in
-icon_pipeline/benchmark/metrics.py;
+icon_pipeline/core/metrics.py;
 scores [0.2, 0.3, 0.5] with relevance [1, 0, 1] give 0.8333.
 
 text2image: each eval caption against the gallery of eval images; relevant = the row's icon_ids.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icon_pipeline.benchmark.metrics import average_precision_at_k, recall_at_k
+from icon_pipeline.core.metrics import average_precision_at_k, recall_at_k
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
@@ -53,7 +53,7 @@ def retrieval_metrics(
         if not rel:
             continue
         ids = [int(i) for i in ranked]
-        # The metric definitions live in icon_pipeline.benchmark.metrics, shared with the benchmark report.
+        # The metric definitions live in icon_pipeline.core.metrics, shared with the benchmark report.
         for k in ks:
             hits[k].append(recall_at_k(ids, rel, k))
         average_precisions.append(average_precision_at_k(ids, rel, map_k))

@@ -26,7 +26,7 @@ from icon_pipeline.model.checkpoint import (
     save_checkpoint,
 )
 from icon_pipeline.model.training.collator import GroupDataset, PairCollator
-from icon_pipeline.model.training.config import TrainConfig, TrainConfigError
+from icon_pipeline.model.training.config import TrainConfig, TrainConfigError, relative_to_root
 from icon_pipeline.model.training.data import (
     EvalData,
     TrainingData,
@@ -334,7 +334,7 @@ def _run_heads(config: TrainConfig, bundle: EncoderBundle, reporter: Reporter) -
     base_meta = bundle.meta
     meta = replace(
         base_meta,
-        base=config.base_checkpoint,
+        base=relative_to_root(config.base_checkpoint, config.images_root),
         trained=True,
         extra={
             "steps": result["steps"],
@@ -368,7 +368,7 @@ def _run_heads(config: TrainConfig, bundle: EncoderBundle, reporter: Reporter) -
         "feature_seconds": round(feature_seconds, 3),
         **result,
     }
-    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+    _write_report(output_dir, report, config.images_root)
     reporter.materialize(_materialization_metadata(report))
     reporter.info(
         f"done: {report['steps']} steps, {report['pairs_per_second']:.1f} pairs/s on cached features "
@@ -470,7 +470,7 @@ def _finish(
         vocab_size=int(trainer.model.config.text_config.vocab_size),
         seed=config.seed,
         tokenizer_loader=base_meta.tokenizer_loader if base_meta else "auto",
-        base=config.base_checkpoint,
+        base=relative_to_root(config.base_checkpoint, config.images_root),
         extra={
             "steps": trainer.state.global_step,
             "eval_sha256": eval_data.sha256 if eval_data else None,
@@ -521,7 +521,7 @@ def _finish(
         "unreadable_images": data.image_failures,
         "config": config.to_dict(),
     }
-    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True))
+    _write_report(output_dir, report, config.images_root)
     return report
 
 
@@ -554,3 +554,10 @@ def _materialization_metadata(report: dict[str, Any]) -> dict[str, Any]:
     if report.get("eval_sha256"):
         metadata["eval_sha256"] = report["eval_sha256"]
     return metadata
+
+
+def _write_report(output_dir: Path, report: dict[str, Any], data_root: str | None) -> None:
+    """training_report.json, its paths inside the data root relative to it (the report returned
+    and sent through Pipes keeps them absolute: they are where this run wrote)."""
+    stored = relative_to_root(report, data_root)
+    (output_dir / REPORT_FILE).write_text(json.dumps(stored, indent=2, sort_keys=True))

@@ -27,7 +27,7 @@ from icon_pipeline_tests.icon_set_packages import (
     write_phosphor,
     write_remixicon,
 )
-from icon_pipeline_tests.test_sources import fake_npm, package_tarball
+from icon_pipeline_tests.library.test_sources import fake_npm, package_tarball
 
 
 def test_phosphor_reads_tags_from_its_js_module_and_every_weight(tmp_path: Path) -> None:
@@ -139,3 +139,12 @@ def test_a_drawing_is_a_record_the_renderer_takes(tmp_path: Path) -> None:
     assert (
         record.icon_id == "iconoir:regular:bell" and record.format == "svg" and len(record.content_hash) == 64
     )
+
+
+def test_the_configs_set_names_are_the_registrys() -> None:
+    """The config checks set names on the bottom floor (core/icon_set_names.py) before the library's
+    readers exist: both list the same sets, in the same order, with the registry's roles taken from it."""
+    from icon_pipeline.core.icon_set_names import SET_ROLES
+
+    assert list(SET_ROLES) == list(ICON_SETS)
+    assert {name: spec.role for name, spec in ICON_SETS.items()} == SET_ROLES

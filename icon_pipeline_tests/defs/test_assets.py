@@ -321,7 +321,12 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     assert training["world_size"] == 1 and training["global_batch_size"] == 4
     report = json.loads((pipeline_env / "data" / "reports" / "benchmark.json").read_text())
     tasks = report["results"]
-    assert set(tasks) == {"text2img", "semantic2img", "img2img"}
+    assert set(tasks) == {"text2img", "semantic2img", "img2img", "names"}
+    # The names set: every library name a query, R@1 against that very icon; every channel a row.
+    assert {"hybrid", "bm25", "captions"} <= set(tasks["names"])
+    assert report["query_counts"]["names"] >= len(NAMES)
+    names_r1 = _metadata(instance, "benchmark_report")["hybrid/names/R@1"]
+    assert names_r1 > 0.5  # a name query finds its icon first
     assert {"hybrid", "captions", "base", "finetuned"} <= set(tasks["text2img"]) and "bm25" in tasks[
         "text2img"
     ]
@@ -332,7 +337,7 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     fusion = _metadata(instance, "search_fusion")
     assert "weights" in fusion and isinstance(fusion["fold_variants"], bool)
     checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [AssetCheckKey(AssetKey("benchmark_report"), "finetuned_beats_base_and_baselines")]
+        [AssetCheckKey(AssetKey("benchmark_report"), "fine_tuning_improves_on_the_base_model")]
     )
     assert checks  # the WARN check ran beside the report
     first = _check_evaluation(instance, "benchmark_report", "no_regression_since_previous")
@@ -374,9 +379,9 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
     )
     assert as_json.returncode == 0, as_json.stderr
     answer = json.loads(as_json.stdout)
-    assert answer["model"] == "hybrid" and len(answer["hits"]) == 3
-    assert {"icon_id", "name", "group_id", "score", "channels"} <= set(answer["hits"][0])
-    assert answer["hits"][0]["channels"]  # every channel's own score for the hit
+    assert answer["model"] == "hybrid" and len(answer["results"]) == 3
+    assert {"icon_id", "name", "group_id", "score", "channels", "svg_url"} <= set(answer["results"][0])
+    assert answer["results"][0]["channels"]  # every channel's own score for the hit
 
     # A team's own queries: names or ids, a screenshot, and lines that cannot be used.
     queries = pipeline_env / "my_queries.jsonl"
@@ -528,10 +533,10 @@ def _move_the_data_root_and_search_again(
         EVAL_NAME,
         QUERIES_NAME,
         asset_path,
+        frozen_file,
         read_checkpoint_pointer,
         resolved_rows,
     )
-    from icon_pipeline.defs.dataset import frozen_file
     from icon_pipeline.defs.model import finetune_run_key, finetune_train_config
     from icon_pipeline.model.training.data import sha256_file
     from icon_pipeline.search.service import SearchService, model_checkpoint
@@ -548,11 +553,21 @@ def _move_the_data_root_and_search_again(
     old.rename(env / "data.gone")  # nothing may still read the old root
     monkeypatch.setenv("ICON_PIPELINE_DATA", str(new))
 
-    # What is on disk is relative: no file names the old root.
-    for table in (asset_path("training_pairs"), asset_path("icon_images"), *new.glob("rendered/batches/*")):
+    # What is on disk is relative: no file names the old root, in any table, pointer, checkpoint's
+    # metadata (a fine-tune's base) or the fine-tune run's records (its config and report).
+    tables = [*new.rglob("*.parquet")]
+    assert {asset_path("training_pairs"), asset_path("icon_images")} <= set(tables)
+    for table in tables:
         assert str(old) not in pd.read_parquet(table).to_json(), table
-    for pointer in new.glob("models/*.json"):
-        assert str(old) not in pointer.read_text(), pointer
+    records = [
+        *new.glob("models/*.json"),
+        *new.rglob("icon_pipeline.json"),
+        *new.rglob("train_config.json"),
+        *new.rglob("training_report.json"),
+    ]
+    assert {"train_config.json", "training_report.json"} <= {record.name for record in records}
+    for record in records:
+        assert str(old) not in record.read_text(), record
     queries_file = frozen_file(QUERIES_NAME, load_config())
     frozen = read_frozen_jsonl(queries_file)
     assert str(old) not in queries_file.read_text()

@@ -156,3 +156,53 @@ def test_a_merged_key_may_be_overridden_but_an_own_key_not_given_twice(tmp_path:
     with pytest.raises(ConfigError) as excinfo:
         parse_config(merged + "    path: c\n", file)
     assert str(excinfo.value) == f"{file}:8: not valid YAML: duplicate key 'path' (first at line 6)"
+
+
+def test_a_training_config_inside_the_data_root_names_no_absolute_path_and_moves_with_it(
+    tmp_path: Path,
+) -> None:
+    """train_config.json stores the paths inside the data root relative to its own folder: a copied
+    root's file reads as the copy's paths; a checkpoint outside the root and a Hub id stay as given."""
+    import json
+    import shutil
+
+    from icon_pipeline.model.training.config import relative_to_root
+
+    root = tmp_path / "data"
+    run = root / "finetune_run" / "abc"
+    outside = tmp_path / "elsewhere" / "base"
+    train = TrainConfig(
+        base_checkpoint=str(root / "base_checkpoint" / "small"),
+        pairs_path=str(root / "training_pairs.parquet"),
+        output_dir=str(run),
+        eval_path=str(root / "eval" / "eval.v1.jsonl"),
+        eval_images_path=str(root / "icon_images.parquet"),
+        images_root=str(root),
+        cache_dir=str(root / "training_cache"),
+    )
+    (root / "base_checkpoint" / "small").mkdir(parents=True)
+    written = train.write(run / "train_config.json")
+    assert str(root) not in written.read_text()
+    assert json.loads(written.read_text())["pairs_path"] == "../../training_pairs.parquet"
+    assert TrainConfig.load(written) == train
+
+    moved = tmp_path / "moved" / "data"
+    shutil.copytree(root, moved)
+    shutil.rmtree(root)
+    loaded = TrainConfig.load(moved / "finetune_run" / "abc" / "train_config.json")
+    assert loaded.images_root == str(moved) and loaded.output_dir == str(moved / "finetune_run" / "abc")
+    assert loaded.base_checkpoint == str(moved / "base_checkpoint" / "small")
+
+    for base in (str(outside), "google/siglip2-base-patch16-naflex"):
+        kept = TrainConfig(
+            base_checkpoint=base, pairs_path=str(root / "p"), output_dir=str(run), images_root=str(root)
+        )
+        stored = json.loads(kept.write(run / "other.json").read_text())
+        assert stored["base_checkpoint"] == base and stored["pairs_path"] == "../../p"
+    # The run's report and a fine-tune's recorded base: relative to the data root, through lists.
+    report = {"checkpoint_path": str(run / "model"), "images": [str(root / "a.png")], "base": str(outside)}
+    assert relative_to_root(report, str(root)) == {
+        "checkpoint_path": "finetune_run/abc/model",
+        "images": ["a.png"],
+        "base": str(outside),
+    }

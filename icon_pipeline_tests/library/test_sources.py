@@ -378,7 +378,7 @@ def test_scan_local_refuses_a_huge_file_by_its_size_without_reading_it(icon_fold
 
 def test_scan_local_uses_the_configured_svg_limit_and_the_raster_limit(icon_folder: Path) -> None:
     from icon_pipeline.core.config import PipelineConfig
-    from icon_pipeline.library.records import MAX_RASTER_BYTES
+    from icon_pipeline.core.limits import MAX_RASTER_BYTES
     from icon_pipeline.library.scanning import scan_library
 
     with (icon_folder / "big.png").open("wb") as handle:

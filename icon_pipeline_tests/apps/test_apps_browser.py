@@ -17,7 +17,7 @@ import pytest
 from icon_pipeline.apps import RunningApp, launch
 from icon_pipeline.captions.overrides import OverrideStore
 from icon_pipeline.core.database import DatabaseInfo
-from icon_pipeline_tests.test_apps import Demo, build_demo, free_port, materialize
+from icon_pipeline_tests.apps.test_apps import Demo, build_demo, free_port, materialize
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A CI container: no sandbox (root), no GPU, nothing fetched from outside.
@@ -91,6 +91,14 @@ def test_a_caption_edited_in_the_browser_is_used_by_the_next_run(
     page.goto(served["captions"].url)
     page.locator("#icons img").first.wait_for()
     print(f"captions app: first page of icons shown {time.perf_counter() - started:.2f} s after navigation")
+    # Each gallery label sits under its icon, never over it.
+    page.wait_for_function("document.getElementById('icons-gallery-css') !== null")
+    thumbnails = page.locator("#icons button.thumbnail-item")
+    for i in range(min(thumbnails.count(), 8)):
+        image = thumbnails.nth(i).locator("img").bounding_box()
+        label = thumbnails.nth(i).locator(".caption-label").bounding_box()
+        assert image and label and label["y"] >= image["y"] + image["height"] - 1, (i, image, label)
+    page.screenshot(path=str(tmp_path / "captions-gallery.png"))
 
     page.locator("#query textarea, #query input").first.fill("bell-off")
     page.locator("#query textarea, #query input").first.press("Enter")
@@ -151,13 +159,16 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
     assert 9 <= results < icons <= 13
     assert "Hybrid search (default)" in page.inner_text("#results .panel-title")
     cards = page.locator("#results .icon-card")
-    assert cards.count() == results and page.locator("#results img").count() == results
+    assert cards.count() == results and page.locator("#results .icon-card > img").count() == results
+    # Each folded variant is seen inside its card: a small picture and its style.
+    assert page.locator("#results .icon-variant img").count() == icons - results
+    assert page.locator("#results .icon-variant", has_text="+ filled").count() >= 1
     page.wait_for_function(
         "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     # Labels sit below the icon, whole: never over it, never cut.
     for i in range(cards.count()):
-        image = cards.nth(i).locator("img").bounding_box()
+        image = cards.nth(i).locator("> img").bounding_box()
         label = cards.nth(i).locator(".icon-name")
         box = label.bounding_box()
         assert image and box and box["y"] >= image["y"] + image["height"]
@@ -168,6 +179,13 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
     icon_id = bell.get_attribute("data-icon-id")
     bell.click()
     page.locator("#detail-info", has_text="Why it matched").wait_for()
+    # The detail view opens where the user looks: over the grid, inside the viewport.
+    box = page.locator("#detail").bounding_box()
+    assert box and box["y"] >= 0 and box["y"] + 200 <= 1000 and box["x"] >= 0, box
+    from playwright.sync_api import expect
+
+    expect(page.locator("#detail-name")).to_be_in_viewport()
+    expect(page.locator("#download-png")).to_be_in_viewport()
     info = page.inner_text("#detail-info")
     assert "Captions:" in info and "Group:" in info
     assert page.locator("#detail-image img").count() == 1
@@ -185,7 +203,17 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
         page.locator("#download-png").click()
     png = tmp_path / png_download.value.suggested_filename
     png_download.value.save_as(png)
-    assert png.name == f"{name}-64px.png" and Image.open(png).size == (64, 64)
+    drawn = Image.open(png)
+    assert png.name == f"{name}-64px.png" and drawn.size == (64, 64)
+    assert drawn.mode == "RGBA" and drawn.getpixel((0, 0))[3] == 0  # transparent by default
+    page.locator("#transparent input").uncheck()
+    page.wait_for_timeout(500)  # both downloads are drawn again
+    with page.expect_download() as white_download:
+        page.locator("#download-png").click()
+    on_white = tmp_path / ("white-" + white_download.value.suggested_filename)
+    white_download.value.save_as(on_white)
+    assert on_white.name.endswith("on-ffffff-64px.png")
+    assert Image.open(on_white).mode == "RGB" and Image.open(on_white).getpixel((0, 0)) == (255, 255, 255)
 
     page.locator("#thumbs-up").click()
     page.locator("#judge-message", has_text="Saved:").wait_for()
@@ -202,6 +230,20 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
     page.locator("#results .icon-name", has_text="folder-plus").first.wait_for()
     assert page.locator("#results .icon-name").first.inner_text() == "folder-plus"
     assert "/tmp" not in page.inner_text("#message")
+    page.close()
+
+
+def test_a_search_is_shared_by_its_url(browser, served: dict[str, RunningApp]) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(served["search"].url + "?q=folder&model=bm25&fold=false")
+    page.locator("#results .icon-name", has_text="folder").first.wait_for()
+    assert page.locator("#query textarea, #query input").first.input_value() == "folder"
+    page.wait_for_function("document.querySelector('#model input').value === 'bm25'")
+    link = page.locator("#share-link a")
+    assert link.get_attribute("href") == "?q=folder&model=bm25&fold=false"
+    page.goto(served["search"].url + "?q=bell&style=glossy")
+    page.locator("#message", has_text="unknown style 'glossy'; choose from: filled").wait_for()
     page.close()
 
 

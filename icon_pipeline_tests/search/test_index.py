@@ -19,12 +19,16 @@ from icon_pipeline.search.index import (
     UnknownModelError,
     drop_model,
     effective_ef_search,
+    embedder_info,
     explain_search,
     get_model_index,
     list_models,
+    read_fusion_settings,
+    read_index_snapshot,
     search_vectors,
     table_name_for,
     write_embeddings,
+    write_fusion_settings,
 )
 
 
@@ -142,6 +146,30 @@ def test_api_leaves_an_idle_connection_idle(conn: psycopg.Connection) -> None:
     with psycopg.connect(conn.info.dsn) as fresh:  # a new connection: the vector type is registered once
         search_vectors(fresh, "m", vectors[0], 3, exact=True)
         assert fresh.info.transaction_status == idle
+
+
+def test_one_snapshot_reads_what_the_per_model_lookups_read(conn: psycopg.Connection) -> None:
+    """A search reads the registry and the fusion settings once (read_index_snapshot), and sees
+    exactly what list_models, embedder_info and read_fusion_settings would have told it."""
+    empty = read_index_snapshot(conn)  # a database nothing was written to yet
+    assert (empty.models, dict(empty.embedders), empty.fusion) == ((), {}, None)
+    with pytest.raises(UnknownModelError, match="available models: none"):
+        empty.model("m")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    write_embeddings(
+        conn, "m", ids(20), ids(20), unit_vectors(20, 8), embedder_info={"checkpoint": "models/m"}
+    )
+    write_embeddings(conn, "n", ids(20), ids(20), unit_vectors(20, 4))
+    write_fusion_settings(conn, '{"weights": {"text": {"m": 1.0}}}')
+    snapshot = read_index_snapshot(conn)
+    assert snapshot.models == tuple(list_models(conn))
+    assert snapshot.model("n") == get_model_index(conn, "n")
+    assert snapshot.embedder("m") == embedder_info(conn, "m") == {"checkpoint": "models/m"}
+    assert snapshot.fusion == read_fusion_settings(conn)
+    with pytest.raises(UnknownModelError, match="'x'; available models: m, n"):
+        snapshot.embedder("x")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def test_hnsw_returns_k_rows_beyond_default_ef_search(conn: psycopg.Connection) -> None:

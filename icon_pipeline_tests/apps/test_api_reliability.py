@@ -313,7 +313,8 @@ def write_empty_catalog() -> None:
     """A catalog with no icon and its (empty) training pairs, as a scan of an empty share leaves."""
     import pandas as pd
 
-    from icon_pipeline.core.storage import pairs_path, write_catalog, write_table
+    from icon_pipeline.core.storage import pairs_path, write_table
+    from icon_pipeline.library.catalog import write_catalog
 
     write_catalog([])
     write_table(pd.DataFrame({"group_id": [], "members": [], "captions": []}), pairs_path())
@@ -339,7 +340,8 @@ def write_small_library() -> list[str]:
     """A catalog of a few named icons with captions: enough for keyword search (no model needed)."""
     import pandas as pd
 
-    from icon_pipeline.core.storage import pairs_path, write_catalog, write_table
+    from icon_pipeline.core.storage import pairs_path, write_table
+    from icon_pipeline.library.catalog import write_catalog
 
     names = ["bell", "bell-off", "folder", "trash", "user", "lock", "home", "search"]
     icons = [

@@ -47,7 +47,7 @@ from icon_pipeline.model.training.launch import torchrun_command
 from icon_pipeline.model.training.loss import siglip_loss
 from icon_pipeline.model.training.reporting import Reporter
 from icon_pipeline.model.training.run import dataloader_workers, run_training
-from icon_pipeline_tests.test_modeling import RenderedIcon, render_tabler_subset
+from icon_pipeline_tests.model.test_modeling import RenderedIcon, render_tabler_subset
 
 EVAL_GROUPS = 12
 

@@ -4,6 +4,7 @@ SigLIP2 model in the pgvector index."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -496,7 +497,7 @@ def test_search_app_answers_text_and_image_queries_for_two_models(
     first, second, message, _ = api.predict(
         "ring a bell", "base", "finetuned", True, [], [], api_name="/search_by_text"
     )
-    assert "Image-text model base only" in first and "Image-text model finetuned only" in _html(second)
+    assert "Pretrained image-text model only" in first and "Fine-tuned image-text model only" in _html(second)
     # Variants folded: 10 concepts of 13 icons, each once; bell's filled variant rides along.
     assert len(_cards(first)) == 10 and "**base**: 10 results (13 icons)" in message
     assert len({name for _, name in _cards(first)}) == 10 and first.count("class='icon-variants'") == 3
@@ -569,8 +570,37 @@ def test_http_api_answers_text_and_image_and_pages(demo: Demo, monkeypatch: pyte
         page = httpx.get(search, params={"q": "ring a bell", "k": 4}, timeout=60).json()
         assert page["model"] == "hybrid" and page["has_more"] and len(page["results"]) == 4
         bell = page["results"][0]
-        assert bell["name"] == "bell" and bell["channels"] and bell["file_path"].endswith("bell.svg")
+        # Ids and files as the client may see them: no server folder anywhere in the answer.
+        assert bell["name"] == "bell" and bell["channels"] and bell["file"] == "bell.svg"
+        assert str(demo.root) not in json.dumps(page)
         assert [v["style"] for v in bell["variants"]] == ["filled"]
+        # The icon itself, in the colour, stroke and background asked for.
+        root = api.url.rstrip("/")
+        svg_answer = httpx.get(root + bell["svg_url"] + "&color=%23ff0000", timeout=30)
+        assert svg_answer.headers["content-type"].startswith("image/svg+xml")
+        assert 'stroke="#ff0000"' in svg_answer.text and "currentColor" not in svg_answer.text
+        png_answer = httpx.get(root + bell["png_url"] + "&size=48&stroke=1&color=0000ff", timeout=30)
+        assert png_answer.status_code == 200, png_answer.text
+        drawn = Image.open(io.BytesIO(png_answer.content))
+        assert drawn.size == (48, 48) and drawn.mode == "RGBA" and drawn.getpixel((0, 0))[3] == 0
+        assert (0, 0, 255) in {p[:3] for p in drawn.get_flattened_data() if p[3] == 255}
+        on_white = httpx.get(root + bell["png_url"] + "&background=%23fff", timeout=30)
+        assert Image.open(io.BytesIO(on_white.content)).mode == "RGB"
+        bad_colour = httpx.get(root + bell["png_url"] + "&color=reddish", timeout=30)
+        assert bad_colour.status_code == 400 and "hex colour" in bad_colour.json()["detail"]
+        unknown_icon = httpx.get(api.url + "api/icon.svg", params={"id": "mine:nope"}, timeout=30)
+        assert unknown_icon.status_code == 404 and "mine:nope" in unknown_icon.json()["detail"]
+        # An unknown filter value is refused with the choices, not answered with nothing.
+        bad_style = httpx.get(search, params={"q": "bell", "style": "glossy"}, timeout=30)
+        assert bad_style.status_code == 400
+        assert bad_style.json()["detail"] == "unknown style 'glossy'; choose from: filled"
+        bad_category = httpx.get(search, params={"q": "bell", "category": "Nope"}, timeout=30)
+        assert bad_category.status_code == 400 and "choose from: " in bad_category.json()["detail"]
+        # The docs' assets come from this server, not a CDN.
+        docs = httpx.get(api.url + "api/docs", timeout=30).text
+        assert "cdn." not in docs and "/api/docs-assets/swagger-ui-bundle.js" in docs
+        assert httpx.get(api.url + "api/docs-assets/swagger-ui-bundle.js", timeout=30).status_code == 200
+        assert "cdn." not in httpx.get(api.url + "api/redoc", timeout=30).text
         rest = httpx.get(search, params={"q": "ring a bell", "k": 4, "offset": 8}, timeout=60).json()
         assert [r["rank"] for r in rest["results"]] == [9, 10] and not rest["has_more"]
         svg = (demo.root / "icons" / "folder-plus.svg").read_bytes()
@@ -612,10 +642,43 @@ def test_cli_search_checks_input_first_and_lists_models(
     assert "unknown model 'NOPE'; choose one of: hybrid, bm25, finetuned, base" in capsys.readouterr().err
     assert main(["search", "ring a bell", "--model", "Base", "-k", "2"]) == 0
     out, err = capsys.readouterr()
-    assert "(base channel, cosine)" in out and str(demo.root / "icons") in out  # the file path
+    assert "(base channel, cosine)" in out and ".svg" in out and str(demo.root) not in out  # relative
     assert "%|" not in err and "Loading" not in err  # no weight-loading progress bars
     assert main(["search", "--image", str(demo.root / "icons" / "folder-plus.svg"), "-k", "1"]) == 0
     assert "folder-plus" in capsys.readouterr().out
+    assert main(["search", "bell", "--style", "glossy"]) == 2
+    assert "unknown style 'glossy'; choose from: filled" in capsys.readouterr().err
+
+    # With a running API named in the environment the CLI asks it (models warm there) and prints
+    # the same page: one layout for both.
+    from icon_pipeline.apps.api import serve
+
+    searches = [
+        ["search", "ring a bell", "-k", "3", "--json"],
+        ["search", "bell", "--style", "filled", "--json"],
+    ]
+    searches.append(["search", "--image", str(demo.root / "icons" / "folder-plus.svg"), "-k", "2", "--json"])
+    here = []
+    for argv in searches:
+        assert main([*argv, "--here"]) == 0
+        here.append(json.loads(capsys.readouterr().out))
+    monkeypatch.delenv("ICON_PIPELINE_APP_AUTH", raising=False)
+    running = serve(port=free_port(), block=False)
+    try:
+        monkeypatch.setenv("ICON_PIPELINE_API_URL", running.url)
+        for argv, expected in zip(searches, here, strict=True):
+            assert main(argv) == 0
+            out, err = capsys.readouterr()
+            assert json.loads(out) == expected and "searching here" not in err
+        assert main(["search", "bell", "--model", "nope"]) == 2  # the API's refusal, as one line
+        assert "unknown model 'nope'; choose one of" in capsys.readouterr().err
+    finally:
+        running.close()
+    monkeypatch.setenv("ICON_PIPELINE_API_URL", f"http://127.0.0.1:{free_port()}/")  # nothing there
+    assert main(searches[0]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == here[0] and "no search API answers" in err
+    monkeypatch.delenv("ICON_PIPELINE_API_URL")
 
     # Bad input fails before the database or any model is touched: here there is no database at all.
     monkeypatch.setenv("ICON_PIPELINE_DATABASE_URL", "postgresql://designer:pw@127.0.0.1:1/icons")
@@ -714,7 +777,8 @@ def test_search_on_an_empty_catalog_is_one_clear_line(
     import subprocess
 
     from icon_pipeline.apps import search
-    from icon_pipeline.core.storage import pairs_path, write_catalog, write_table
+    from icon_pipeline.core.storage import pairs_path, write_table
+    from icon_pipeline.library.catalog import write_catalog
 
     empty = demo_environment(project_tmp / f"no-icons-{uuid.uuid4().hex[:6]}", postgres)
     for key, value in empty.env.items():
@@ -741,3 +805,20 @@ def test_search_on_an_empty_catalog_is_one_clear_line(
 def test_every_app_builds(demo: Demo) -> None:
     for name in ("captions", "dataset", "augment", "search"):
         assert build_app(name).title
+
+
+def test_folding_keeps_differently_named_look_alikes_apart() -> None:
+    """A training group may hold icons that only look alike (Tabler's brightness, contrast and
+    percentage-50): search folds only the variants of one name into a result."""
+    from icon_pipeline.search.query import SearchHit
+    from icon_pipeline.search.service import fold_hits
+
+    ids = ["outline:brightness", "outline:contrast", "filled:brightness", "outline:percentage-50"]
+    names = {i: i.split(":")[1] for i in ids}
+    hits = [SearchHit(i, names[i], "g-look-alike", 1.0 - n / 10, None) for n, i in enumerate(ids)]
+    folded = fold_hits(hits, names)
+    assert [(g.hit.icon_id, [v.icon_id for v in g.variants]) for g in folded] == [
+        ("outline:brightness", ["filled:brightness"]),
+        ("outline:contrast", []),
+        ("outline:percentage-50", []),
+    ]
