@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import random
 from collections import Counter
+from dataclasses import dataclass
 
 from PIL import Image, ImageFilter
 
