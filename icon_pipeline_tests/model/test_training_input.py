@@ -30,7 +30,7 @@ from icon_pipeline.model.training.augment_batch import (
 )
 from icon_pipeline.model.training.data import decode_images, load_eval_data
 from icon_pipeline.model.training.trainer import RetrievalEvaluator
-from icon_pipeline_tests.test_modeling import RenderedIcon, render_tabler_subset
+from icon_pipeline_tests.model.test_modeling import RenderedIcon, render_tabler_subset
 
 SIZE = 224
 DRAWS = 4000  # per path: enough for a KS test to see a shifted range or a wrong probability
