@@ -214,3 +214,26 @@ def test_the_dagster_layer_stays_thin() -> None:
             if lines > MAX_ASSET_BODY_LINES:
                 long_bodies.append(f"{path.name}:{node.name}: {lines} lines")
     assert long_modules == [] and long_bodies == []
+
+
+def test_every_name_the_package_imports_exists() -> None:
+    """Each `from icon_pipeline... import name` (lazy ones inside functions included) names something
+    its module has: a name moved to another module fails here, not in the middle of a run."""
+    import importlib
+
+    missing = []
+    for path in sorted((REPO_ROOT / "icon_pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            if not node.module.startswith("icon_pipeline"):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.module}.{alias.name}")
+    assert missing == []

@@ -112,7 +112,8 @@ def run_name_queries(search: Any, set_names: Sequence[str], connections: Sequenc
     """The names set on the configured library, every channel of `search` scored (HNSW), as a
     BenchmarkReport of its own task (`merge_into` adds it to the main report)."""
     from icon_pipeline.benchmark.report import run_benchmark
-    from icon_pipeline.core.storage import pairs_path, read_catalog, read_records
+    from icon_pipeline.core.storage import pairs_path, read_records
+    from icon_pipeline.library.catalog import read_catalog
     from icon_pipeline.dataset.grouping import library_groups
 
     groups = library_groups()
