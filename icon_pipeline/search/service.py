@@ -430,7 +430,8 @@ class SearchService:
         ]
         match, message = self.match_state(query, model, hits)
         if fold:
-            names = {h.icon_id: self.records[h.icon_id].name for h in hits if h.icon_id in self.records}
+            records = self.records  # one look at the catalog's stamp, not two per hit
+            names = {h.icon_id: records[h.icon_id].name for h in hits if h.icon_id in records}
             groups = fold_hits(hits, names)
         else:
             groups = [ResultGroup(h, ()) for h in hits]
