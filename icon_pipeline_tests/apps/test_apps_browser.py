@@ -223,6 +223,10 @@ def test_search_detail_downloads_svg_query_and_judgement_in_the_browser(
         ).fetchall()
     assert rows == [("text", "turn off notifications", icon_id, True, "hybrid")]
 
+    # The detail view lies over the page: closing it gives the query controls back.
+    page.locator("#detail-close").click()
+    page.locator("#detail").wait_for(state="hidden")
+
     # An SVG file as the query: drawn by the renderer, shown as a picture, searched.
     page.locator("#upload input[type=file]").set_input_files(str(demo.root / "icons" / "folder-plus.svg"))
     page.locator("#search-image").click()
