@@ -113,8 +113,8 @@ def run_name_queries(search: Any, set_names: Sequence[str], connections: Sequenc
     BenchmarkReport of its own task (`merge_into` adds it to the main report)."""
     from icon_pipeline.benchmark.report import run_benchmark
     from icon_pipeline.core.storage import pairs_path, read_records
-    from icon_pipeline.library.catalog import read_catalog
     from icon_pipeline.dataset.grouping import library_groups
+    from icon_pipeline.library.catalog import read_catalog
 
     groups = library_groups()
     catalog = [icon for icon in read_catalog() if icon.icon_id in groups]
