@@ -198,34 +198,13 @@ def _registry_exists(conn: psycopg.Connection) -> bool:
 
 
 def list_models(conn: psycopg.Connection) -> list[ModelIndex]:
-    """Every model with stored embeddings, by model id.
-
-    Runs in a transaction block of its own, so a connection that was idle stays idle.
-    """
-    with conn.transaction():
-        if not _registry_exists(conn):
-            return []
-        # Read through to_jsonb so a registry no writer has migrated yet (no hnsw_precision
-        # column) still answers: readers never alter the schema.
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction, "
-                "coalesce(to_jsonb(r) ->> 'hnsw_precision', 'vector'), "
-                "coalesce(to_jsonb(r) ->> 'row_kind', 'icon') FROM {} AS r ORDER BY model_id"
-            ).format(sql.Identifier(REGISTRY_TABLE)),
-            prepare=False,
-        ).fetchall()
-    return [ModelIndex(*row) for row in rows]
+    """Every model with stored embeddings, by model id (a connection that was idle stays idle)."""
+    return list(read_index_snapshot(conn).models)
 
 
 def get_model_index(conn: psycopg.Connection, model_id: str) -> ModelIndex:
     """The registered table of `model_id`; UnknownModelError (listing what exists) if none."""
-    models = list_models(conn)
-    for model in models:
-        if model.model_id == model_id:
-            return model
-    available = ", ".join(m.model_id for m in models) or "none (no embeddings written yet)"
-    raise UnknownModelError(f"no embeddings stored for model {model_id!r}; available models: {available}")
+    return read_index_snapshot(conn).model(model_id)
 
 
 def _validate_rows(
@@ -713,14 +692,7 @@ def read_index_snapshot(conn: psycopg.Connection) -> IndexSnapshot:
 
 def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:
     """What `write_embeddings` recorded about the encoder of `model_id` (e.g. its checkpoint)."""
-    get_model_index(conn, model_id)  # UnknownModelError listing the models that exist
-    with conn.transaction():
-        row = conn.execute(
-            sql.SQL("SELECT embedder FROM {} WHERE model_id = %s").format(sql.Identifier(REGISTRY_TABLE)),
-            (model_id,),
-            prepare=False,
-        ).fetchone()
-    return dict(row[0] or {}) if row else {}
+    return read_index_snapshot(conn).embedder(model_id)
 
 
 def write_fusion_settings(conn: psycopg.Connection, settings_json: str) -> None:
@@ -743,12 +715,5 @@ def write_fusion_settings(conn: psycopg.Connection, settings_json: str) -> None:
 
 def read_fusion_settings(conn: psycopg.Connection) -> dict[str, Any] | None:
     """The stored hybrid search settings, or None before the first fit."""
-    with conn.transaction():
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (FUSION_TABLE,), prepare=False).fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute(
-            sql.SQL("SELECT settings FROM {} WHERE id = 1").format(sql.Identifier(FUSION_TABLE)),
-            prepare=False,
-        ).fetchone()
-    return dict(row[0]) if row else None
+    fusion = read_index_snapshot(conn).fusion
+    return dict(fusion) if fusion else None

@@ -52,6 +52,8 @@ class SearchWords:
     noise: frozenset[str]
     query_stopwords: frozenset[str]
     not_plurals: frozenset[str]
+    negations: frozenset[str]  # what a name adds that makes it another icon (copy-off)
+    styles: frozenset[str]  # what a name adds that makes it only another style (settings-filled)
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +64,8 @@ def search_words() -> SearchWords:
         noise=noise,
         query_stopwords=frozenset(STOPWORDS_EN) | noise | frozenset(raw["query_stopwords"]),
         not_plurals=frozenset(raw["not_plurals"]),
+        negations=frozenset(raw["negation_words"]),
+        styles=frozenset(raw["style_words"]),
     )
 
 

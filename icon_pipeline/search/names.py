@@ -17,12 +17,9 @@ Hybrid search ranks EXACT icons first, then NEAR ones, each tier ordered by the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from icon_pipeline.core.package_data import data_file
 from icon_pipeline.library.naming import name_key, words
 from icon_pipeline.search.keywords import search_words
 
@@ -30,30 +27,11 @@ EXACT = 2
 NEAR = 1
 
 
-@dataclass(frozen=True)
-class NameWords:
-    """data/search_words.json: what a name adds that makes it another icon, or only another style."""
-
-    negations: frozenset[str]
-    styles: frozenset[str]
-    query_stopwords: frozenset[str]
-
-
-@lru_cache(maxsize=1)
-def name_words() -> NameWords:
-    raw = json.loads(data_file("search_words.json").read_text("utf-8"))
-    return NameWords(
-        negations=frozenset(raw["negation_words"]),
-        styles=frozenset(raw["style_words"]),
-        query_stopwords=search_words().query_stopwords,
-    )
-
-
 def plain_name(name: str, styles: Collection[str] = ()) -> str:
     """The name as comparable words without a trailing style word ("settings-filled" -> "settings");
     a name that is only a style word ("outline") keeps it."""
     key = name_key(name).split()
-    style_words = {name_key(s) for s in styles if s} | name_words().styles
+    style_words = {name_key(s) for s in styles if s} | search_words().styles
     while len(key) > 1 and key[-1] in style_words:
         key.pop()
     return " ".join(key)
@@ -107,13 +85,13 @@ class NameMatcher:
     def levels(self, query: str) -> dict[str, int]:
         """icon_id -> EXACT or NEAR for the icons the query names; absent: not named."""
         every = name_key(query).split()
-        content = [w for w in every if w not in name_words().query_stopwords] or every
+        content = [w for w in every if w not in search_words().query_stopwords] or every
         if not content:
             return {}
         found: dict[str, int] = {}
         said = set(every)
         spelled = words(query)
-        typed = [w for w in spelled if w not in name_words().query_stopwords] or spelled
+        typed = [w for w in spelled if w not in search_words().query_stopwords] or spelled
         for key, spelled_key in ((" ".join(every), " ".join(spelled)), (" ".join(content), " ".join(typed))):
             # The name as typed; failing that, its singular or plural ("shopping carts").
             named = self.by_spelling.get(spelled_key) or self.by_name.get(key, ())
@@ -129,6 +107,6 @@ class NameMatcher:
         holders |= set(self.by_first_tag.get(" ".join(content), ()))
         for icon_id in holders:
             added = set(self.plain[icon_id].split()) - said
-            if icon_id not in found and not added & name_words().negations:
+            if icon_id not in found and not added & search_words().negations:
                 found[icon_id] = NEAR
         return found

@@ -110,16 +110,7 @@ class TrainConfig:
             report_to = values["report_to"]
             values["report_to"] = (report_to,) if isinstance(report_to, str) else tuple(report_to)
         if base_dir is not None:
-            paths = (
-                "pairs_path",
-                "corpus_pairs_path",
-                "output_dir",
-                "eval_path",
-                "eval_images_path",
-                "images_root",
-                "cache_dir",
-            )
-            for key in paths:
+            for key in (name for name in PATH_FIELDS if name != "base_checkpoint"):
                 if values.get(key):
                     values[key] = str((base_dir / values[key]).resolve())
             # A relative base checkpoint is a local directory; "owner/name" stays a Hub id.
