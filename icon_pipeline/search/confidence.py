@@ -9,7 +9,15 @@ set's fitting queries (never the benchmark's) from features that keep their mean
   channel's lowest returned score: it is at most that similar);
 - whether keyword search returned the icon (it shares a word with the query);
 - whether the query names the icon (names.EXACT, names.NEAR);
-- for an image, how much of it is drawn (`ink_share`): an icon is a few lines on a plain ground.
+- for an image, what it looks like (`query_traits`): an icon is a few lines in one colour on a
+  plain ground, so how much of it is drawn, and how much is in neither the ground's nor the ink's
+  colour (a photo, noise or a gradient has every shade; an icon only its anti-aliased edges).
+
+For images, a second logistic model (`drawing`), over the query's traits alone, says how likely the
+query is a drawing at all: the fitting queries with an answer against the images made to have none,
+each side counting equally. A result's confidence is both: that the query is a drawing, and that
+this icon is what it draws. (Fitted into the per-result model, the traits barely count: most results
+of any query are irrelevant, so they explain little of which result is right.)
 
 A query matches nothing well when its best result's confidence is below `no_match_below`: the
 confidence that only NO_MATCH_SHARE of the eval set's queries' best results fall under (a real query
@@ -52,10 +60,20 @@ class ConfidenceModel:
     intercept: float
     no_match_below: float
     queries: int = 0  # fitting queries it was fitted on
+    # Images: the logistic model of "the query is a drawing" over QUERY_TRAITS, its coefficients then
+    # its intercept; empty for text (every text is words).
+    drawing: tuple[float, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
         return feature_names(self.channels)
+
+    def drawing_chance(self, traits: Sequence[float]) -> float:
+        """How likely a query with these traits is a drawing (1 without a drawing model)."""
+        if not self.drawing or not len(traits):
+            return 1.0
+        *coef, intercept = self.drawing
+        return float(_sigmoid(np.dot(coef, np.asarray(traits, dtype=float)) + intercept))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +83,7 @@ class ConfidenceModel:
             "intercept": round(self.intercept, 6),
             "no_match_below": round(self.no_match_below, 6),
             "queries": self.queries,
+            **({"drawing": [round(c, 6) for c in self.drawing]} if self.drawing else {}),
         }
 
     @classmethod
@@ -75,6 +94,7 @@ class ConfidenceModel:
             intercept=float(raw["intercept"]),
             no_match_below=float(raw["no_match_below"]),
             queries=int(raw.get("queries", 0)),
+            drawing=tuple(float(c) for c in raw.get("drawing", ())),
         )
 
     def probabilities(
@@ -82,10 +102,10 @@ class ConfidenceModel:
         icon_ids: Sequence[str],
         hits: Mapping[str, Sequence[ChannelHit]],
         levels: Mapping[str, int],
-        ink: float = 0.0,
+        traits: Sequence[float] = (),
     ) -> np.ndarray:
-        matrix = features(self.channels, icon_ids, hits, levels, ink)
-        return _sigmoid(matrix @ np.asarray(self.coef) + self.intercept)
+        matrix = features(self.channels, icon_ids, hits, levels, traits)
+        return _sigmoid(matrix @ np.asarray(self.coef) + self.intercept) * self.drawing_chance(traits)
 
 
 def feature_names(channels: Sequence[str]) -> list[str]:
@@ -93,21 +113,30 @@ def feature_names(channels: Sequence[str]) -> list[str]:
         *(f"{c}_returned" if c == KEYWORDS else f"{c}_cosine" for c in channels),
         "name_exact",
         "name_near",
-        "query_ink",
+        *QUERY_TRAITS,
     ]
 
 
-INK_LEVELS = 48  # grey levels from the background colour that count as drawn
+INK_LEVELS = 48  # grey levels from a colour that count as another colour
+QUERY_TRAITS = ("query_ink", "query_mid_tones")
 
 
-def ink_share(query: Any) -> float:
-    """The share of an image query that is drawn (differs from its border's colour): an icon is a few
-    lines on a plain ground (a few percent to a third), a photo or noise is drawn all over; 0 for text."""
+def query_traits(query: Any) -> tuple[float, float]:
+    """What an image query looks like, (ink, mid tones); zeros for text.
+
+    - ink: the share that is drawn (differs from the border's colour): an icon is a few lines on a
+      plain ground (a few percent to a third), a photo or noise is drawn all over;
+    - mid tones: the share in neither the ground's colour nor the ink's (the drawn pixels' median):
+      an icon has only its anti-aliased edges there, a photo, noise or a gradient has every shade."""
     if isinstance(query, str):
-        return 0.0
+        return (0.0, 0.0)
     grey = np.asarray(query.convert("L"), dtype=np.int16)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float((np.abs(grey - int(np.median(border))) > INK_LEVELS).mean())
+    drawn = np.abs(grey - int(np.median(border))) > INK_LEVELS
+    if not drawn.any():
+        return (0.0, 0.0)
+    mid_tones = drawn & (np.abs(grey - int(np.median(grey[drawn]))) > INK_LEVELS)
+    return float(drawn.mean()), float(mid_tones.mean())
 
 
 def features(
@@ -115,10 +144,10 @@ def features(
     icon_ids: Sequence[str],
     hits: Mapping[str, Sequence[ChannelHit]],
     levels: Mapping[str, int],
-    ink: float = 0.0,
+    traits: Sequence[float] = (),
 ) -> np.ndarray:
-    """(icons, features): see the module doc; `ink`: the query's ink_share."""
-    matrix = np.zeros((len(icon_ids), len(channels) + 3))
+    """(icons, features): see the module doc; `traits`: the query's query_traits (zeros if empty)."""
+    matrix = np.zeros((len(icon_ids), len(channels) + 2 + len(QUERY_TRAITS)))
     for column, channel in enumerate(channels):
         returned = {h.icon_id: h.score for h in hits.get(channel, ())}
         if channel == KEYWORDS:
@@ -126,9 +155,11 @@ def features(
         else:
             floor = min(returned.values()) if returned else 0.0
             matrix[:, column] = [returned.get(i, floor) for i in icon_ids]
-    matrix[:, -3] = [1.0 if levels.get(i) == EXACT else 0.0 for i in icon_ids]
-    matrix[:, -2] = [1.0 if levels.get(i) == NEAR else 0.0 for i in icon_ids]
-    matrix[:, -1] = ink
+    names = len(channels)
+    matrix[:, names] = [1.0 if levels.get(i) == EXACT else 0.0 for i in icon_ids]
+    matrix[:, names + 1] = [1.0 if levels.get(i) == NEAR else 0.0 for i in icon_ids]
+    if len(traits):
+        matrix[:, names + 2 :] = np.asarray(traits, dtype=float)
     return matrix
 
 
@@ -168,7 +199,7 @@ class ConfidenceExample:
     # An eval-set query: the no-match threshold is set on these alone when there are any (the corpus's
     # drawings by other sets are harder than a screenshot, and would pull it down to noise's level).
     protected: bool = False
-    ink: float = 0.0  # ink_share of the query
+    traits: tuple[float, ...] = ()  # query_traits of the query
 
 
 def fit_confidence(
@@ -190,7 +221,7 @@ def fit_confidence(
             if not ids:
                 continue
             start = sum(len(b) for b in blocks)
-            blocks.append(features(channels, ids, example.hits, example.levels, example.ink))
+            blocks.append(features(channels, ids, example.hits, example.levels, example.traits))
             labels.append(np.array([1.0 if i in example.relevant else 0.0 for i in ids]))
             # each query counts its share, however many candidates it has
             row_weights.append(np.full(len(ids), example.weight / len(ids)))
@@ -204,8 +235,14 @@ def fit_confidence(
             continue  # nothing to tell apart
         coef, intercept = fit_logistic(x, y, w)
         p = _sigmoid(x @ coef + intercept)
-        best = np.array([p[a:b].max() for a, b in spans])
         answered = np.array([bool(e.relevant) for e in chosen_used])
+        drawing = _fit_drawing(chosen_used, answered) if kind == "image" else ()
+        if drawing:
+            *trait_coef, trait_intercept = drawing
+            traits = np.array([e.traits for e in chosen_used], dtype=float)
+            chance = _sigmoid(traits @ np.asarray(trait_coef) + trait_intercept)
+            p = p * np.concatenate([np.full(b - a, c) for (a, b), c in zip(spans, chance, strict=True)])
+        best = np.array([p[a:b].max() for a, b in spans])
         if any(protected):
             best = best[np.array(protected) & answered]
         elif answered.any():
@@ -216,8 +253,20 @@ def fit_confidence(
             intercept=intercept,
             no_match_below=float(np.quantile(best, NO_MATCH_SHARE)),
             queries=len(spans),
+            drawing=drawing,
         )
     return models
+
+
+def _fit_drawing(examples: Sequence[ConfidenceExample], answered: np.ndarray) -> tuple[float, ...]:
+    """(coefficients..., intercept) of "the query is a drawing" over the image queries' traits: those
+    with an answer against those made to have none, each side weighing one; () without both sides."""
+    if answered.all() or not answered.any() or any(len(e.traits) != len(QUERY_TRAITS) for e in examples):
+        return ()
+    traits = np.array([e.traits for e in examples], dtype=float)
+    weights = np.where(answered, 1 / answered.sum(), 1 / (~answered).sum())
+    coef, intercept = fit_logistic(traits, answered.astype(float), weights)
+    return (*(float(c) for c in coef), intercept)
 
 
 def no_answer_queries(seed: int = 0, count: int = NO_ANSWER_QUERIES) -> list[str | Image.Image]:

@@ -207,7 +207,7 @@ class FittingQuery:
     # (the eval set: the library's own vocabulary) while it gains on the others.
     protected: bool = False
     match_levels: Mapping[str, int] = field(default_factory=dict)  # hybrid.LibraryIndex.match_levels
-    ink: float = 0.0  # an image query's confidence.ink_share
+    traits: tuple[float, ...] = ()  # an image query's confidence.query_traits
 
 
 def weight_grid(channels: Sequence[str], step: float = WEIGHT_STEP) -> np.ndarray:
@@ -469,7 +469,7 @@ def fit_fusion(
                 q.match_levels,
                 q.weight,
                 q.protected,
-                q.ink,
+                q.traits,
             )
             for q in queries
         ],

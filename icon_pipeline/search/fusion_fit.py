@@ -16,7 +16,7 @@ from icon_pipeline.core.storage import EVAL_NAME, QUERIES_NAME, asset_path, froz
 from icon_pipeline.dataset.grouping import load_groups
 from icon_pipeline.dataset.queries import fitting_queries, group_terms
 from icon_pipeline.library.catalog import read_catalog
-from icon_pipeline.search.confidence import ink_share, no_answer_queries
+from icon_pipeline.search.confidence import no_answer_queries, query_traits
 from icon_pipeline.search.fusion import (
     KINDS,
     FittingQuery,
@@ -98,7 +98,7 @@ def fit_channels(
             weight=shares[(kind, spec["source"])],
             protected=spec["source"] == "eval_set",
             match_levels=search.library.match_levels(query),
-            ink=ink_share(query),
+            traits=query_traits(query),
         )
         for kind, spec, query, result in zip(kinds, specs, objects, results, strict=True)
     ]

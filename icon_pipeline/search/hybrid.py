@@ -14,7 +14,7 @@ import psycopg
 
 from icon_pipeline.library.naming import name_key
 from icon_pipeline.search.channels import Channel, ChannelHit, Query, query_kind
-from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel, ink_share
+from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED, ConfidenceModel, query_traits
 from icon_pipeline.search.fusion import DEFAULT_DEPTH, FusedHit, FusionSettings, fuse, fusion_kind
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.names import NameMatcher
@@ -161,7 +161,7 @@ class HybridSearch:
         model = self.confidence_model(query, settings)
         if model is None or not fused:
             return fused
-        chances = model.probabilities([h.icon_id for h in fused], hits, levels, ink_share(query))
+        chances = model.probabilities([h.icon_id for h in fused], hits, levels, query_traits(query))
         return [replace(h, confidence=float(p)) for h, p in zip(fused, chances, strict=True)]
 
     def confidence_model(

@@ -7,6 +7,7 @@ the confidence model beside the weights)."""
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 
 from icon_pipeline.core.database import DatabaseInfo
 from icon_pipeline.search.channels import ChannelHit
-from icon_pipeline.search.confidence import ConfidenceExample, fit_confidence, fit_logistic
+from icon_pipeline.search.confidence import ConfidenceExample, ConfidenceModel, fit_confidence, fit_logistic
 from icon_pipeline_tests.apps.test_apps import (
     Demo,
     client,
@@ -136,12 +137,6 @@ def test_the_api_says_no_match_for_nonsense(fitted: Demo, tmp_path: Path) -> Non
         api.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on this 13-icon library the image fit weighs only the pixel channel, which scores a noise "
-    "photo's normalised drawing like an icon's; on the demo's index noise is told no match (see the "
-    "branch report). Passing here means the image evidence got better: make this a plain test.",
-)
 def test_an_unrelated_image_is_no_match_in_the_api_and_cli(
     fitted: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,3 +217,42 @@ def test_the_confidence_fit_orders_evidence_and_sets_the_threshold_from_real_que
     assert 0.5 < model.no_match_below < chances[0]  # real queries' best results sit above it
     coef, intercept = fit_logistic(np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([0.0, 1.0, 0.0, 1.0]))
     assert coef[0] > 0 and np.isfinite(intercept)  # separable labels stay finite (L2 penalty)
+
+
+def test_an_image_query_that_is_no_drawing_has_no_confidence_whatever_its_cosines() -> None:
+    """The image model's second part: whether the query is a drawing at all, from its traits (fitted
+    on queries with an answer against pictures made to have none). A photo's pixels can sit close to a
+    filled icon's; its traits (drawn all over, every shade) still tell it is no icon."""
+    from icon_pipeline.search.confidence import no_answer_queries, query_traits
+    from icon_pipeline.search.query import prepare_query_image
+
+    rng = np.random.default_rng(2)
+    icon = Image.new("RGB", (224, 224), "white")
+    icon.paste((0, 0, 0), (60, 60, 160, 80))
+    icon.paste((0, 0, 0), (60, 60, 80, 160))
+    drawn = query_traits(prepare_query_image(icon))
+    pictures = [prepare_query_image(q) for q in no_answer_queries(0) if not isinstance(q, str)]
+    examples = []
+    for q in range(40):  # drawings: the relevant icon has the higher cosine
+        hits = [ChannelHit(f"r{q}", 0.8 + 0.1 * rng.random())] + [
+            ChannelHit(f"o{q}-{n}", 0.5 + 0.3 * rng.random()) for n in range(9)
+        ]
+        examples.append(
+            ConfidenceExample("image", {"pixels": hits}, frozenset({f"r{q}"}), frozenset(), {}, traits=drawn)
+        )
+    for q, picture in enumerate(pictures):  # pictures: as close by pixels, nothing relevant
+        hits = [ChannelHit(f"p{q}-{n}", 0.6 + 0.3 * rng.random()) for n in range(10)]
+        examples.append(
+            ConfidenceExample(
+                "image", {"pixels": hits}, frozenset(), frozenset(), {}, traits=query_traits(picture)
+            )
+        )
+    model = fit_confidence(examples, {"image": {"pixels": 1.0}})["image"]
+    assert model.drawing and model.drawing_chance(drawn) > 0.5
+    photo = query_traits(prepare_query_image(noise_image(Path(tempfile.mkdtemp()) / "photo.png")))
+    assert model.drawing_chance(photo) < 0.5
+    close = {"pixels": [ChannelHit("a", 0.9)]}
+    assert model.probabilities(["a"], close, {}, photo)[0] < model.no_match_below
+    assert model.probabilities(["a"], close, {}, drawn)[0] > model.no_match_below
+    stored = model.to_dict()  # stored beside the weights (rounded), read back the same
+    assert "drawing" in stored and ConfidenceModel.from_dict(stored).to_dict() == stored
