@@ -12,6 +12,7 @@ from icon_pipeline.defs.dataset import (
     eval_set_frozen_hash,
     training_pairs,
 )
+from icon_pipeline.defs.exemplars import exemplar_embeddings
 from icon_pipeline.defs.icons import icon_automation_sensor, icon_catalog, icon_source_sensor, rendered_icons
 from icon_pipeline.defs.jobs import JOBS
 from icon_pipeline.defs.model import base_checkpoint, finetuned_checkpoint
@@ -41,6 +42,7 @@ defs = Definitions(
         finetuned_checkpoint,
         icon_embeddings,
         caption_embeddings,
+        exemplar_embeddings,
         search_fusion,
         external_benchmark,
         benchmark_report,

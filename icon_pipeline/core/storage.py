@@ -75,6 +75,7 @@ LAYOUT: dict[str, str] = {
     "corpus_preview": "corpus/previews/{set}.png",
     "corpus_pairs": "corpus/corpus_pairs.parquet",  # concepts across sets and the library, trained on
     "corpus_fitting": "corpus/fitting_queries.parquet",  # held-out corpus queries that fit hybrid search
+    "corpus_exemplars": "corpus/exemplars.parquet",  # other sets' drawings of library concepts, searched
     "external_queries": "external/{set}.parquet",  # the external benchmark's queries from one set
     "external_json": "reports/external_benchmark.json",
     "external_markdown": "reports/external_benchmark.md",

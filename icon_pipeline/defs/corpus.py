@@ -20,7 +20,13 @@ from icon_pipeline.core.storage import (
     render_root,
     write_table,
 )
-from icon_pipeline.dataset.corpus import FITTING_COLUMNS, PAIR_COLUMNS, build_corpus, corpus_summary
+from icon_pipeline.dataset.corpus import (
+    EXEMPLAR_COLUMNS,
+    FITTING_COLUMNS,
+    PAIR_COLUMNS,
+    build_corpus,
+    corpus_summary,
+)
 from icon_pipeline.dataset.leaks import training_leaks
 from icon_pipeline.defs.metadata import OWNERS, asset_tags, image_markdown, spread, table
 from icon_pipeline.defs.partitions import corpus_sets
@@ -144,7 +150,8 @@ def corpus_pairs(context: AssetExecutionContext) -> MaterializeResult:
     """The corpus as training groups: drawings of one concept across sets form a group, and a concept
     that names a library icon joins that icon's group (cross-style positives). The corpus drawings
     and names of `corpus.fit_share` of those library groups are held out as fitting queries for
-    hybrid search; the library's held-out groups stay unseen."""
+    hybrid search; the library's held-out groups stay unseen. Every other drawing of a library
+    concept is an exemplar for the `exemplars` search channel (exemplar_embeddings)."""
     config = load_config()
     available = [s for s in config.corpus.sets if asset_path("corpus_set", set=s).exists()]
     missing = sorted(set(config.corpus.sets) - set(available))
@@ -161,6 +168,7 @@ def corpus_pairs(context: AssetExecutionContext) -> MaterializeResult:
     )
     write_table(pd.DataFrame(build.pairs, columns=list(PAIR_COLUMNS)), asset_path("corpus_pairs"))
     write_table(pd.DataFrame(build.fitting, columns=list(FITTING_COLUMNS)), asset_path("corpus_fitting"))
+    write_table(pd.DataFrame(build.exemplars, columns=list(EXEMPLAR_COLUMNS)), asset_path("corpus_exemplars"))
     trained_pngs = {path for pair in build.pairs for path in pair["png_paths"]}
     trained = {d["content_hash"]: d["drawing_id"] for d in drawings if d["png_path"] in trained_pngs}
     trained.update({i.content_hash: i.icon_id for i in catalog if i.icon_id in group_of})

@@ -38,9 +38,15 @@ train_job = define_asset_job(
 index_job = define_asset_job(
     "index_job",
     selection=AssetSelection.assets(
-        "icon_embeddings", "caption_embeddings", "search_fusion", "external_benchmark", "benchmark_report"
+        "icon_embeddings",
+        "caption_embeddings",
+        "exemplar_embeddings",
+        "search_fusion",
+        "external_benchmark",
+        "benchmark_report",
     ),
-    description="Embed every icon (one pgvector HNSW table per model) and every caption, fit the hybrid "
+    description="Embed every icon (one pgvector HNSW table per model), every caption and the corpus's "
+    "drawings of the library's concepts, fit the hybrid "
     "search fusion, then benchmark search on other icon sets' tags and drawings (external) and on the "
     "frozen queries (internal).",
     tags={"stage": "index"},

@@ -1,5 +1,5 @@
-"""icon_embeddings, caption_embeddings, search_fusion and benchmark_report: the index, how hybrid
-search merges its channels, and what it is worth."""
+"""icon_embeddings, caption_embeddings and search_fusion: the index and how hybrid search merges its
+channels (exemplar_embeddings, the corpus's drawings in the index, is in exemplars.py)."""
 
 from dataclasses import replace
 
@@ -33,7 +33,15 @@ from icon_pipeline.model.checkpoint import load_checkpoint
 from icon_pipeline.model.embedding import embed_image_files
 from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 from icon_pipeline.model.text_vectors import cached_text_vectors
-from icon_pipeline.search.channels import BASE_MODEL, CAPTIONS, FINETUNED_MODEL, HYBRID, PIXELS, RESERVED
+from icon_pipeline.search.channels import (
+    BASE_MODEL,
+    CAPTIONS,
+    EXEMPLARS,
+    FINETUNED_MODEL,
+    HYBRID,
+    PIXELS,
+    RESERVED,
+)
 from icon_pipeline.search.fusion import FusionSettings
 from icon_pipeline.search.fusion_fit import fit_channels, fitting_specs, weight_rows
 from icon_pipeline.search.index import embedder_info, write_embeddings, write_fusion_settings
@@ -262,7 +270,14 @@ def caption_embeddings(context: AssetExecutionContext, postgres: PostgresResourc
     tags=asset_tags("search", "index"),
     group_name="search",
     kinds={"postgres"},
-    deps=[icon_embeddings, caption_embeddings, "eval_set", "benchmark_queries", "corpus_pairs"],
+    deps=[
+        icon_embeddings,
+        caption_embeddings,
+        "exemplar_embeddings",
+        "eval_set",
+        "benchmark_queries",
+        "corpus_pairs",
+    ],
 )
 def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
     """How hybrid search weighs its channels, fitted on the frozen eval set and the corpus's held-out
@@ -282,7 +297,7 @@ def search_fusion(context: AssetExecutionContext, postgres: PostgresResource) ->
         fitted = {
             **settings.fitted,
             "eval_set": fit_on.eval_path.name,
-            "channels_without_data": sorted({CAPTIONS, PIXELS} - set(available)),
+            "channels_without_data": sorted({CAPTIONS, PIXELS, EXEMPLARS} - set(available)),
             "eval_queries_held_back": fit_on.held_back,
         }
         settings = replace(settings, fitted=fitted)

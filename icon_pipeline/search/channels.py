@@ -6,6 +6,7 @@
 | `captions` | text | the packaged sentence encoder over every name, tag and caption, in pgvector |
 | a model id (`base`, `finetuned`, ...) | text, image | an image-text model's image embeddings in pgvector |
 | `pixels` | image | the normalised drawing (pixels.py), in pgvector |
+| `exemplars` | image | other open sets' drawings of the icon's concept (the corpus), in pgvector |
 
 Hybrid search (fusion.py) asks every channel that answers the query's kind and merges them; the
 benchmark scores each channel alone too, from the same code, so each one's contribution shows.
@@ -34,11 +35,12 @@ HYBRID = "hybrid"
 KEYWORDS = "bm25"
 CAPTIONS = "captions"
 PIXELS = "pixels"
+EXEMPLARS = "exemplars"
 # The image-text models that the pipeline trains and indexes (any other model id in the index is a
 # channel too): the pretrained checkpoint, and the one fine-tuned on the library.
 BASE_MODEL = "base"
 FINETUNED_MODEL = "finetuned"
-RESERVED = frozenset({KEYWORDS, CAPTIONS, PIXELS, HYBRID})
+RESERVED = frozenset({KEYWORDS, CAPTIONS, PIXELS, EXEMPLARS, HYBRID})
 Query = str | Image.Image  # text, or an image already framed by search.prepare_query_image
 
 
@@ -166,6 +168,23 @@ def pixel_channel(
     )
 
 
+def exemplar_channel(
+    conn: psycopg.Connection, bundle: Any, ef_search: int | None = None, table: ModelIndex | None = None
+) -> VectorChannel:
+    """Other open sets' drawings of a library concept (corpus_exemplars), embedded by the fine-tuned
+    model: a screenshot drawn in another style often looks more like another set's drawing of the
+    concept than like the library's own. An icon scores by a soft maximum over its concept's
+    drawings near the query, as the captions channel does over texts."""
+    return VectorChannel(
+        name=EXEMPLARS,
+        kinds=frozenset({"image"}),
+        conn=conn,
+        table=table or get_model_index(conn, EXEMPLARS),
+        embed_images=bundle.embed_images,
+        ef_search=ef_search,
+    )
+
+
 class ChannelSource(Protocol):
     """What building a channel needs (search.service.ChannelSet gives it)."""
 
@@ -246,6 +265,15 @@ CHANNELS: dict[str, ChannelInfo] = {
             "Pixels only (visual near-duplicates; images)",
             "cosine of the normalised drawings",
             lambda source, name: pixel_channel(source.conn, source.ef_search, source.table(name)),
+        ),
+        ChannelInfo(
+            EXEMPLARS,
+            IMAGE,
+            "Other sets' drawings of the concept only (the open icon corpus, fine-tuned model; images)",
+            "soft maximum of the cosines of the concept's drawings",
+            lambda source, name: exemplar_channel(
+                source.conn, source.bundle(name), source.ef_search, source.table(name)
+            ),
         ),
     )
 }

@@ -102,7 +102,8 @@ class ModelIndex:
     hnsw_m: int
     ef_construction: int
     hnsw_precision: str = "vector"  # "halfvec": the index is over embedding::halfvec(dim)
-    row_kind: str = "icon"  # "icon": a row per icon; "text": a row per distinct text, with its icons
+    # "icon": a row per icon; "text": a row per distinct text (or exemplar drawing), with its icons
+    row_kind: str = "icon"
 
 
 @dataclass(frozen=True)
@@ -396,9 +397,9 @@ def write_embeddings(
 ) -> IndexStats:
     """Replace `model_id`'s embeddings: COPY into a new table, build HNSW, swap it in atomically.
 
-    `texts` (one per row, a row per icon and text): stored as one row per distinct text with the
-    icons carrying it (equal texts have equal embeddings), searched per icon by a soft maximum over
-    its texts (TEXT_SOFTMAX_TEMPERATURE).
+    `texts` (one per row, a row per icon and text; for exemplars, the drawing's path): stored as one
+    row per distinct text with the icons carrying it (equal texts have equal embeddings), searched
+    per icon by a soft maximum over its texts (TEXT_SOFTMAX_TEMPERATURE).
     `conn` must not be inside a transaction (each phase commits on its own). If
     anything fails before the swap commits, the live table is left exactly as it was.
     """

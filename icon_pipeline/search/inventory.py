@@ -16,7 +16,7 @@ from icon_pipeline.search.index import list_models
 class TableInventory:
     model_id: str
     table_name: str
-    row_kind: str  # "icon": a row per icon; "text": a row per distinct text (the captions channel)
+    row_kind: str  # "icon": a row per icon; "text": a row per distinct text or drawing (captions, exemplars)
     registered_rows: int  # what the registry says
     rows: int | None  # counted; None when the table is missing
     hnsw_indexes: tuple[str, ...]  # names of the table's HNSW indexes

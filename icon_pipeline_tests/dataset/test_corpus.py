@@ -54,6 +54,12 @@ def test_concepts_join_library_groups_across_sets_and_held_out_groups_stay_unsee
         and not groups["corpus:rocket"]["linked"]
     )
     assert build.heldout_drawings == 1 and build.fitting == []
+    # Every trained drawing of a library concept is an exemplar of it (rocket names none; lock is held out).
+    assert sorted((e["set"], e["group_ids"][0]) for e in build.exemplars) == [
+        ("iconoir", "g-home"),
+        ("iconoir", "g-home"),
+        ("mdi", "g-home"),
+    ]
 
 
 def test_a_share_of_linked_groups_becomes_fitting_queries_instead_of_training() -> None:
@@ -64,11 +70,14 @@ def test_a_share_of_linked_groups_becomes_fitting_queries_instead_of_training() 
     assert everything.pairs == [], "every linked group held out"
     images = [f for f in everything.fitting if f["kind"] == "image"]
     texts = {(f["set"], f["text"]): f["relevant_groups"] for f in everything.fitting if f["kind"] == "text"}
-    assert (
-        len(images) == 6
-        and texts[("mdi", "bell alias")] == ["g-bell"]
-        and texts[("iconoir", "home")] == ["g-home"]
-    )
+    assert texts[("mdi", "bell alias")] == ["g-bell"] and texts[("iconoir", "home")] == ["g-home"]
+    # Each fit group's drawings by one set are its fitting queries; the other set's are exemplars, so
+    # a query meets its concept drawn in every style but its own, as an unseen set's query does.
+    assert len(images) == 3 and len(everything.exemplars) == 3
+    for query in images:
+        others = [e for e in everything.exemplars if e["group_ids"] == query["relevant_groups"]]
+        assert len(others) == 1 and others[0]["set"] != query["set"]
+        assert others[0]["png_path"] != query["image_path"]
     half = build_corpus(drawings, NAMES, GROUP_OF, SPLIT, fit_share=0.5, seed=1)
     trained = {p["group_id"] for p in half.pairs}
     fitted = {g for f in half.fitting for g in f["relevant_groups"]}

@@ -356,7 +356,7 @@ def test_the_whole_graph_end_to_end_then_search_then_scale_out_training(
 
     service = SearchService.open()
     try:
-        assert service.models() == ["hybrid", "bm25", "captions", "finetuned", "base", "pixels"]
+        assert service.models() == ["hybrid", "bm25", "captions", "finetuned", "base", "pixels", "exemplars"]
         hits = service.text("hide layer", k=5)
         assert len(hits) == 5 and all(h.name for h in hits) and hits[0].channel_scores
         keyword_hits = service.text("bell", "BM25", k=3)  # any case
@@ -500,6 +500,13 @@ def _corpus_and_external_benchmark(instance: DagsterInstance, data: Path) -> Non
     assert "corpus:rocket" in set(trained["group_id"])  # a concept the library lacks still trains
     fitting = _metadata(instance, "search_fusion")["fitting_queries_by_source"]
     assert {"eval_set", "corpus"} <= {row.data["source"] for row in fitting.records}
+    # Other sets' drawings of the library's concepts are searchable exemplars, never a fitting query's own.
+    exemplars = pd.read_parquet(data / "corpus" / "exemplars.parquet")
+    queries = pd.read_parquet(data / "corpus" / "fitting_queries.parquet")
+    assert len(exemplars) and set(exemplars["set"]) <= {"iconoir", "mdi"}
+    assert set(exemplars["png_path"]).isdisjoint(set(queries["image_path"].dropna()))
+    indexed = _metadata(instance, "exemplar_embeddings")
+    assert indexed["drawings"] == len(exemplars) and "data:image/png" in indexed["preview"]
 
     external = _metadata(instance, "external_benchmark")
     assert {row.data["set"] for row in external["sets"].records} == {"phosphor", "fontawesome"}
@@ -508,6 +515,7 @@ def _corpus_and_external_benchmark(instance: DagsterInstance, data: Path) -> Non
             assert 0.0 <= external[f"pooled/{task}/{model}/R@10"] <= 1.0
     assert isinstance(external["pooled/tags-all/bm25/R@1"], float)
     assert isinstance(external["pooled/drawings/raw-pixels-16x16/R@10"], float)
+    assert 0.0 <= external["pooled/drawings/exemplars/R@10"] <= 1.0  # its own row, so its share shows
     markdown = (data / "reports" / "benchmark.md").read_text()
     assert markdown.index("External benchmark") < markdown.index("Internal benchmark")
     assert "Font Awesome Free 7.3.1 by Fonticons" in markdown  # CC BY 4.0: credited
