@@ -324,3 +324,36 @@ def test_bad_rows_fail_clearly_and_keep_old_data(
     model = get_model_index(conn, "m")
     assert (model.rows, model.dim) == (7, 4)
     assert len(search_vectors(conn, model, unit_vectors(1, 4)[0], 10, exact=True)) == 7
+
+
+def test_exemplars_find_every_icon_of_a_concept_through_another_sets_drawing(
+    conn: psycopg.Connection,
+) -> None:
+    """search/exemplars.py's rows as exemplar_embeddings writes them: one row per corpus drawing,
+    carrying the icons of its concepts; a query near one drawing finds the icons of its concept, and
+    a concept with two drawings near the query outranks one with a single drawing as near."""
+    from icon_pipeline.search.channels import EXEMPLARS
+    from icon_pipeline.search.exemplars import exemplar_rows, library_drawings
+
+    members = {"g-bell": ["t:outline:bell", "t:filled:bell"], "g-home": ["t:outline:home"]}
+    exemplars = [
+        {"png_path": "mdi/bell.png", "group_ids": ["g-bell"], "set": "mdi"},
+        {"png_path": "iconoir/bell.png", "group_ids": ["g-bell"], "set": "iconoir"},
+        {"png_path": "mdi/home.png", "group_ids": ["g-home"], "set": "mdi"},
+        {"png_path": "mdi/rocket.png", "group_ids": ["g-rocket"], "set": "mdi"},  # no library concept
+    ]
+    drawings = library_drawings(exemplars, members)
+    assert [d["png_path"] for d in drawings] == ["mdi/bell.png", "iconoir/bell.png", "mdi/home.png"]
+    query = unit_vectors(1, 16, seed=3)[0]
+    near = query + 0.05 * unit_vectors(3, 16, seed=4)
+    embeddings = near / np.linalg.norm(near, axis=1, keepdims=True)
+    rows = exemplar_rows(drawings, embeddings, members, [d["png_path"] for d in drawings])
+    assert rows.icon_ids == ["t:outline:bell", "t:filled:bell"] * 2 + ["t:outline:home"]
+    conn.commit()
+    conn.autocommit = True
+    write_embeddings(conn, EXEMPLARS, rows.icon_ids, rows.group_ids, rows.vectors, texts=rows.keys)
+    table = get_model_index(conn, EXEMPLARS)
+    assert table.row_kind == "text" and table.rows == 3  # a row per drawing, not per icon
+    hits = search_vectors(conn, table, query, 3, exact=True)
+    assert {h.icon_id for h in hits[:2]} == {"t:outline:bell", "t:filled:bell"}  # two drawings near
+    assert hits[2].icon_id == "t:outline:home"
