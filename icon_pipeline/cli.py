@@ -74,10 +74,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def _print_database_contents(url: str) -> None:
     """What the database holds: the search index per model (rows counted, HNSW index present), the
-    caption-embedding rows, and Dagster's runs. Never the URL itself (it may carry a password)."""
+    caption and exemplar rows, and Dagster's runs. Never the URL itself (it may carry a password)."""
     import psycopg
 
-    from icon_pipeline.search.channels import CAPTIONS
+    from icon_pipeline.search.channels import CAPTIONS, EXEMPLARS
     from icon_pipeline.search.inventory import dagster_runs, index_inventory
 
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
@@ -92,13 +92,17 @@ def _print_database_contents(url: str) -> None:
             print(f"  {t.model_id:20} {rows:>14}  dim {t.dim:4}  {t.table_name}  HNSW: {hnsw}")
     else:
         print("models indexed: none (materialize icon_embeddings)")
-    captions = next((t for t in tables if t.model_id == CAPTIONS), None)
-    if captions is None:
-        print("caption embeddings: none (materialize caption_embeddings)")
-    else:
-        rows = "table MISSING" if captions.rows is None else f"{captions.rows} rows (one per distinct text)"
-        hnsw = ", ".join(captions.hnsw_indexes) or "NO HNSW index"
-        print(f"caption embeddings: {rows}, dim {captions.dim}  HNSW: {hnsw}")
+    for label, model_id, unit, asset in (
+        ("caption embeddings", CAPTIONS, "distinct text", "caption_embeddings"),
+        ("exemplar drawings", EXEMPLARS, "corpus drawing", "exemplar_embeddings"),
+    ):
+        entry = next((t for t in tables if t.model_id == model_id), None)
+        if entry is None:
+            print(f"{label}: none (materialize {asset})")
+            continue
+        rows = "table MISSING" if entry.rows is None else f"{entry.rows} rows (one per {unit})"
+        hnsw = ", ".join(entry.hnsw_indexes) or "NO HNSW index"
+        print(f"{label}: {rows}, dim {entry.dim}  HNSW: {hnsw}")
     present = sum(1 for t in tables if t.hnsw_indexes)
     print(f"HNSW indexes present: {present} of {len(tables)} tables")
     if runs is None:

@@ -70,10 +70,7 @@ class ConfidenceModel:
 
     def drawing_chance(self, traits: Sequence[float]) -> float:
         """How likely a query with these traits is a drawing (1 without a drawing model)."""
-        if not self.drawing or not len(traits):
-            return 1.0
-        *coef, intercept = self.drawing
-        return float(_sigmoid(np.dot(coef, np.asarray(traits, dtype=float)) + intercept))
+        return _drawing_chance(self.drawing, traits)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,12 +234,9 @@ def fit_confidence(
         p = _sigmoid(x @ coef + intercept)
         answered = np.array([bool(e.relevant) for e in chosen_used])
         drawing = _fit_drawing(chosen_used, answered) if kind == "image" else ()
-        if drawing:
-            *trait_coef, trait_intercept = drawing
-            traits = np.array([e.traits for e in chosen_used], dtype=float)
-            chance = _sigmoid(traits @ np.asarray(trait_coef) + trait_intercept)
-            p = p * np.concatenate([np.full(b - a, c) for (a, b), c in zip(spans, chance, strict=True)])
-        best = np.array([p[a:b].max() for a, b in spans])
+        # The drawing chance is the query's own: it scales every result of it alike.
+        chances = [_drawing_chance(drawing, e.traits) for e in chosen_used]
+        best = np.array([p[a:b].max() * c for (a, b), c in zip(spans, chances, strict=True)])
         if any(protected):
             best = best[np.array(protected) & answered]
         elif answered.any():
@@ -256,6 +250,15 @@ def fit_confidence(
             drawing=drawing,
         )
     return models
+
+
+def _drawing_chance(drawing: Sequence[float], traits: Sequence[float]) -> float:
+    """How likely a query with these traits is a drawing, by a ConfidenceModel's `drawing` model
+    (coefficients, then intercept); 1 without one, or for a text (no traits)."""
+    if not len(drawing) or not len(traits):
+        return 1.0
+    *coef, intercept = drawing
+    return float(_sigmoid(np.dot(coef, np.asarray(traits, dtype=float)) + intercept))
 
 
 def _fit_drawing(examples: Sequence[ConfidenceExample], answered: np.ndarray) -> tuple[float, ...]:

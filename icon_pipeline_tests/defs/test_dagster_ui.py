@@ -166,6 +166,7 @@ def test_db_status_lists_models_rows_hnsw_indexes_and_runs(pipeline_env: Path) -
     row = {line.split()[0]: line for line in lines if line.startswith("  ")}
     assert "5 rows" in row["finetuned"] and "4 rows" in row["base"] and "_hnsw" in row["base"]
     assert any(line.startswith("caption embeddings: 2 rows") for line in lines)  # distinct texts
+    assert "exemplar drawings: none (materialize exemplar_embeddings)" in lines
     assert "HNSW indexes present: 3 of 3 tables" in lines
     assert "Dagster runs: 1 (1 success)" in lines
 
