@@ -219,8 +219,14 @@ def _uri_for(pgdata: Path) -> str:
     return f"postgresql://postgres:@/postgres?host={socket_dir}&port={port}"
 
 
+# Held while the extension is created: two processes that start at once (the API's workers, a run
+# beside a server) would otherwise both create it, and the second fail on a duplicate key.
+_EXTENSION_LOCK_KEY = 0x1C0_7EC7  # any constant shared by every process of this project
+
+
 def _enable_vector(url: str) -> None:
-    with psycopg.connect(to_libpq_url(url), autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(to_libpq_url(url), autocommit=True, connect_timeout=10) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EXTENSION_LOCK_KEY,))
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
