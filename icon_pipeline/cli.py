@@ -483,11 +483,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from icon_pipeline.apps import AppError
-    from icon_pipeline.apps.api import serve
+    from icon_pipeline.apps.api import serve, usable_cores
 
+    workers = args.workers or usable_cores()
+    if workers < 1:
+        raise CliError(f"--workers must be 1 or more, got {workers}")
     quiet_model_loading()
     try:
-        serve(args.host, args.port)
+        serve(args.host, args.port, workers=workers)
     except AppError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -637,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="serve search as HTTP JSON (GET/POST /api/search); auth as the apps")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=7865, help="default 7865")
+    p.add_argument("--workers", type=int, help="server processes (default: one per core)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser(

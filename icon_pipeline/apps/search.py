@@ -51,6 +51,7 @@ from icon_pipeline.search.channels import HYBRID, channel_info
 from icon_pipeline.search.confidence import NO_MATCH
 from icon_pipeline.search.index import EmbeddingIndexError
 from icon_pipeline.search.query import QueryError, SearchHit, prepare_query_image, validate_text_query
+from icon_pipeline.search.resident import server_index
 from icon_pipeline.search.service import NotReadyError, SearchPage, SearchService
 
 TITLE = "Icon search"
@@ -89,7 +90,7 @@ def _service() -> SearchService:
     if where in _database_urls:
         try:
             conn = psycopg.connect(_database_urls[where], connect_timeout=5, autocommit=True)
-            return SearchService(conn, bundles=_bundles)
+            return SearchService(conn, bundles=_bundles, resident=server_index())
         except psycopg.OperationalError:
             del _database_urls[where]  # the server may have been restarted elsewhere: look it up again
     try:
@@ -101,7 +102,8 @@ def _service() -> SearchService:
         raise SearchUnavailable(
             f"the search index is unreachable: cannot connect to {describe_url(url)}"
         ) from None
-    return SearchService(conn, bundles=_bundles)  # the checkpoints this process has loaded already
+    # The checkpoints and tables this process has loaded already.
+    return SearchService(conn, bundles=_bundles, resident=server_index())
 
 
 @contextmanager

@@ -188,6 +188,12 @@ class IndexConfig(_Strict):
     hnsw_m: int = Field(default=16, ge=4)
     ef_construction: int = Field(default=64, ge=8)
     ef_search: int = Field(default=100, ge=1)
+    resident_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="vectors a search server (API, search app) holds in memory, in all; larger tables "
+        "are searched in PostgreSQL (HNSW). 0: none held",
+    )
 
 
 class CorpusConfig(_Strict):

@@ -11,7 +11,8 @@
 Hybrid search (fusion.py) asks every channel that answers the query's kind and merges them; the
 benchmark scores each channel alone too, from the same code, so each one's contribution shows.
 A channel encodes a batch of queries first (one forward pass for many queries), then searches
-one encoded query at a time, exactly (sequential scan) or through HNSW.
+one encoded query at a time, exactly (sequential scan) or through HNSW; in a search server, over
+its in-memory copy of the table (resident.py), exactly.
 
 What a channel is for everyone who shows or builds one (the service, the CLI, the apps, the
 benchmark, the Dagster assets) is its entry in CHANNELS at the end of this module: a new channel
@@ -95,6 +96,8 @@ class VectorChannel:
     embed_texts: Any = None  # Callable[[Sequence[str]], np.ndarray]
     embed_images: Any = None  # Callable[[Sequence[Image.Image]], np.ndarray]
     ef_search: int | None = None
+    # A server's in-memory copy of the table (search/resident.py): (vector, k) -> hits, exact.
+    resident_search: Any = None
 
     def encode(self, queries: Sequence[Query]) -> list[Any]:
         texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
@@ -113,9 +116,12 @@ class VectorChannel:
     def search(
         self, encoded: Any, k: int, *, exact: bool = False, conn: psycopg.Connection | None = None
     ) -> list[ChannelHit]:
-        hits = search_vectors(
-            conn or self.conn, self.table, encoded, k, exact=exact, ef_search=self.ef_search
-        )
+        if self.resident_search is not None and conn is None:
+            hits = self.resident_search(encoded, k)
+        else:
+            hits = search_vectors(
+                conn or self.conn, self.table, encoded, k, exact=exact, ef_search=self.ef_search
+            )
         return [ChannelHit(hit.icon_id, hit.score) for hit in hits]
 
 

@@ -1,10 +1,10 @@
-"""Concurrent searches share model forwards: queries that arrive while an encoder runs are encoded
-together in its next forward.
+"""Concurrent searches share batched work: calls that arrive while a batch runs join the next one.
 
 The API and the search app run searches side by side, each on its own thread. One forward of a
 text encoder over 8 short queries costs about two forwards of one (MiniLM on one core: 25 ms
-against 15 ms), so a search that finds the encoder busy hands its texts to the next forward and
-takes its row of the result. A lone caller (the CLI, the benchmark's batches) runs alone, as before.
+against 15 ms), and one matrix product over a resident table for 8 query vectors about three of
+one (search/resident.py), so a search that finds the work busy hands its items to the next batch
+and takes its share of the result. A lone caller (the CLI, the benchmark's batches) runs alone.
 """
 
 from __future__ import annotations
@@ -17,34 +17,35 @@ from typing import Any
 import numpy as np
 
 Embed = Callable[[Sequence[str]], np.ndarray]
+Batched = Callable[[list[Any]], Sequence[Any]]  # items -> one result per item, in order
 
 
 class _Call:
-    __slots__ = ("texts", "result", "error", "ready", "lead")
+    __slots__ = ("items", "result", "error", "ready", "lead")
 
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
-        self.result: np.ndarray | None = None
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.result: Sequence[Any] | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()  # answered, or handed the lead
         self.lead = False
 
 
-class CoalescedEmbed:
-    """Calls of one encoder's `embed(texts) -> (len(texts), dim)`, one forward at a time: the calls
-    that arrive while a forward runs wait, and the next forward answers all of them (at most
-    `max_texts` texts; a larger call goes alone). The caller whose forward ends hands the lead to
-    the first one waiting, which runs the next. Every caller passes the same `embed`; holding none
-    itself, this keeps no encoder loaded."""
+class CoalescedCalls:
+    """Calls of one batched function (an encoder's `embed(texts) -> (len(texts), dim)`, a resident
+    table's search), one batch at a time: the calls that arrive while a batch runs wait, and the
+    next batch answers all of them (at most `max_items` items; a larger call goes alone). The
+    caller whose batch ends hands the lead to the first one waiting, which runs the next. Every
+    caller passes an equivalent function; holding none itself, this keeps no encoder loaded."""
 
-    def __init__(self, max_texts: int = 256) -> None:
-        self.max_texts = max_texts
+    def __init__(self, max_items: int = 256) -> None:
+        self.max_items = max_items
         self._lock = threading.Lock()
         self._pending: list[_Call] = []
         self._running = False  # a caller is leading (running forwards)
 
-    def __call__(self, embed: Embed, texts: Sequence[str]) -> np.ndarray:
-        call = _Call(list(texts))
+    def __call__(self, run: Batched, items: Sequence[Any]) -> Sequence[Any]:
+        call = _Call(list(items))
         with self._lock:
             self._pending.append(call)
             call.lead = not self._running
@@ -52,37 +53,37 @@ class CoalescedEmbed:
         if not call.lead:
             call.ready.wait()
         if call.lead and call.result is None and call.error is None:
-            self._lead(embed)
+            self._lead(run)
         if call.error is not None:
             raise call.error
         assert call.result is not None
         return call.result
 
-    def _lead(self, embed: Embed) -> None:
-        """Run one forward over what waits (this caller's texts among them), then pass the lead on."""
+    def _lead(self, run: Batched) -> None:
+        """Run one batch of what waits (this caller's items among them), then pass the lead on."""
         with self._lock:
             batch, size, rest = [], 0, []
             for call in self._pending:
-                if not batch or size + len(call.texts) <= self.max_texts:
+                if not batch or size + len(call.items) <= self.max_items:
                     batch.append(call)
-                    size += len(call.texts)
+                    size += len(call.items)
                 else:
                     rest.append(call)
             self._pending = rest
         try:
-            vectors = embed([text for call in batch for text in call.texts])
+            results = run([item for call in batch for item in call.items])
         except BaseException as exc:  # each caller of the batch raises it (a KeyboardInterrupt too)
             for call in batch:
                 call.error = exc
         else:
             start = 0
             for call in batch:
-                call.result = vectors[start : start + len(call.texts)]
-                start += len(call.texts)
+                call.result = results[start : start + len(call.items)]
+                start += len(call.items)
         finally:
             with self._lock:
                 if self._pending:
-                    self._pending[0].lead = True  # runs the next forward when it wakes
+                    self._pending[0].lead = True  # runs the next batch when it wakes
                     self._pending[0].ready.set()
                 else:
                     self._running = False
@@ -90,13 +91,13 @@ class CoalescedEmbed:
                 call.ready.set()
 
 
-# (id of the encoder object, function) -> (weak reference to the encoder, its CoalescedEmbed)
-_shared: dict[tuple[int, Any], tuple[weakref.ref, CoalescedEmbed]] = {}
+# (id of the encoder object, function) -> (weak reference to the encoder, its CoalescedCalls)
+_shared: dict[tuple[int, Any], tuple[weakref.ref, CoalescedCalls]] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_embed(method: Embed) -> Embed:
-    """`method` (a bound `embed`) through the CoalescedEmbed of its encoder object, one per encoder
+    """`method` (a bound `embed`) through the CoalescedCalls of its encoder object, one per encoder
     in this process: every search that uses that encoder joins the same batches. Anything else
     is returned unchanged."""
     owner = getattr(method, "__self__", None)
@@ -111,7 +112,7 @@ def shared_embed(method: Embed) -> Embed:
         else:
             for stale in [k for k, (ref, _) in _shared.items() if ref() is None]:
                 del _shared[stale]  # encoders unloaded since (an id may be reused)
-            coalesced = CoalescedEmbed()
+            coalesced = CoalescedCalls()
             _shared[key] = (weakref.ref(owner), coalesced)
 
     def embed(texts: Sequence[str]) -> np.ndarray:

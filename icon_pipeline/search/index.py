@@ -31,6 +31,7 @@ reuse a plan made under other planner settings: every search runs with prepare=F
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -104,6 +105,7 @@ class ModelIndex:
     hnsw_precision: str = "vector"  # "halfvec": the index is over embedding::halfvec(dim)
     # "icon": a row per icon; "text": a row per distinct text (or exemplar drawing), with its icons
     row_kind: str = "icon"
+    version: str = ""  # when the live table was written (the registry's updated_at)
 
 
 @dataclass(frozen=True)
@@ -478,7 +480,7 @@ def write_embeddings(
     )
 
 
-def _query_vector(model: ModelIndex, query: np.ndarray) -> np.ndarray:
+def query_vector(model: ModelIndex, query: np.ndarray) -> np.ndarray:
     vector = np.asarray(query, dtype=np.float32)
     if vector.ndim == 2 and vector.shape[0] == 1:
         vector = vector[0]
@@ -564,7 +566,7 @@ def search_vectors(
             f"HNSW search returns at most {MAX_EF_SEARCH} rows (pgvector's ef_search cap); got k={k}"
         )
     model_index = model if isinstance(model, ModelIndex) else get_model_index(conn, model)
-    vector = _query_vector(model_index, query)
+    vector = query_vector(model_index, query)
     _ensure_vector_type(conn)
     # The score is always the float32 cosine; HNSW ranks by the indexed halfvec distance.
     nearest = sql.SQL(
@@ -606,7 +608,7 @@ def explain_search(
 ) -> str:
     """The plan a search would use (to check that HNSW is, or is not, used)."""
     model_index = model if isinstance(model, ModelIndex) else get_model_index(conn, model)
-    vector = _query_vector(model_index, query)
+    vector = query_vector(model_index, query)
     _ensure_vector_type(conn)
     statement = sql.SQL("EXPLAIN SELECT icon_id FROM {} ORDER BY {} LIMIT %(k)s").format(
         sql.Identifier(model_index.table_name), _order_by(model_index, exact)
@@ -673,7 +675,9 @@ def read_index_snapshot(conn: psycopg.Connection) -> IndexSnapshot:
                 sql.SQL(
                     "SELECT model_id, table_name, dim, rows, hnsw_m, ef_construction, "
                     "coalesce(to_jsonb(r) ->> 'hnsw_precision', 'vector'), "
-                    "coalesce(to_jsonb(r) ->> 'row_kind', 'icon'), embedder FROM {} AS r ORDER BY model_id"
+                    "coalesce(to_jsonb(r) ->> 'row_kind', 'icon'), "
+                    "coalesce(to_jsonb(r) ->> 'updated_at', ''), "
+                    "embedder FROM {} AS r ORDER BY model_id"
                 ).format(sql.Identifier(REGISTRY_TABLE)),
                 prepare=False,
             ).fetchall()
@@ -685,10 +689,29 @@ def read_index_snapshot(conn: psycopg.Connection) -> IndexSnapshot:
             ).fetchone()
             fusion = dict(row[0]) if row else None
     return IndexSnapshot(
-        models=tuple(ModelIndex(*row[:8]) for row in rows),
-        embedders={row[0]: dict(row[8] or {}) for row in rows},
+        models=tuple(ModelIndex(*row[:9]) for row in rows),
+        embedders={row[0]: dict(row[9] or {}) for row in rows},
         fusion=fusion,
     )
+
+
+def index_version(conn: psycopg.Connection) -> tuple[Any, ...] | None:
+    """What changes whenever the registry or the fusion settings do (a model written, replaced or
+    dropped; a new fit), in one small statement: a server re-reads the snapshot only then. None
+    before both tables exist (every caller then reads the snapshot each time). On an autocommit
+    connection, or in a transaction block of its own."""
+    statement = sql.SQL(
+        "SELECT (SELECT count(*) FROM {registry}), (SELECT max(updated_at) FROM {registry}), "
+        "(SELECT max(updated_at) FROM {fusion})"
+    ).format(registry=sql.Identifier(REGISTRY_TABLE), fusion=sql.Identifier(FUSION_TABLE))
+    # A failing statement aborts an open transaction: there, it runs in a savepoint of its own.
+    idle = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    try:
+        with contextlib.nullcontext() if idle else conn.transaction():
+            row = conn.execute(statement, prepare=False).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return tuple(row) if row else None
 
 
 def embedder_info(conn: psycopg.Connection, model_id: str) -> dict[str, Any]:

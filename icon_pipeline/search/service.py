@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,13 @@ from icon_pipeline.search.coalesce import shared_embed
 from icon_pipeline.search.confidence import MATCH, NO_MATCH, UNRATED
 from icon_pipeline.search.fusion import KINDS, FusionSettings, channel_kind
 from icon_pipeline.search.hybrid import HybridSearch, LibraryIndex
-from icon_pipeline.search.index import IndexSnapshot, ModelIndex, embedder_info, read_index_snapshot
+from icon_pipeline.search.index import (
+    IndexSnapshot,
+    ModelIndex,
+    embedder_info,
+    index_version,
+    read_index_snapshot,
+)
 from icon_pipeline.search.keywords import BM25Index, EmptyCatalogError, LibraryKeywords, library_keywords
 from icon_pipeline.search.query import (
     ImageQuery,
@@ -48,6 +54,7 @@ from icon_pipeline.search.query import (
     prepare_query_image,
     validate_text_query,
 )
+from icon_pipeline.search.resident import ResidentIndex
 
 DEFAULT_MODEL = HYBRID
 
@@ -169,8 +176,20 @@ class ChannelSet:
     conn: psycopg.Connection
     ef_search: int | None = None
     bundles: dict[str, EncoderBundle] = field(default_factory=dict)  # may be shared between services
+    resident: ResidentIndex | None = None  # a server's in-memory tables (None: search PostgreSQL)
     _channels: dict[str, Channel] = field(default_factory=dict)
     _snapshot: IndexSnapshot | None = None
+    _version: tuple | None = None  # index_version when the snapshot was read
+
+    def revalidate(self) -> bool:
+        """Forget what was read from the index if it changed since (one small query), so that a
+        channel set can serve many searches; True when it had changed."""
+        version = index_version(self.conn)  # read before the snapshot it stands for
+        if version is not None and version == self._version:
+            return False
+        self._snapshot, self._version = None, version
+        self._channels.clear()
+        return True
 
     def snapshot(self) -> IndexSnapshot:
         """The registry and fusion settings, read once per channel set (the API opens one per request)."""
@@ -207,7 +226,10 @@ class ChannelSet:
         from icon_pipeline.model.sentence_encoder import load_sentence_encoder
 
         with _load_lock:
-            return load_sentence_encoder()
+            encoder = load_sentence_encoder()
+            if self.resident is not None:  # a search server: its forwards overlap (once per process)
+                encoder.trace_for_serving()
+            return encoder
 
     def bundle(self, model_id: str) -> EncoderBundle:
         checkpoint = checkpoint_of(model_id, self.snapshot().embedder(model_id))
@@ -226,6 +248,8 @@ class ChannelSet:
             if isinstance(channel, VectorChannel) and channel.embed_texts is not None:
                 # Searches on other threads share the encoder's forwards (search/coalesce.py).
                 channel.embed_texts = shared_embed(channel.embed_texts)
+            if isinstance(channel, VectorChannel) and self.resident is not None:
+                channel.resident_search = self.resident.search_function(self.conn, channel.table)
             self._channels[name] = channel
         return self._channels[name]
 
@@ -273,9 +297,10 @@ class SearchService:
     conn: psycopg.Connection
     ef_search: int | None = None
     bundles: dict[str, EncoderBundle] = field(default_factory=dict)  # checkpoint -> loaded model
+    resident: ResidentIndex | None = None  # a server's in-memory tables, shared by its searches
 
     def __post_init__(self) -> None:
-        self.channel_set = ChannelSet(self.conn, self.ef_search, self.bundles)
+        self.channel_set = ChannelSet(self.conn, self.ef_search, self.bundles, self.resident)
         self._hybrid: HybridSearch | None = None
 
     @classmethod
@@ -307,9 +332,15 @@ class SearchService:
         return lowered[model.lower()]
 
     def hybrid(self) -> HybridSearch:
-        if self._hybrid is None:
-            self._hybrid = self.channel_set.hybrid()
+        if self._hybrid is None or self._hybrid.library is not self.channel_set.library():
+            self._hybrid = self.channel_set.hybrid()  # first, or the catalog or pairs changed since
         return self._hybrid
+
+    def revalidate(self) -> None:
+        """Ready for another search: what was read from the index is read again if the index
+        changed since (a server keeps a service per connection; search/index.index_version)."""
+        if self.channel_set.revalidate():
+            self._hybrid = None
 
     @property
     def records(self) -> dict[str, IconRecord]:
@@ -340,10 +371,7 @@ class SearchService:
             fused = search.search(query, k)
             group_of = search.library.group_of
             return [
-                replace(
-                    self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables), confidence=h.confidence
-                )
-                for h in fused
+                self._hit(h.icon_id, h.score, group_of, h.channel_scores, tables, h.confidence) for h in fused
             ]
         if kind not in channel_info(model).kinds:
             wanted, given = ("words", "an image") if kind == "image" else ("an image", "words")
@@ -368,6 +396,7 @@ class SearchService:
         groups: Any,
         channel_scores: dict[str, float],
         tables: tuple[dict[str, IconRecord], dict[str, tuple[str, str]]],
+        confidence: float | None = None,
     ) -> SearchHit:
         records, catalog = tables
         name, png_path = catalog.get(icon_id, (icon_id, None))
@@ -382,6 +411,7 @@ class SearchService:
             style=style_of(record) if record else "",
             category=record.category if record else "",
             file_path=record.file_path if record else "",
+            confidence=confidence,
         )
 
     def text(self, query: str, model: str | None = None, k: int = 10) -> list[SearchHit]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from icon_pipeline.render.rasterize import (
     render_icon,
     render_icon_isolated,
 )
-from icon_pipeline.search.coalesce import CoalescedEmbed
+from icon_pipeline.search.coalesce import CoalescedCalls
 
 SVG_OPEN = (
     '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" viewBox="0 0 24 24">'
@@ -208,7 +210,7 @@ def test_coalesced_embed_answers_each_caller_with_its_own_rows() -> None:
         batches.append(list(texts))
         return np.array([[float(len(t)), float(t.count("a"))] for t in texts])
 
-    coalesced = CoalescedEmbed()
+    coalesced = CoalescedCalls()
     texts = [f"query {'a' * i}" for i in range(12)]
     with ThreadPoolExecutor(max_workers=12) as pool:
         futures = [pool.submit(coalesced, embed, [text]) for text in texts]
@@ -298,6 +300,42 @@ def test_api_docs_and_schema_need_the_same_credentials(
         assert "swagger" in httpx.get(running.url + "api/docs", timeout=30).text.lower()
     finally:
         running.close()
+
+
+def test_api_with_worker_processes_serves_with_auth_from_the_environment(
+    pipeline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`icon-pipeline api --workers 2`: two processes on one port (what uses two cores; each search
+    is mostly Python, one thread at a time per process), the same answers and the same sign-in."""
+    monkeypatch.setenv("ICON_PIPELINE_APP_AUTH", "ana:let-me-in")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "icon_pipeline.cli", "api", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                answer = httpx.get(url + "api/models", timeout=30)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.3)
+        assert answer.status_code == 401
+        with httpx.Client(base_url=url, auth=("ana", "let-me-in"), timeout=60) as client:
+            # Separate connections, so both processes answer some of them.
+            answers = [client.get("api/models", headers={"Connection": "close"}) for _ in range(6)]
+        for answer in answers:  # nothing indexed yet: the one-line reason, from either process
+            assert_one_line_503(answer, "icon_embeddings")
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+    assert "2 worker processes" in output and "let-me-in" not in output
+    assert "Traceback" not in output, output
 
 
 def assert_one_line_503(answer: httpx.Response, *words: str) -> str:

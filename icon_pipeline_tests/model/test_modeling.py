@@ -295,6 +295,25 @@ def test_locked_text_checkpoint_embeds_text_exactly_like_the_packaged_encoder(
     assert isinstance(AutoModel.from_pretrained(path, local_files_only=True), LockedTextSiglip2Model)
 
 
+def test_a_search_server_traced_sentence_encoder_gives_the_eager_vectors() -> None:
+    """The servers run the sentence encoder as one TorchScript graph (trace_for_serving): the same
+    vectors as the eager model for any batch: one text, padded batches, a text past MAX_LENGTH."""
+    from icon_pipeline.model.sentence_encoder import SentenceEncoder, load_sentence_encoder
+
+    packaged = load_sentence_encoder()
+    encoder = SentenceEncoder(tokenizer=packaged.tokenizer, model=packaged.model)  # a copy to trace
+    batches = [
+        ["bell"],
+        ["hide layer", "upload a file to the cloud quickly", "x"],
+        ["word " * 400, "home"],  # truncated
+        [f"icon number {i}" for i in range(40)],
+    ]
+    eager = [encoder.embed(batch) for batch in batches]
+    assert encoder.trace_for_serving()
+    for batch, expected in zip(batches, eager, strict=True):
+        np.testing.assert_allclose(encoder.embed(batch), expected, atol=1e-5)
+
+
 def test_a_missing_or_changed_sentence_encoder_package_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
