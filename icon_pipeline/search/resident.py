@@ -132,7 +132,7 @@ def load_table(conn: psycopg.Connection, model: ModelIndex) -> ResidentTable:
         for icon_id, group_id in zip(*((icons, groups) if text_rows else ((icons,), (groups,))), strict=True):
             owners.append(position.setdefault((icon_id, group_id), len(position)))
         starts.append(len(owners))
-    # The binary loader gives pgvector's Vector (the text one, arrays).
+    # pgvector's binary loader gives Vector objects (its text loader, numpy arrays).
     vectors = [
         np.asarray(getattr(row[2], "to_numpy", lambda v=row[2]: v)(), dtype=np.float32) for row in rows
     ]
@@ -183,7 +183,9 @@ class ResidentIndex:
             return table.search([vector for vector, _ in items], [k for _, k in items])
 
         def search(vector: np.ndarray, k: int) -> list[VectorHit]:
-            return calls(batch, [(vector, k)])[0]
+            # Checked before it joins a batch: a query that cannot be searched (a blank image's
+            # zero vector) fails its own search, not the others' it would have been batched with.
+            return calls(batch, [(query_vector(table.model, vector), k)])[0]
 
         return search
 

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from icon_pipeline.search.index import (
+    EmbeddingIndexError,
     UnknownModelError,
     get_model_index,
     index_version,
@@ -91,6 +92,27 @@ def test_a_server_copies_each_table_once_and_again_after_a_rewrite(live: psycopg
     assert rewritten.version != table.version and rewritten.table_name == table.table_name
     assert resident.search_function(live, rewritten)(query, 1)[0].icon_id == "new-0"
     assert resident.held_bytes() < 2 * 50 * 8 * 4 + 1000  # the replaced copy was let go
+
+
+def test_a_query_that_cannot_be_searched_fails_alone_among_concurrent_ones(
+    live: psycopg.Connection,
+) -> None:
+    """A blank image's zero vector is refused for its own search; the searches it arrived with
+    (and would have shared a matrix product with) are answered."""
+    write_embeddings(live, "finetuned", ids(200), ids(200, "g"), unit_vectors(200, 16, seed=1))
+    search = ResidentIndex(budget_mb=16).search_function(live, get_model_index(live, "finetuned"))
+    queries = list(unit_vectors(31, 16, seed=1)) + [np.zeros(16, dtype=np.float32)]
+
+    def ask(query: np.ndarray) -> object:
+        try:
+            return search(query, 1)[0].icon_id
+        except EmbeddingIndexError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(ask, queries))
+    assert answers[:31] == [f"icon-{i}" for i in range(31)]  # each its own nearest icon
+    assert isinstance(answers[31], EmbeddingIndexError) and "zero or not finite" in str(answers[31])
 
 
 def test_a_table_over_the_budget_stays_in_postgres(live: psycopg.Connection, caplog) -> None:
