@@ -22,10 +22,12 @@ unreachable; a one-line message). Binds 127.0.0.1 unless told
 otherwise; HTTP basic auth on every route, the docs included, when ICON_PIPELINE_APP_AUTH holds
 `user:password` (as the Gradio apps).
 
-Searches run side by side: each takes a database connection of its own from a pool kept between
-requests (a new connection and its type lookups cost more than many a search), at most four per
-core at once; models load once per process and are shared, and concurrent searches share the
-text encoders' forwards.
+Searches run side by side: each takes a search service of its own from a pool kept between
+requests (its database connection, channels and fitted settings; one small query checks that the
+index has not changed), at most four per core at once. Models load once per process, as it starts,
+and are shared; each process searches its own in-memory copy of the index (search/resident.py);
+concurrent searches share the text encoder's forwards and the copies' matrix products. `serve`
+runs one worker process per core (`icon-pipeline api --workers N`).
 """
 
 from __future__ import annotations
