@@ -106,9 +106,10 @@ def usable_cores() -> int:
 
 
 def default_parallel() -> int:
-    """Searches run at once: four per core. While some wait on PostgreSQL others encode, and the
-    ones that meet at an encoder share its forward (search/coalesce.py); on 2 cores 8 at once
-    answered 8 clients about a quarter faster than 4, and 16 no faster than 8. Later requests queue."""
+    """Searches run at once per process: four per core. While some wait (on a batch, on PostgreSQL)
+    others run, and the ones that meet at an encoder or a table share its work (search/coalesce.py);
+    on 2 cores, when searches still asked PostgreSQL, 8 at once answered 8 clients about a quarter
+    faster than 4, and 16 no faster than 8. Later requests queue."""
     return max(4, 4 * usable_cores())
 
 
