@@ -180,14 +180,20 @@ class ChannelSet:
     _channels: dict[str, Channel] = field(default_factory=dict)
     _snapshot: IndexSnapshot | None = None
     _version: tuple | None = None  # index_version when the snapshot was read
+    _keywords: LibraryKeywords | None = None  # the catalog and pairs the channels were built on
 
     def revalidate(self) -> bool:
-        """Forget what was read from the index if it changed since (one small query), so that a
-        channel set can serve many searches; True when it had changed."""
+        """Forget what was read from the index, the catalog or the pairs if any changed since (one
+        small query, two file stamps), so that a channel set can serve many searches; True when
+        something had changed (its channels are then built again)."""
         version = index_version(self.conn)  # read before the snapshot it stands for
-        if version is not None and version == self._version:
+        try:
+            keywords: LibraryKeywords | None = self.keywords()
+        except NotReadyError:  # the search itself says what is missing
+            keywords = None
+        if version is not None and version == self._version and keywords is self._keywords:
             return False
-        self._snapshot, self._version = None, version
+        self._snapshot, self._version, self._keywords = None, version, keywords
         self._channels.clear()
         return True
 
@@ -332,13 +338,13 @@ class SearchService:
         return lowered[model.lower()]
 
     def hybrid(self) -> HybridSearch:
-        if self._hybrid is None or self._hybrid.library is not self.channel_set.library():
-            self._hybrid = self.channel_set.hybrid()  # first, or the catalog or pairs changed since
+        if self._hybrid is None:
+            self._hybrid = self.channel_set.hybrid()
         return self._hybrid
 
     def revalidate(self) -> None:
-        """Ready for another search: what was read from the index is read again if the index
-        changed since (a server keeps a service per connection; search/index.index_version)."""
+        """Ready for another search: what was read from the index, the catalog or the pairs is
+        read again if they changed since (a server keeps a service per connection)."""
         if self.channel_set.revalidate():
             self._hybrid = None
 

@@ -407,6 +407,35 @@ def write_small_library() -> list[str]:
     return names
 
 
+def test_a_kept_search_service_sees_new_captions_without_an_index_rebuild(api: str) -> None:
+    """The API keeps a search service per connection and re-reads the index only when it changed;
+    the catalog and pairs are read again when they change, even when the index did not."""
+    import pandas as pd
+
+    from icon_pipeline.core.database import ensure_database
+    from icon_pipeline.core.storage import pairs_path, read_table, write_table
+    from icon_pipeline.search.index import ensure_schema, write_fusion_settings
+
+    write_small_library()
+    with psycopg.connect(ensure_database().libpq_url, autocommit=True) as conn:
+        ensure_schema(conn)  # an index that does not change below
+        write_fusion_settings(conn, "{}")
+
+    def found(query: str) -> list[str]:
+        answer = httpx.get(api + "api/search", params={"q": query, "model": "bm25"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return [r["icon_id"] for r in answer.json()["results"]]
+
+    assert found("bell") and "mine:lock" not in found("umbrella")
+    pairs = read_table(pairs_path(), "training pairs")
+    pairs["captions"] = [
+        [*captions, "an umbrella for rain"] if group == "g:lock" else list(captions)
+        for group, captions in zip(pairs["group_id"], pairs["captions"], strict=True)
+    ]
+    write_table(pd.DataFrame(pairs), pairs_path())
+    assert found("umbrella")[0] == "mine:lock"
+
+
 def test_concurrent_searches_answer_alike_on_kept_connections(api: str) -> None:
     """16 clients at once get what one gets alone; the searches run on connections the API keeps
     (at most `parallel` of them) instead of one opened and closed per request."""
